@@ -1,0 +1,133 @@
+"""Command-line entry points; each Snakemake rule calls exactly one of them.
+
+    prunebench dense       --experiment JSON --seed S --model-dir DIR --record FILE
+    prunebench prune       --experiment JSON --method M --budget B --seed S --dense-dir DIR --model-dir DIR --record FILE
+    prunebench leaderboard --records FILE... --markdown FILE --csv FILE
+    prunebench report      --records FILE... --out FILE [--figure FILE]
+    prunebench config      [--set KEY=VALUE ...]    (resolve and validate; print the experiment)
+
+Known failures (bad config, data, checkpoint, record, a diverged run) print one clear line
+and exit with status 2; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from prunebench.budget import BudgetError
+from prunebench.checkpoints import CheckpointError
+from prunebench.config import ConfigError, CONFIG_PATH, load_config_file, resolve
+from prunebench.data import DataError
+from prunebench.modeling import ModelLoadError
+from prunebench.records import RecordError
+from prunebench.trainer import TrainingDiverged
+from methods.registry import UnknownMethodError
+
+KNOWN_ERRORS = (BudgetError, CheckpointError, ConfigError, DataError, ModelLoadError, RecordError, TrainingDiverged,
+                UnknownMethodError)
+
+
+def _experiment(value: str) -> dict:
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    return json.loads(text)
+
+
+def _context(args):
+    from prunebench.experiment import load_context
+
+    return load_context(_experiment(args.experiment), args.threads)
+
+
+def cmd_dense(args) -> None:
+    from prunebench.experiment import run_dense
+
+    run_dense(_context(args), args.seed, Path(args.model_dir), Path(args.record))
+
+
+def cmd_prune(args) -> None:
+    from prunebench.experiment import run_method
+
+    run_method(_context(args), args.method, args.budget, args.seed, Path(args.dense_dir), Path(args.model_dir),
+               Path(args.record))
+
+
+def cmd_leaderboard(args) -> None:
+    from reports.leaderboard import write_leaderboard
+
+    write_leaderboard(args.records, Path(args.markdown), Path(args.csv))
+
+
+def cmd_report(args) -> None:
+    from reports.render import render_report
+
+    render_report(args.records, Path(args.out), Path(args.figure) if args.figure else None)
+
+
+def cmd_config(args) -> None:
+    raw = load_config_file(args.file)
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        raw[key] = yaml.safe_load(value)
+    print(json.dumps(resolve(raw), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prunebench", description="BERT pruning benchmark")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def job(name, func, help_):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--experiment", required=True, help="resolved experiment as JSON, or @FILE")
+        p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--model-dir", required=True)
+        p.add_argument("--record", required=True)
+        p.add_argument("--threads", type=int, default=None)
+        p.set_defaults(func=func)
+        return p
+
+    job("dense", cmd_dense, "fine-tune and record the dense baseline")
+    p = job("prune", cmd_prune, "prune with one method at one budget and seed, and record it")
+    p.add_argument("--method", required=True)
+    p.add_argument("--budget", type=float, required=True)
+    p.add_argument("--dense-dir", required=True)
+
+    p = sub.add_parser("leaderboard", help="rank records into Markdown and CSV")
+    p.add_argument("--records", nargs="+", required=True)
+    p.add_argument("--markdown", required=True)
+    p.add_argument("--csv", required=True)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("report", help="render the HTML report from records")
+    p.add_argument("--records", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--figure", default=None, help="also write the main figure (.svg/.pdf/.png)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("config", help="resolve and validate the configuration")
+    p.add_argument("--file", default=str(CONFIG_PATH))
+    p.add_argument("--set", nargs="*", help="KEY=VALUE overrides (YAML values)")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except KNOWN_ERRORS as exc:
+        print(f"prunebench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

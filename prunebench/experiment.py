@@ -1,0 +1,143 @@
+"""One benchmark job, start to finish: load, fine-tune (with a method), measure, save, record.
+
+``run_dense`` fine-tunes the pretrained model once per (task, seed) and records it;
+``run_method`` prunes with one method at one budget and seed, starting from the dense
+checkpoint (or the pretrained weights, when the method's paper prunes during fine-tuning),
+under the same fine-tuning budget. Both go through ``measure_and_record``, the one
+measurement path, and write one record per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import methods
+from prunebench import budget as budget_lib
+from prunebench import checkpoints, provenance, records
+from prunebench.data import DataConfig, load_task_data
+from prunebench.measure.accuracy import task_metrics
+from prunebench.measure.disk import bytes_on_disk
+from prunebench.measure.flops import flops_per_example
+from prunebench.measure.latency import compare_latency, fixed_length_batch
+from prunebench.measure.memory import peak_inference_memory_mib
+from prunebench.modeling import describe_model, load_pretrained, load_tokenizer
+from prunebench.tasks import TaskSpec, get_task
+from prunebench.trainer import FinetuneBudget, tokenize, train
+
+log = logging.getLogger("prunebench.experiment")
+BACKEND = "torch-dense-cpu"
+
+
+@dataclass
+class Context:
+    """What every job of an experiment shares: config, task, tokenizer, tokenized data."""
+
+    exp: dict[str, Any]
+    spec: TaskSpec
+    tokenizer: Any
+    train: Any
+    eval: Any
+    budget: FinetuneBudget
+    threads: int
+
+
+def load_context(exp: dict[str, Any], threads: int | None = None) -> Context:
+    threads = threads or exp["threads"]
+    torch.set_num_threads(threads)
+    spec = get_task(exp["task"])
+    tokenizer = load_tokenizer(exp["model"])
+    data = load_task_data(spec, DataConfig.from_dict(exp["data"]))
+    ft = FinetuneBudget.from_dict(exp["finetune"])
+    train_ds = tokenize(data["train"], tokenizer, spec.text_fields, ft.max_seq_len)
+    eval_ds = tokenize(data["eval"], tokenizer, spec.text_fields, ft.max_seq_len)
+    return Context(exp, spec, tokenizer, train_ds, eval_ds, ft, threads)
+
+
+def run_dense(ctx: Context, seed: int, model_dir: Path, record_path: Path) -> dict:
+    start = time.perf_counter()
+    model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names)
+    result = train(model, ctx.train, ctx.tokenizer, ctx.budget, None, seed)
+    checkpoints.save_model(model, ctx.tokenizer, model_dir)
+    return measure_and_record(ctx, model, model, model_dir, "dense", 1.0, seed, result, None, start, record_path)
+
+
+def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_dir: Path, model_dir: Path,
+               record_path: Path) -> dict:
+    start = time.perf_counter()
+    settings = ctx.exp.get("method_settings", {}).get(method_name, {})
+    method = methods.build(method_name, target, settings)
+    dense = checkpoints.load_model(dense_dir)
+    if method.starts_from == "dense":
+        model = checkpoints.load_model(dense_dir)
+    else:
+        model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names)
+    result = train(model, ctx.train, ctx.tokenizer, ctx.budget, method, seed)
+    model = method.finalize(model)
+    checkpoints.save_model(model, ctx.tokenizer, model_dir)
+    return measure_and_record(ctx, model, dense, model_dir, method_name, target, seed, result, method, start,
+                              record_path)
+
+
+def measure_and_record(ctx: Context, model, dense, model_dir: Path, method_name: str, target: float, seed: int,
+                       result, method, start: float, record_path: Path) -> dict:
+    """The one measurement path: every number of a record is computed here."""
+    m = ctx.exp["measure"]
+    R = records.metric
+    metrics: dict[str, dict] = {}
+    for name, value in task_metrics(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size).items():
+        metrics[name] = R(value, "fraction")
+    count = budget_lib.count_encoder_weights(model)
+    metrics["encoder_remaining"] = R(count.remaining_fraction, "fraction")
+    metrics["encoder_nonzero_weights"] = R(count.nonzero, "count")
+    metrics["encoder_stored_fraction"] = R(count.stored_fraction, "fraction")
+    flops, dense_flops = flops_per_example(model, m["seq_len"]), flops_per_example(dense, m["seq_len"])
+    metrics["gflops_per_example"] = R(flops["sparse"] / 1e9, "GFLOP")
+    metrics["gflops_per_example_dense_kernels"] = R(flops["dense_kernels"] / 1e9, "GFLOP")
+    metrics["theoretical_speedup"] = R(dense_flops["dense_kernels"] / flops["sparse"], "x")
+    metrics["theoretical_speedup_dense_kernels"] = R(dense_flops["dense_kernels"] / flops["dense_kernels"], "x")
+    disk = bytes_on_disk(model_dir)
+    metrics["disk_bytes_dense_format"] = R(disk["dense"], "bytes")
+    metrics["disk_bytes_sparse_format"] = R(disk["sparse"], "bytes")
+    if m.get("memory", True):
+        metrics["peak_inference_memory"] = R(
+            peak_inference_memory_mib(str(model_dir), max(m["batch_sizes"]), m["seq_len"], ctx.threads), "MiB")
+    latency_details = {}
+    for bs in m["batch_sizes"]:
+        batch = fixed_length_batch(ctx.eval, ctx.tokenizer, ctx.spec.text_fields, bs, m["seq_len"])
+        timing = compare_latency(model, dense, batch, ctx.threads, m["warmup"], m["repeats"])
+        metrics[f"latency_b{bs}"] = R(timing["model"]["median_ms"], "ms")
+        metrics[f"dense_latency_b{bs}"] = R(timing["dense"]["median_ms"], "ms")
+        metrics[f"speedup_b{bs}"] = R(timing["dense"]["median_ms"] / timing["model"]["median_ms"], "x")
+        latency_details[f"b{bs}"] = timing
+    metrics["train_wall_time"] = R(result.wall_time_s, "s")
+    record = {
+        "schema_version": records.SCHEMA_VERSION,
+        "task": ctx.spec.name,
+        "method": method_name,
+        "budget": float(target),
+        "seed": int(seed),
+        "metrics": metrics,
+        "details": {
+            "method": method.describe() if method is not None else {"name": "dense", "paper": "dense fine-tuned baseline"},
+            "model": describe_model(ctx.exp["model"]),
+            "model_dir": str(model_dir),
+            "per_matrix_remaining": budget_lib.per_matrix_remaining(model),
+            "measurement": {"backend": BACKEND, "seq_len": m["seq_len"], "batch_sizes": m["batch_sizes"],
+                            "threads": ctx.threads, "warmup": m["warmup"], "repeats": m["repeats"],
+                            "latency": latency_details},
+            "training": {"steps": result.steps, "loss_curve": result.loss_curve,
+                         "eval_examples": len(ctx.eval), "train_examples": len(ctx.train)},
+        },
+        "config": ctx.exp,
+        "provenance": provenance.collect(time.perf_counter() - start),
+    }
+    records.write_record(record, record_path)
+    log.info("%s budget %s seed %s: %s", method_name, target, seed,
+             {k: v["value"] for k, v in metrics.items() if k in ("accuracy", "encoder_remaining")})
+    return record

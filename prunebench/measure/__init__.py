@@ -1,0 +1,10 @@
+"""The one measurement path, shared by every run.
+
+Where is ...?
+- task accuracy (through ``evaluate``):           ``measure/accuracy.py``
+- theoretical FLOPs per example:                  ``measure/flops.py``
+- bytes on disk (dense and sparse-encoded):       ``measure/disk.py``
+- peak memory during inference:                   ``measure/memory.py``
+- latency and speed-up over dense (same job):     ``measure/latency.py``
+- remaining encoder weights:                      ``prunebench/budget.py``
+"""

@@ -1,0 +1,87 @@
+"""The leaderboard: methods ranked per budget by the task's primary metric (mean over seeds).
+
+Pareto-optimal entries (no other entry has a better score with fewer remaining encoder
+weights) are marked with a star. Written as Markdown and CSV, with the hardware it ran on.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from prunebench.records import write_json_atomic
+from reports.collect import aggregate, load_records, pareto_front
+
+COLUMNS = ["task", "budget", "rank", "method", "seeds", "score_metric", "score_mean", "score_std",
+           "encoder_remaining", "latency_b1_ms", "speedup_b1", "latency_bmax_ms", "speedup_bmax",
+           "disk_mb_dense_format", "disk_mb_sparse_format", "pareto_optimal"]
+
+
+def leaderboard_rows(records: list[dict]) -> list[dict]:
+    rows = aggregate(records)
+    front = pareto_front(rows, "encoder_remaining")
+    out = []
+    for task in sorted({r.task for r in rows}):
+        for budget in sorted({r.budget for r in rows if r.task == task}, reverse=True):
+            group = [r for r in rows if r.task == task and r.budget == budget]
+            group.sort(key=lambda r: -(r.score if r.score is not None else float("-inf")))
+            for rank, r in enumerate(group, start=1):
+                bmax = max((int(k[len("latency_b"):]) for k in r.values if k.startswith("latency_b")), default=None)
+                disk_d, disk_s = r.mean("disk_bytes_dense_format"), r.mean("disk_bytes_sparse_format")
+                out.append({
+                    "task": task, "budget": budget, "rank": rank, "method": r.method, "seeds": len(r.seeds),
+                    "score_metric": r.metric, "score_mean": r.score, "score_std": r.std(r.metric),
+                    "encoder_remaining": r.mean("encoder_remaining"),
+                    "latency_b1_ms": r.mean("latency_b1"), "speedup_b1": r.mean("speedup_b1"),
+                    "latency_bmax_ms": r.mean(f"latency_b{bmax}") if bmax else None,
+                    "speedup_bmax": r.mean(f"speedup_b{bmax}") if bmax else None,
+                    "disk_mb_dense_format": disk_d / 1e6 if disk_d else None,
+                    "disk_mb_sparse_format": disk_s / 1e6 if disk_s else None,
+                    "pareto_optimal": (r.task, r.method, r.budget) in front,
+                })
+    return out
+
+
+def _fmt(value, digits=3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "★" if value else ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(rows: list[dict], records: list[dict]) -> str:
+    hw = records[0]["provenance"]["hardware"] if records else {}
+    m = records[0]["details"]["measurement"] if records else {}
+    lines = [
+        "# prunebench leaderboard", "",
+        f"Hardware: {hw.get('cpu', '?')}, {hw.get('logical_cores', '?')} logical cores, GPU: {hw.get('gpu') or 'none'}; "
+        f"latency backend {m.get('backend', '?')}, {m.get('threads', '?')} threads, sequence length {m.get('seq_len', '?')}, "
+        f"batch sizes {m.get('batch_sizes', '?')}. ★ = Pareto-optimal (score vs. encoder weights remaining).", "",
+        "| task | budget | rank | method | seeds | score (mean ± std) | remaining | latency b1 (ms) | speed-up b1 | "
+        "latency bmax (ms) | speed-up bmax | disk MB (dense fmt / sparse fmt) | Pareto |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['budget']:g} | {r['rank']} | {r['method']} | {r['seeds']} | "
+            f"{r['score_metric']} {_fmt(r['score_mean'], 4)} ± {_fmt(r['score_std'], 4)} | {_fmt(r['encoder_remaining'], 4)} | "
+            f"{_fmt(r['latency_b1_ms'], 2)} | {_fmt(r['speedup_b1'], 2)} | {_fmt(r['latency_bmax_ms'], 1)} | "
+            f"{_fmt(r['speedup_bmax'], 2)} | {_fmt(r['disk_mb_dense_format'], 1)} / {_fmt(r['disk_mb_sparse_format'], 1)} | "
+            f"{_fmt(r['pareto_optimal'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(record_paths, markdown: Path, csv_path: Path) -> list[dict]:
+    records = load_records(record_paths)
+    rows = leaderboard_rows(records)
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(to_markdown(rows, records))
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    write_json_atomic(rows, csv_path.with_suffix(".json"))
+    return rows

@@ -1,0 +1,43 @@
+"""Shared fixtures: the tiny random BERT, a small tokenized SST-2 slice, paths to the real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+SST2_TRAIN = DATA / "sst2" / "train.tsv"
+SST2_DEV = DATA / "sst2" / "dev.tsv"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from prunebench.modeling import load_tokenizer
+
+    return load_tokenizer("tiny-random")
+
+
+@pytest.fixture
+def tiny_model():
+    from prunebench.modeling import load_pretrained
+
+    return load_pretrained("tiny-random", num_labels=2, seed=0, label_names=("negative", "positive")).eval()
+
+
+@pytest.fixture(scope="session")
+def sst2_small(tokenizer):
+    """256 training and 64 evaluation examples of the real SST-2 files, tokenized."""
+    from prunebench.data import DataConfig, load_task_data
+    from prunebench.tasks import get_task
+    from prunebench.trainer import tokenize
+
+    spec = get_task("sst2")
+    data = load_task_data(spec, DataConfig(source="local", train=str(SST2_TRAIN), eval=str(SST2_DEV),
+                                           train_limit=256, eval_limit=64))
+    return {k: tokenize(v, tokenizer, spec.text_fields, 64) for k, v in data.items()}

@@ -1,0 +1,46 @@
+"""Configuration: profiles, overrides and errors that name the key and the value."""
+
+import pytest
+
+from prunebench.config import ConfigError, load_config_file, resolve
+
+
+@pytest.fixture
+def raw(monkeypatch):
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)  # data paths are relative to the repository root, as in Snakemake
+    return load_config_file()
+
+
+def test_profiles_resolve(raw):
+    default = resolve(raw)
+    assert default["model"] == "embedded" and default["profile"] == "default"
+    raw["profile"] = "smoke"
+    smoke = resolve(raw)
+    assert smoke["model"] == "tiny-random"
+
+
+def test_overrides_merge_into_profile(raw):
+    raw.update(profile="smoke", budgets=[0.7], finetune={"steps": 3})
+    exp = resolve(raw)
+    assert exp["budgets"] == [0.7]
+    assert exp["finetune"]["steps"] == 3 and exp["finetune"]["batch_size"] == 16  # merged, not replaced
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"methods": ["magnitude_global", "movment"]}, r"key 'methods': unknown method 'movment'"),
+    ({"budgets": [0.5, 1.5]}, r"key 'budgets.1': 1.5 is greater than the maximum of 1"),
+    ({"budgets": [0]}, r"key 'budgets.0': 0 is less than or equal to the minimum of 0"),
+    ({"data": {"train": "../shared/data/sst2/no_such.tsv"}}, r"key 'data.train': data file not found: .*no_such.tsv"),
+    ({"budgest": [0.5]}, r"'budgest' was unexpected"),
+    ({"finetune": {"stpes": 3}}, r"key 'finetune'.*'stpes' was unexpected"),
+    ({"profile": "fast"}, r"unknown profile 'fast'"),
+    ({"task": "cola"}, r"key 'task': 'cola' is not one of"),
+    ({"method_settings": {"magnitude_global": {"warmup": 1}}}, r"method_settings.magnitude_global.*unknown setting"),
+    ({"model": "./no/such/folder"}, r"key 'model': local model folder not found"),
+])
+def test_bad_config_names_key_and_value(raw, override, message):
+    raw.update(override)
+    with pytest.raises(ConfigError, match=message):
+        resolve(raw)

@@ -1,0 +1,92 @@
+"""The whole workflow through Snakemake on the smoke profile, plus a clear error for bad input.
+
+This is the slow test (about two minutes on two cores): it runs `snakemake --cores 2
+--config profile=smoke` into a temporary results folder and checks every record, the
+leaderboard and the report; then runs the same command again to show nothing is redone.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prunebench.records import read_record
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.workflow
+
+
+def _snakemake(*args, results: Path, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", f"results_dir={results}", *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("smoke")
+    out = _snakemake(results=results)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return results
+
+
+def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
+    records = sorted((smoke_run / "records").rglob("*.json"))
+    assert len(records) == 1 + 4 * 2  # dense + 4 methods x 2 budgets, 1 seed
+    for path in records:
+        rec = read_record(path)
+        if rec["method"] != "dense":
+            # measured sparsity matches the budget within 0.5 points
+            assert abs(rec["metrics"]["encoder_remaining"]["value"] - rec["budget"]) <= 0.005
+        assert 0.0 <= rec["metrics"]["accuracy"]["value"] <= 1.0
+        assert rec["provenance"]["versions"]["torch"].startswith("2.13.0")
+        for bs in rec["details"]["measurement"]["batch_sizes"]:
+            assert rec["metrics"][f"latency_b{bs}"]["value"] > 0
+            assert rec["metrics"][f"speedup_b{bs}"]["value"] > 0
+    dense = read_record(smoke_run / "records/sst2/dense/1/seed0.json")
+    assert dense["metrics"]["accuracy"]["value"] > 0.6, "the tiny model learns something in the smoke budget"
+    html = (smoke_run / "report.html").read_text()
+    assert "<svg" in html and "magnitude_global" in html
+    board = (smoke_run / "leaderboard.md").read_text()
+    assert board.count("| sst2 |") == 9
+    assert (smoke_run / "leaderboard.csv").read_text().startswith("task,budget,rank,method")
+    # every saved model has a log and a benchmark file (the rule's log:/benchmark:)
+    assert len(list((smoke_run / "logs").rglob("*.log"))) >= 9
+    assert len(list((smoke_run / "benchmarks").rglob("*.tsv"))) >= 9
+
+
+def test_second_run_has_nothing_to_do(smoke_run):
+    out = _snakemake("--dry-run", results=smoke_run)
+    assert out.returncode == 0
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_interrupted_run_redoes_only_missing_jobs(smoke_run):
+    # as after a crash during one pruning job: its outputs and the summaries are missing
+    import shutil
+    shutil.rmtree(smoke_run / "models/sst2/random/0.1")
+    (smoke_run / "records/sst2/random/0.1/seed0.json").unlink()
+    for name in ("report.html", "leaderboard.md", "leaderboard.csv"):
+        (smoke_run / name).unlink()
+    out = _snakemake("--dry-run", results=smoke_run)
+    stats = (out.stdout + out.stderr).split("Job stats")[-1]
+    assert "finetune_dense" not in stats
+    assert any(line.split()[:2] == ["prune", "1"] for line in stats.splitlines()), stats
+    out = _snakemake(results=smoke_run)
+    assert out.returncode == 0 and (smoke_run / "report.html").exists()
+
+
+def test_bad_config_stops_before_any_work(tmp_path):
+    out = _snakemake("budgets=[0.5,1.5]", results=tmp_path)
+    assert out.returncode != 0
+    assert "budgets" in out.stderr + out.stdout and "1.5" in out.stderr + out.stdout
+    assert not (tmp_path / "records").exists()
+
+
+def test_unknown_method_stops_before_any_work(tmp_path):
+    out = _snakemake("methods=[magnitude_global,nonsense]", results=tmp_path)
+    assert out.returncode != 0
+    assert "unknown method 'nonsense'" in out.stderr + out.stdout

@@ -1,0 +1,21 @@
+rule prune:
+    """One method at one budget and seed: prune during the common fine-tuning budget, measure, record."""
+    input:
+        dense=f"{RESULTS}/models/{{task}}/dense/seed{{seed}}",
+    output:
+        model=directory(f"{RESULTS}/models/{{task}}/{{method}}/{{budget}}/seed{{seed}}"),
+        record=f"{RESULTS}/records/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
+    params:
+        exp=EXP_JSON,
+    threads: EXP["threads"]
+    resources:
+        mem_mb=6000,
+        runtime=120,
+    log:
+        f"{RESULTS}/logs/{{task}}/{{method}}/{{budget}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{task}}/{{method}}/{{budget}}/seed{{seed}}.tsv"
+    shell:
+        "python -m prunebench prune --experiment {params.exp:q} --method {wildcards.method}"
+        " --budget {wildcards.budget} --seed {wildcards.seed} --dense-dir {input.dense}"
+        " --model-dir {output.model} --record {output.record} --threads {threads} > {log} 2>&1"

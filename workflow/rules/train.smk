@@ -1,0 +1,18 @@
+rule finetune_dense:
+    """Fine-tune the pretrained model once per (task, seed); every method starts from it."""
+    output:
+        model=directory(f"{RESULTS}/models/{{task}}/dense/seed{{seed}}"),
+        record=f"{RESULTS}/records/{{task}}/dense/1/seed{{seed}}.json",
+    params:
+        exp=EXP_JSON,
+    threads: EXP["threads"]
+    resources:
+        mem_mb=6000,
+        runtime=120,
+    log:
+        f"{RESULTS}/logs/{{task}}/dense/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{task}}/dense/seed{{seed}}.tsv"
+    shell:
+        "python -m prunebench dense --experiment {params.exp:q} --seed {wildcards.seed}"
+        " --model-dir {output.model} --record {output.record} --threads {threads} > {log} 2>&1"
