@@ -1,7 +1,7 @@
 """Command-line entry points; each Snakemake rule calls exactly one of them.
 
-    prunebench dense       --experiment JSON --seed S --model-dir DIR --record FILE
-    prunebench prune       --experiment JSON --method M --budget B --seed S --dense-dir DIR --model-dir DIR --record FILE
+    prunebench dense       --experiment JSON --task T --seed S --model-dir DIR --record FILE
+    prunebench prune       --experiment JSON --task T --method M --budget B --seed S --dense-dir DIR --model-dir DIR --record FILE
     prunebench leaderboard --records FILE... --markdown FILE --csv FILE
     prunebench report      --records FILE... --out FILE [--figure FILE]
     prunebench config      [--set KEY=VALUE ...]    (resolve and validate; print the experiment)
@@ -41,7 +41,7 @@ def _experiment(value: str) -> dict:
 def _context(args):
     from prunebench.experiment import load_context
 
-    return load_context(_experiment(args.experiment), args.threads)
+    return load_context(_experiment(args.experiment), args.task, args.threads)
 
 
 def cmd_dense(args) -> None:
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     def job(name, func, help_):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--experiment", required=True, help="resolved experiment as JSON, or @FILE")
+        p.add_argument("--task", required=True)
         p.add_argument("--seed", type=int, required=True)
         p.add_argument("--model-dir", required=True)
         p.add_argument("--record", required=True)

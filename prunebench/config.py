@@ -71,9 +71,8 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def _validate(instance: Any, schema: dict, root: dict, what: str) -> None:
     validator = jsonschema.Draft202012Validator({**schema, "$defs": root["$defs"]})
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
+    err = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if err is not None:
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise ConfigError(f"invalid {what}: key {key!r}: {err.message}")
 
@@ -93,17 +92,25 @@ def resolve(raw: dict, check_files: bool = True) -> dict:
     if missing:
         raise ConfigError(f"invalid profile {name!r}: missing key(s) {missing}")
     experiment["profile"] = name
+    experiment["tasks"] = [experiment.pop("task")] if isinstance(experiment["task"], str) else experiment.pop("task")
     check_semantics(experiment, check_files=check_files)
     return experiment
+
+
+def task_data(exp: dict, task: str) -> dict:
+    """The ``data`` block for one task: ``{task}`` in file paths replaced by its name."""
+    return {k: v.replace("{task}", task) if isinstance(v, str) and k in ("train", "eval") else v
+            for k, v in exp["data"].items()}
 
 
 def check_semantics(exp: dict, check_files: bool = True) -> None:
     import methods
 
-    try:
-        get_task(exp["task"])
-    except ValueError as exc:
-        raise ConfigError(f"invalid config: key 'task': {exc}") from None
+    for task in exp["tasks"]:
+        try:
+            get_task(task)
+        except ValueError as exc:
+            raise ConfigError(f"invalid config: key 'task': {exc}") from None
     for m in exp["methods"]:
         if m not in methods.available():
             raise ConfigError(f"invalid config: key 'methods': unknown method {m!r}; registered methods are: {', '.join(methods.available())}")
@@ -119,14 +126,17 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
             methods.get(m).make_settings(settings)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid config: key 'method_settings.{m}': {exc}") from None
-    data = exp["data"]
-    if check_files and data.get("source", "local") == "local":
+    for task in exp["tasks"]:
+        data = task_data(exp, task)
+        if not check_files or data.get("source", "local") != "local":
+            continue
         for key in ("train", "eval"):
             path = data.get(key)
             if not path:
                 raise ConfigError(f"invalid config: key 'data.{key}': required when data.source is 'local'")
             if not Path(path).is_file():
-                raise ConfigError(f"invalid config: key 'data.{key}': data file not found: {path} (resolved: {Path(path).resolve()})")
+                raise ConfigError(f"invalid config: key 'data.{key}': data file not found for task {task!r}: {path} "
+                                  f"(resolved: {Path(path).resolve()})")
     model = exp["model"]
     if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
         raise ConfigError(f"invalid config: key 'model': local model folder not found: {model}")

@@ -20,6 +20,7 @@ import torch
 import methods
 from prunebench import budget as budget_lib
 from prunebench import checkpoints, provenance, records
+from prunebench.config import task_data
 from prunebench.data import DataConfig, load_task_data
 from prunebench.measure.accuracy import task_metrics
 from prunebench.measure.disk import bytes_on_disk
@@ -47,12 +48,12 @@ class Context:
     threads: int
 
 
-def load_context(exp: dict[str, Any], threads: int | None = None) -> Context:
+def load_context(exp: dict[str, Any], task: str, threads: int | None = None) -> Context:
     threads = threads or exp["threads"]
     torch.set_num_threads(threads)
-    spec = get_task(exp["task"])
+    spec = get_task(task)
     tokenizer = load_tokenizer(exp["model"])
-    data = load_task_data(spec, DataConfig.from_dict(exp["data"]))
+    data = load_task_data(spec, DataConfig.from_dict(task_data(exp, task)))
     ft = FinetuneBudget.from_dict(exp["finetune"])
     train_ds = tokenize(data["train"], tokenizer, spec.text_fields, ft.max_seq_len)
     eval_ds = tokenize(data["eval"], tokenizer, spec.text_fields, ft.max_seq_len)

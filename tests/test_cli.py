@@ -21,7 +21,7 @@ def _smoke_experiment(**overrides):
 
 def test_missing_data_file_is_one_clear_line(tmp_path):
     exp = _smoke_experiment(data={"train": str(tmp_path / "gone.tsv")})
-    out = _run("dense", "--experiment", exp, "--seed", "0", "--model-dir", str(tmp_path / "m"),
+    out = _run("dense", "--experiment", exp, "--task", "sst2", "--seed", "0", "--model-dir", str(tmp_path / "m"),
                "--record", str(tmp_path / "r.json"))
     assert out.returncode == 2
     assert "data file not found" in out.stderr and "gone.tsv" in out.stderr
@@ -31,7 +31,7 @@ def test_missing_data_file_is_one_clear_line(tmp_path):
 def test_corrupt_dense_checkpoint_is_one_clear_line(tmp_path):
     (tmp_path / "dense").mkdir()
     (tmp_path / "dense" / "config.json").write_text("{}")
-    out = _run("prune", "--experiment", _smoke_experiment(), "--method", "random", "--budget", "0.5", "--seed", "0",
+    out = _run("prune", "--experiment", _smoke_experiment(), "--task", "sst2", "--method", "random", "--budget", "0.5", "--seed", "0",
                "--dense-dir", str(tmp_path / "dense"), "--model-dir", str(tmp_path / "m"), "--record", str(tmp_path / "r.json"))
     assert out.returncode == 2
     assert "is incomplete" in out.stderr and "Traceback" not in out.stderr

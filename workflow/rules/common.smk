@@ -10,12 +10,19 @@ except ConfigError as exc:
     sys.exit(f"prunebench: {exc}")
 
 RESULTS = EXP["results_dir"]
-TASK = EXP["task"]
+TASKS = EXP["tasks"]
 METHODS = EXP["methods"]
 BUDGETS = [budget_label(b) for b in EXP["budgets"]]
 SEEDS = [str(s) for s in EXP["seeds"]]
-# The resolved experiment, handed to every job (a change re-runs the affected jobs).
-EXP_JSON = json.dumps(EXP, sort_keys=True)
+
+
+def job_experiment(method="dense"):
+    """The experiment as one job sees it (JSON), without the fan-out lists and other methods'
+    settings, so adding a method, budget or seed does not re-run finished jobs."""
+    job = {k: v for k, v in EXP.items() if k not in ("methods", "budgets", "seeds", "tasks", "method_settings")}
+    job["method_settings"] = {method: EXP.get("method_settings", {}).get(method, {})} if method != "dense" else {}
+    return json.dumps(job, sort_keys=True)
+
 
 
 def _alternatives(values):
@@ -23,24 +30,24 @@ def _alternatives(values):
 
 
 wildcard_constraints:
-    task=_alternatives([TASK]),
+    task=_alternatives(TASKS),
     method=_alternatives(METHODS),
     budget=_alternatives(BUDGETS),
     seed=r"\d+",
 
 
-def dense_record(seed):
-    return f"{RESULTS}/records/{TASK}/dense/1/seed{seed}.json"
+def dense_record(task, seed):
+    return f"{RESULTS}/records/{task}/dense/1/seed{seed}.json"
 
 
-def method_record(method, budget, seed):
-    return f"{RESULTS}/records/{TASK}/{method}/{budget}/seed{seed}.json"
+def method_record(task, method, budget, seed):
+    return f"{RESULTS}/records/{task}/{method}/{budget}/seed{seed}.json"
 
 
 def all_records():
-    """Every record the configured experiment produces: dense per seed, methods per budget and seed."""
-    paths = [dense_record(s) for s in SEEDS]
-    paths += [method_record(m, b, s) for m in METHODS for b in BUDGETS for s in SEEDS]
+    """Every record the experiment produces: dense per (task, seed), methods per (task, budget, seed)."""
+    paths = [dense_record(t, s) for t in TASKS for s in SEEDS]
+    paths += [method_record(t, m, b, s) for t in TASKS for m in METHODS for b in BUDGETS for s in SEEDS]
     return paths
 
 

@@ -6,7 +6,7 @@ rule prune:
         model=directory(f"{RESULTS}/models/{{task}}/{{method}}/{{budget}}/seed{{seed}}"),
         record=f"{RESULTS}/records/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
     params:
-        exp=EXP_JSON,
+        exp=lambda w: job_experiment(w.method),
     threads: EXP["threads"]
     resources:
         mem_mb=6000,
@@ -16,6 +16,6 @@ rule prune:
     benchmark:
         f"{RESULTS}/benchmarks/{{task}}/{{method}}/{{budget}}/seed{{seed}}.tsv"
     shell:
-        "python -m prunebench prune --experiment {params.exp:q} --method {wildcards.method}"
+        "python -m prunebench prune --experiment {params.exp:q} --task {wildcards.task} --method {wildcards.method}"
         " --budget {wildcards.budget} --seed {wildcards.seed} --dense-dir {input.dense}"
         " --model-dir {output.model} --record {output.record} --threads {threads} > {log} 2>&1"

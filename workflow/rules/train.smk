@@ -4,7 +4,7 @@ rule finetune_dense:
         model=directory(f"{RESULTS}/models/{{task}}/dense/seed{{seed}}"),
         record=f"{RESULTS}/records/{{task}}/dense/1/seed{{seed}}.json",
     params:
-        exp=EXP_JSON,
+        exp=job_experiment(),
     threads: EXP["threads"]
     resources:
         mem_mb=6000,
@@ -14,5 +14,5 @@ rule finetune_dense:
     benchmark:
         f"{RESULTS}/benchmarks/{{task}}/dense/seed{{seed}}.tsv"
     shell:
-        "python -m prunebench dense --experiment {params.exp:q} --seed {wildcards.seed}"
+        "python -m prunebench dense --experiment {params.exp:q} --task {wildcards.task} --seed {wildcards.seed}"
         " --model-dir {output.model} --record {output.record} --threads {threads} > {log} 2>&1"
