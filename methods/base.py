@@ -61,6 +61,13 @@ class PruningMethod(ABC):
     granularity: ClassVar[str] = "element"
     #: Settings dataclass of the method.
     Settings: ClassVar[type] = NoSettings
+    #: True for comparison rows that have no sparsity budget (e.g. int8 quantization): the
+    #: workflow runs them once per (task, seed) at budget 1.
+    budget_free: ClassVar[bool] = False
+    #: True when the method needs another method's record at the same (task, budget, seed),
+    #: named by its ``reference`` setting (e.g. random pruning with matched proportions);
+    #: the workflow makes that record an input and the job calls ``use_reference``.
+    needs_reference: ClassVar[bool] = False
 
     def __init__(self, target_remaining: float, settings: dict[str, Any] | None = None):
         self.target_remaining = check_budget(target_remaining)
@@ -76,6 +83,10 @@ class PruningMethod(ABC):
                 f"method {cls.name!r}: unknown setting(s) {unknown}; known settings are {sorted(known)}"
             )
         return cls.Settings(**values)
+
+    def use_reference(self, record: dict[str, Any]) -> None:
+        """Receive the reference method's result record (only if ``needs_reference``)."""
+        raise NotImplementedError(f"method {self.name!r} takes no reference record")
 
     # ----- hooks called by the trainer -------------------------------------------------
     def prepare(self, model: nn.Module, plan: TrainingPlan) -> None:

@@ -54,7 +54,7 @@ def cmd_prune(args) -> None:
     from prunebench.experiment import run_method
 
     run_method(_context(args), args.method, args.budget, args.seed, Path(args.dense_dir), Path(args.model_dir),
-               Path(args.record))
+               Path(args.record), Path(args.reference_record) if args.reference_record else None)
 
 
 def cmd_leaderboard(args) -> None:
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True)
     p.add_argument("--budget", type=float, required=True)
     p.add_argument("--dense-dir", required=True)
+    p.add_argument("--reference-record", default=None, help="record of the reference method (methods that need one)")
 
     p = sub.add_parser("leaderboard", help="rank records into Markdown and CSV")
     p.add_argument("--records", nargs="+", required=True)

@@ -69,10 +69,14 @@ def run_dense(ctx: Context, seed: int, model_dir: Path, record_path: Path) -> di
 
 
 def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_dir: Path, model_dir: Path,
-               record_path: Path) -> dict:
+               record_path: Path, reference_record: Path | None = None) -> dict:
     start = time.perf_counter()
     settings = ctx.exp.get("method_settings", {}).get(method_name, {})
     method = methods.build(method_name, target, settings)
+    if method.needs_reference:
+        if reference_record is None:
+            raise records.RecordError(f"method {method_name!r} needs a reference record (--reference-record)")
+        method.use_reference(records.read_record(reference_record))
     dense = checkpoints.load_model(dense_dir)
     if method.starts_from == "dense":
         model = checkpoints.load_model(dense_dir)

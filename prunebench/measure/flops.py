@@ -8,7 +8,9 @@ Two counts, so "pruned but no speed-up" is visible:
   matrix kernels execute; it shrinks only when shapes shrink (structured pruning).
 
 Both add the attention score and context products, 2 x 2 x L^2 x (heads x head size) per
-layer, computed from the attention modules' current shapes. Embedding lookups cost nothing.
+layer, computed from the attention modules' current shapes (a module with an
+``attention_flops(seq_len)`` method, e.g. fixed attention patterns, counts itself).
+Embedding lookups cost nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ def flops_per_example(model: nn.Module, seq_len: int) -> dict[str, float]:
             tokens = seq_len if _per_token(module, model) else 1
             sparse += 2.0 * int(torch.count_nonzero(module.weight)) * tokens
             dense += 2.0 * module.weight.numel() * tokens
-        if hasattr(module, "attention_head_size") and hasattr(module, "num_attention_heads"):
+        if hasattr(module, "attention_flops"):  # custom attention (e.g. fixed patterns) counts itself
+            attn = float(module.attention_flops(seq_len))
+            sparse += attn
+            dense += attn
+        elif hasattr(module, "attention_head_size") and hasattr(module, "num_attention_heads"):
             attn = 2.0 * 2.0 * seq_len * seq_len * module.num_attention_heads * module.attention_head_size
             sparse += attn
             dense += attn

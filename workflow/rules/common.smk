@@ -2,6 +2,7 @@ import json
 import re
 import sys
 
+import methods
 from prunebench.config import ConfigError, budget_label, resolve
 
 try:
@@ -32,7 +33,7 @@ def _alternatives(values):
 wildcard_constraints:
     task=_alternatives(TASKS),
     method=_alternatives(METHODS),
-    budget=_alternatives(BUDGETS),
+    budget=_alternatives(BUDGETS + ["1"]),
     seed=r"\d+",
 
 
@@ -44,11 +45,36 @@ def method_record(task, method, budget, seed):
     return f"{RESULTS}/records/{task}/{method}/{budget}/seed{seed}.json"
 
 
+def method_budgets(method):
+    """Budgets a method runs at: the configured ones, or only '1' for budget-free rows (int8)."""
+    return ["1"] if methods.get(method).budget_free else BUDGETS
+
+
 def all_records():
     """Every record the experiment produces: dense per (task, seed), methods per (task, budget, seed)."""
     paths = [dense_record(t, s) for t in TASKS for s in SEEDS]
-    paths += [method_record(t, m, b, s) for t in TASKS for m in METHODS for b in BUDGETS for s in SEEDS]
+    paths += [method_record(t, m, b, s) for t in TASKS for m in METHODS for b in method_budgets(m) for s in SEEDS]
     return paths
+
+
+def reference_of(method):
+    """The reference method named in a method's settings (methods with needs_reference)."""
+    cls = methods.get(method)
+    if not cls.needs_reference:
+        return None
+    return cls.make_settings(EXP.get("method_settings", {}).get(method, {})).reference
+
+
+def prune_inputs(w):
+    inputs = {"dense": f"{RESULTS}/models/{w.task}/dense/seed{w.seed}"}
+    ref = reference_of(w.method)
+    if ref is not None:
+        inputs["reference"] = method_record(w.task, ref, w.budget, w.seed)
+    return inputs
+
+
+def reference_arg(w, input):
+    return f"--reference-record {input.reference}" if "reference" in input.keys() else ""
 
 
 def final_outputs():

@@ -1,12 +1,13 @@
 rule prune:
     """One method at one budget and seed: prune during the common fine-tuning budget, measure, record."""
     input:
-        dense=f"{RESULTS}/models/{{task}}/dense/seed{{seed}}",
+        unpack(prune_inputs),
     output:
         model=directory(f"{RESULTS}/models/{{task}}/{{method}}/{{budget}}/seed{{seed}}"),
         record=f"{RESULTS}/records/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
     params:
         exp=lambda w: job_experiment(w.method),
+        reference=reference_arg,
     threads: EXP["threads"]
     resources:
         mem_mb=6000,
@@ -17,5 +18,5 @@ rule prune:
         f"{RESULTS}/benchmarks/{{task}}/{{method}}/{{budget}}/seed{{seed}}.tsv"
     shell:
         "python -m prunebench prune --experiment {params.exp:q} --task {wildcards.task} --method {wildcards.method}"
-        " --budget {wildcards.budget} --seed {wildcards.seed} --dense-dir {input.dense}"
+        " --budget {wildcards.budget} --seed {wildcards.seed} --dense-dir {input.dense} {params.reference}"
         " --model-dir {output.model} --record {output.record} --threads {threads} > {log} 2>&1"
