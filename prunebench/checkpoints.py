@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 import transformers
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from prunebench.budget import is_encoder_weight
 
@@ -85,12 +85,66 @@ def verify(folder: str | Path) -> Path:
 
 
 def load_model(folder: str | Path) -> torch.nn.Module:
-    """Reload a checkpoint written by ``save_model``, after verifying it."""
+    """Reload a checkpoint written by ``save_model``, after verifying it.
+
+    A structurally compacted model (its config lists ``prunebench_surgery`` ops, see
+    ``prunebench.surgery``) cannot come from ``from_pretrained``: its shapes differ from the
+    architecture the config describes. It is rebuilt from the config (dense shapes, weights
+    not initialised), the recorded ops are replayed, and ``model.safetensors`` is loaded
+    strictly -- every key present, none unexpected, every shape equal.
+    """
     folder = verify(folder)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {folder} does not load: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"checkpoint {folder}: config.json does not load: {type(exc).__name__}: {exc}") from exc
+    ops = getattr(config, "prunebench_surgery", None)
+    if not ops:
+        try:
+            return _auto_class(config).from_pretrained(folder)
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint {folder} does not load: {type(exc).__name__}: {exc}") from exc
+    return _load_compacted(folder, config, ops)
+
+
+def _auto_class(config):
+    """The model class named by the config's ``architectures`` (else sequence classification)."""
+    for name in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    return AutoModelForSequenceClassification
+
+
+def _load_compacted(folder: Path, config, ops) -> torch.nn.Module:
+    import methods  # noqa: F401  (every module that registers a surgery op)
+    from transformers.initialization import no_init_weights
+
+    from prunebench.surgery import SurgeryError, replay
+
+    cls = _auto_class(config)
+    try:
+        with no_init_weights():  # the weights come from the file; skip the random init
+            model = cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {folder}: cannot build {cls.__name__} from its config: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    try:
+        replay(model, ops)
+    except (SurgeryError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: replaying its surgery ops failed: {type(exc).__name__}: {exc}") from exc
+    state = load_file(str(folder / WEIGHTS))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{what}: {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+                           for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong))
+                           if keys)
+        raise CheckpointError(f"checkpoint {folder}: {WEIGHTS} does not match the model rebuilt from its surgery ops ({detail})")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
 
 
 # ----- sparse encoding ---------------------------------------------------------------------

@@ -97,6 +97,12 @@ def resolve(raw: dict, check_files: bool = True) -> dict:
     return experiment
 
 
+def for_task(exp: dict, task: str) -> dict:
+    """The experiment as seen by one task's jobs: ``task_overrides[task]`` merged in."""
+    overrides = exp.get("task_overrides", {}).get(task, {})
+    return deep_merge({k: v for k, v in exp.items() if k != "task_overrides"}, overrides)
+
+
 def task_data(exp: dict, task: str) -> dict:
     """The ``data`` block for one task: ``{task}`` in file paths replaced by its name."""
     return {k: v.replace("{task}", task) if isinstance(v, str) and k in ("train", "eval") else v
@@ -137,9 +143,39 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
             if not Path(path).is_file():
                 raise ConfigError(f"invalid config: key 'data.{key}': data file not found for task {task!r}: {path} "
                                   f"(resolved: {Path(path).resolve()})")
-    model = exp["model"]
-    if model.startswith((".", "/", "~")) and not Path(model).expanduser().is_dir():
+    check_model(exp["model"])
+
+
+def check_model(model: str) -> None:
+    """A model is the embedded one, the tiny one, an existing local folder or a hub id.
+
+    A hub id is checked on the hub when it can be reached: an id the hub does not know stops
+    the run; when the hub is unreachable (offline machines) the id is accepted as written.
+    """
+    import os
+
+    from prunebench.modeling import EMBEDDED, TINY_RANDOM
+
+    if model in (EMBEDDED, TINY_RANDOM) or Path(model).expanduser().is_dir():
+        return
+    if model.startswith((".", "/", "~")):
         raise ConfigError(f"invalid config: key 'model': local model folder not found: {model}")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError as exc:
+        raise ConfigError(f"invalid config: key 'model': {model!r} is neither a local folder nor a valid hub id ({exc})") from None
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return
+    try:
+        HfApi().model_info(model, timeout=10)
+    except RepositoryNotFoundError:
+        raise ConfigError(f"invalid config: key 'model': unknown model id {model!r} (not found on the hub, not a local folder)") from None
+    except Exception:  # hub unreachable: cannot verify here
+        return
 
 
 def budget_label(budget: float) -> str:

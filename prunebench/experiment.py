@@ -19,7 +19,7 @@ import torch
 
 import methods
 from prunebench import budget as budget_lib
-from prunebench import checkpoints, provenance, records
+from prunebench import checkpoints, provenance, qa, records
 from prunebench.config import task_data
 from prunebench.data import DataConfig, load_task_data
 from prunebench.measure.accuracy import task_metrics
@@ -43,7 +43,8 @@ class Context:
     spec: TaskSpec
     tokenizer: Any
     train: Any
-    eval: Any
+    eval: Any  # tokenized evaluation set (QA: context windows)
+    eval_examples: Any  # the raw evaluation examples (texts, labels or gold answers)
     budget: FinetuneBudget
     threads: int
 
@@ -55,14 +56,18 @@ def load_context(exp: dict[str, Any], task: str, threads: int | None = None) -> 
     tokenizer = load_tokenizer(exp["model"])
     data = load_task_data(spec, DataConfig.from_dict(task_data(exp, task)))
     ft = FinetuneBudget.from_dict(exp["finetune"])
-    train_ds = tokenize(data["train"], tokenizer, spec.text_fields, ft.max_seq_len)
-    eval_ds = tokenize(data["eval"], tokenizer, spec.text_fields, ft.max_seq_len)
-    return Context(exp, spec, tokenizer, train_ds, eval_ds, ft, threads)
+    if spec.kind == "extractive_qa":
+        train_ds = qa.train_features(data["train"], tokenizer, ft.max_seq_len, ft.doc_stride)
+        eval_ds = qa.eval_features(data["eval"], tokenizer, ft.max_seq_len, ft.doc_stride)
+    else:
+        train_ds = tokenize(data["train"], tokenizer, spec.text_fields, ft.max_seq_len)
+        eval_ds = tokenize(data["eval"], tokenizer, spec.text_fields, ft.max_seq_len)
+    return Context(exp, spec, tokenizer, train_ds, eval_ds, data["eval"], ft, threads)
 
 
 def run_dense(ctx: Context, seed: int, model_dir: Path, record_path: Path) -> dict:
     start = time.perf_counter()
-    model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names)
+    model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
     result = train(model, ctx.train, ctx.tokenizer, ctx.budget, None, seed)
     checkpoints.save_model(model, ctx.tokenizer, model_dir)
     return measure_and_record(ctx, model, model, model_dir, "dense", 1.0, seed, result, None, start, record_path)
@@ -81,7 +86,7 @@ def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_d
     if method.starts_from == "dense":
         model = checkpoints.load_model(dense_dir)
     else:
-        model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names)
+        model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
     result = train(model, ctx.train, ctx.tokenizer, ctx.budget, method, seed)
     model = method.finalize(model)
     checkpoints.save_model(model, ctx.tokenizer, model_dir)
@@ -95,7 +100,8 @@ def measure_and_record(ctx: Context, model, dense, model_dir: Path, method_name:
     m = ctx.exp["measure"]
     R = records.metric
     metrics: dict[str, dict] = {}
-    for name, value in task_metrics(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size).items():
+    for name, value in task_metrics(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size,
+                                    ctx.eval_examples).items():
         metrics[name] = R(value, "fraction")
     count = budget_lib.count_encoder_weights(model)
     metrics["encoder_remaining"] = R(count.remaining_fraction, "fraction")
@@ -114,7 +120,7 @@ def measure_and_record(ctx: Context, model, dense, model_dir: Path, method_name:
             peak_inference_memory_mib(str(model_dir), max(m["batch_sizes"]), m["seq_len"], ctx.threads), "MiB")
     latency_details = {}
     for bs in m["batch_sizes"]:
-        batch = fixed_length_batch(ctx.eval, ctx.tokenizer, ctx.spec.text_fields, bs, m["seq_len"])
+        batch = fixed_length_batch(ctx.eval_examples, ctx.tokenizer, ctx.spec.text_fields, bs, m["seq_len"])
         timing = compare_latency(model, dense, batch, ctx.threads, m["warmup"], m["repeats"])
         metrics[f"latency_b{bs}"] = R(timing["model"]["median_ms"], "ms")
         metrics[f"dense_latency_b{bs}"] = R(timing["dense"]["median_ms"], "ms")
@@ -137,7 +143,7 @@ def measure_and_record(ctx: Context, model, dense, model_dir: Path, method_name:
                             "threads": ctx.threads, "warmup": m["warmup"], "repeats": m["repeats"],
                             "latency": latency_details},
             "training": {"steps": result.steps, "loss_curve": result.loss_curve,
-                         "eval_examples": len(ctx.eval), "train_examples": len(ctx.train)},
+                         "eval_examples": len(ctx.eval_examples), "train_features": len(ctx.train)},
         },
         "config": ctx.exp,
         "provenance": provenance.collect(time.perf_counter() - start),

@@ -39,7 +39,7 @@ def _topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 def apply_masks(linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor]) -> None:
     """Zero the masked-out weights in place."""
     for name, module in linears.items():
-        module.weight.mul_(masks[name].to(module.weight.dtype))
+        module.weight.mul_(masks[name].to(device=module.weight.device, dtype=module.weight.dtype))
 
 
 def per_matrix_fraction(masks: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+from transformers import (AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer,
+                          BertConfig)
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -51,17 +52,20 @@ def load_tokenizer(model: str):
         raise ModelLoadError(_explain(model, exc)) from exc
 
 
-def load_pretrained(model: str, num_labels: int, seed: int, label_names=()) -> torch.nn.Module:
-    """The model to fine-tune: pretrained encoder plus a freshly initialised classifier."""
+def load_pretrained(model: str, num_labels: int, seed: int, label_names=(), kind: str = "classification") -> torch.nn.Module:
+    """The model to fine-tune: pretrained encoder plus a freshly initialised task head
+    (a classifier, or span start/end logits when ``kind`` is ``"extractive_qa"``)."""
     torch.manual_seed(seed)
-    id2label = {i: n for i, n in enumerate(label_names)} or None
+    auto = AutoModelForQuestionAnswering if kind == "extractive_qa" else AutoModelForSequenceClassification
+    labels = {}
+    if kind != "extractive_qa":
+        labels = {"num_labels": num_labels, "id2label": dict(enumerate(label_names)) or None}
     if model == TINY_RANDOM:
         vocab = load_tokenizer(model).vocab_size
-        config = BertConfig(vocab_size=vocab, num_labels=num_labels, id2label=id2label, **TINY_CONFIG)
-        return AutoModelForSequenceClassification.from_config(config)
+        return auto.from_config(BertConfig(vocab_size=vocab, **labels, **TINY_CONFIG))
     try:
-        config = AutoConfig.from_pretrained(_source(model), num_labels=num_labels, id2label=id2label)
-        return AutoModelForSequenceClassification.from_pretrained(_source(model), config=config)
+        config = AutoConfig.from_pretrained(_source(model), **labels)
+        return auto.from_pretrained(_source(model), config=config)
     except Exception as exc:
         raise ModelLoadError(_explain(model, exc)) from exc
 

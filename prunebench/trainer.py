@@ -6,6 +6,10 @@ plug in through the hooks of ``methods.base.PruningMethod``. Speed: dynamic padd
 length-grouped batches (examples of similar length batched together, batch order shuffled),
 a fixed thread count. Embeddings can be frozen, as Sanh et al. 2020 do; the budget says.
 
+Mixed precision: ``precision: bf16`` runs forward and backward under ``torch.autocast`` with
+bfloat16 (CPUs with AVX512-BF16/AMX and GPUs); weights and optimiser state stay fp32, and
+the model is returned in fp32 on the CPU for evaluation and measurement.
+
 A loss that becomes NaN or infinite stops the run with ``TrainingDiverged``.
 """
 
@@ -37,8 +41,18 @@ class FinetuneBudget:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/LayerNorm)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     max_seq_len: int = field(default=128, metadata={"help": "truncation length in tokens"})
+    doc_stride: int = field(default=128, metadata={"help": "overlap of context windows (extractive QA)"})
     freeze_embeddings: bool = field(default=True, metadata={"help": "keep embeddings fixed (Sanh et al. 2020)"})
     eval_batch_size: int = field(default=64, metadata={"help": "examples per evaluation batch"})
+    precision: str = field(default="fp32", metadata={"help": "'fp32' or 'bf16' (autocast mixed precision)"})
+    device: str = field(default="cpu", metadata={"help": "'cpu', 'cuda' or 'auto' (cuda when available)"})
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("finetune.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+        return torch.device(self.device)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FinetuneBudget":
@@ -78,12 +92,18 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> It
         yield from batches
 
 
+#: Dataset column -> model argument, for the labels of each task kind.
+LABEL_COLUMNS = {"label": "labels", "start_positions": "start_positions", "end_positions": "end_positions"}
+INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+
 def _collate(dataset, indices, tokenizer) -> dict[str, torch.Tensor]:
     rows = dataset[indices]
-    features = [{k: rows[k][j] for k in ("input_ids", "attention_mask", "token_type_ids") if k in rows}
-                for j in range(len(indices))]
+    features = [{k: rows[k][j] for k in INPUT_COLUMNS if k in rows} for j in range(len(indices))]
     batch = tokenizer.pad(features, return_tensors="pt")
-    batch["labels"] = torch.tensor(rows["label"])
+    for column, argument in LABEL_COLUMNS.items():
+        if column in rows:
+            batch[argument] = torch.tensor(rows[column])
     return batch
 
 
@@ -91,6 +111,8 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
           seed: int, log_every: int = 50) -> TrainResult:
     """Fine-tune ``model`` on the tokenized ``dataset`` for ``budget.steps`` steps."""
     seed_everything(seed)
+    device = budget.torch_device()
+    model.to(device)
     if budget.freeze_embeddings:
         for p in model.base_model.embeddings.parameters():
             p.requires_grad_(False)
@@ -113,8 +135,9 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
     model.train()
     curve, running, start = [], 0.0, time.perf_counter()
     for step in range(1, budget.steps + 1):
-        batch = _collate(dataset, next(batches), tokenizer)
-        loss = model(**batch).loss
+        batch = {k: v.to(device) for k, v in _collate(dataset, next(batches), tokenizer).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=budget.precision == "bf16"):
+            loss = model(**batch).loss
         extra = method.penalty(model, step) if method is not None else None
         total = loss + extra if extra is not None else loss
         if not math.isfinite(float(total.detach())):
@@ -134,6 +157,7 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
             log.info("step %d/%d loss %.4f", step, budget.steps, running / n)
             running = 0.0
     model.eval()
+    model.to("cpu")
     return TrainResult(budget.steps, time.perf_counter() - start, curve[-1] if curve else float("nan"), curve)
 
 

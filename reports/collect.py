@@ -1,13 +1,23 @@
-"""Read result records and aggregate them over seeds: the rows every table and plot uses."""
+"""Read result records and aggregate them over seeds: the rows every table and plot uses.
+
+Reading is defensive for the report: ``load_record_set`` takes the *expected* record
+paths (the workflow's list) and returns the records that load, plus one ``Problem`` per
+path that is missing or does not load (corrupt JSON, schema mismatch), with the error and
+the tail of the job's log when there is one; it never raises for a bad record.
+``load_records`` stays strict (the leaderboard of a finished run).
+"""
 
 from __future__ import annotations
 
+import csv
+import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prunebench.metrics import METRIC_META
-from prunebench.records import read_record
+from prunebench.records import RecordError, read_record
 from prunebench.tasks import get_task
 
 
@@ -22,6 +32,8 @@ class Row:
     metric: str  # the task's primary metric
     values: dict[str, list[float]] = field(default_factory=dict)
     hardware: dict = field(default_factory=dict)
+    per_matrix: dict[str, list[float]] = field(default_factory=dict)
+    method_info: dict = field(default_factory=dict)
 
     def mean(self, key: str) -> float | None:
         vals = [v for v in self.values.get(key, []) if v is not None]
@@ -35,9 +47,111 @@ class Row:
     def score(self) -> float | None:
         return self.mean(self.metric)
 
+    @property
+    def key(self) -> tuple:
+        return (self.task, self.method, self.budget)
+
+    def batch_sizes(self) -> list[int]:
+        return sorted(int(k[len("latency_b"):]) for k in self.values if re.fullmatch(r"latency_b\d+", k))
+
+    @property
+    def bmax(self) -> int | None:
+        sizes = self.batch_sizes()
+        return sizes[-1] if sizes else None
+
+    def per_matrix_mean(self) -> dict[str, float]:
+        return {k: statistics.fmean(v) for k, v in self.per_matrix.items() if v}
+
+
+@dataclass
+class Problem:
+    """An expected record that is missing or does not load."""
+
+    path: str
+    status: str  # "missing" or "failed"
+    error: str
+    task: str | None = None
+    method: str | None = None
+    budget: str | None = None
+    seed: str | None = None
+    log: str | None = None
+    log_tail: str | None = None
+
+
+@dataclass
+class RecordSet:
+    records: list[dict]
+    paths: list[str]  # path of each record, same order
+    problems: list[Problem]
+    expected: list[str]
+
+
+_RECORD_RE = re.compile(r"records/(?P<task>[^/]+)/(?P<method>[^/]+)/(?P<budget>[^/]+)/seed(?P<seed>\d+)\.json$")
+
+
+def parse_record_path(path: str | Path) -> dict[str, str] | None:
+    """``{task, method, budget, seed}`` from ``.../records/{task}/{method}/{budget}/seed{seed}.json``."""
+    m = _RECORD_RE.search(Path(path).as_posix())
+    return m.groupdict() if m else None
+
+
+def results_dir_of(path: str | Path) -> Path | None:
+    """The results folder a record path lies in (the parent of its ``records`` folder)."""
+    p = Path(path)
+    for parent in p.parents:
+        if parent.name == "records":
+            return parent.parent
+    return None
+
+
+def log_path_of(path: str | Path) -> Path | None:
+    """The Snakemake log of the job that writes the record ``path`` (workflow layout)."""
+    parts, root = parse_record_path(path), results_dir_of(path)
+    if parts is None or root is None:
+        return None
+    if parts["method"] == "dense":
+        return root / "logs" / parts["task"] / "dense" / f"seed{parts['seed']}.log"
+    return root / "logs" / parts["task"] / parts["method"] / parts["budget"] / f"seed{parts['seed']}.log"
+
+
+def _tail(path: Path, lines: int = 6) -> str | None:
+    try:
+        text = path.read_text(errors="replace").rstrip().splitlines()
+    except OSError:
+        return None
+    return "\n".join(text[-lines:]) if text else None
+
 
 def load_records(paths) -> list[dict]:
+    """Strict: every path must be a valid record."""
     return [read_record(p) for p in sorted(Path(p) for p in paths)]
+
+
+def load_record_set(paths, expected=None) -> RecordSet:
+    """Load what exists of ``paths`` (and of ``expected``, default: ``paths``); list the rest."""
+    given = [str(p) for p in paths]
+    expected = [str(p) for p in expected] if expected is not None else list(given)
+    wanted = sorted(set(given) | set(expected))
+    records, ok_paths, problems = [], [], []
+    for p in wanted:
+        parts = parse_record_path(p) or {}
+        path = Path(p)
+        log = log_path_of(p)
+        if not path.exists():
+            tail = _tail(log) if log is not None and log.exists() else None
+            status = "failed" if tail is not None else "missing"
+            error = "no record; the job's log exists (the job failed or was interrupted)" if tail else "not run (no record, no log)"
+            problems.append(Problem(p, status, error, log=str(log) if tail else None, log_tail=tail, **parts))
+            continue
+        try:
+            records.append(read_record(path))
+            ok_paths.append(p)
+        except RecordError as exc:
+            problems.append(Problem(p, "failed", str(exc), log=str(log) if log and log.exists() else None,
+                                    log_tail=_tail(log) if log and log.exists() else None, **parts))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(p, "failed", f"{type(exc).__name__}: {exc}", **parts))
+    return RecordSet(records, ok_paths, problems, expected)
 
 
 def aggregate(records: list[dict]) -> list[Row]:
@@ -45,32 +159,100 @@ def aggregate(records: list[dict]) -> list[Row]:
     for rec in records:
         key = (rec["task"], rec["method"], rec["budget"])
         metric = get_task(rec["task"]).primary_metric
+        details = rec.get("details") or {}
         row = rows.setdefault(key, Row(rec["task"], rec["method"], rec["budget"], [], metric,
-                                       hardware=rec["provenance"]["hardware"]))
+                                       hardware=rec["provenance"]["hardware"],
+                                       method_info=details.get("method") or {}))
         row.seeds.append(rec["seed"])
         for name, entry in rec["metrics"].items():
             row.values.setdefault(name, []).append(entry["value"])
+        for name, frac in (details.get("per_matrix_remaining") or {}).items():
+            if isinstance(frac, (int, float)):
+                row.per_matrix.setdefault(name, []).append(float(frac))
     return sorted(rows.values(), key=lambda r: (r.task, -r.budget, r.method))
 
 
-def pareto_front(rows: list[Row], cost_key: str) -> set[tuple]:
-    """Keys (task, method, budget) of rows no other row beats on both score and lower cost."""
+def higher_is_better(metric: str) -> bool:
+    return METRIC_META.get(metric, METRIC_META["accuracy"]).higher_is_better
+
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def pareto_front(rows: list[Row], cost_key: str | None = None, cost=None) -> set[tuple]:
+    """Keys (task, method, budget) of rows no other row of the same task beats on both a
+    better score and a lower cost. Cost: the mean of metric ``cost_key`` or ``cost(row)``."""
+    cost = cost or (lambda r: r.mean(cost_key))
     front = set()
-    higher = METRIC_META.get(rows[0].metric, METRIC_META["accuracy"]).higher_is_better if rows else True
     for r in rows:
-        s, c = r.score, r.mean(cost_key)
-        if s is None or c is None:
+        s, c = r.score, cost(r)
+        if not (_finite(s) and _finite(c)):
             continue
-        s = s if higher else -s
+        sign = 1 if higher_is_better(r.metric) else -1
         dominated = False
         for o in rows:
-            os_, oc = o.score, o.mean(cost_key)
-            if o is r or os_ is None or oc is None or o.task != r.task:
+            os_, oc = o.score, cost(o)
+            if o is r or o.task != r.task or not (_finite(os_) and _finite(oc)):
                 continue
-            os_ = os_ if higher else -os_
-            if os_ >= s and oc <= c and (os_ > s or oc < c):
+            if sign * os_ >= sign * s and oc <= c and (sign * os_ > sign * s or oc < c):
                 dominated = True
                 break
         if not dominated:
-            front.add((r.task, r.method, r.budget))
+            front.add(r.key)
     return front
+
+
+def dense_row(rows: list[Row], task: str) -> Row | None:
+    return next((r for r in rows if r.task == task and r.method == "dense"), None)
+
+
+# ----- Snakemake benchmark files --------------------------------------------------------------
+
+def rule_of_benchmark(rel: Path) -> str:
+    """The workflow rule that wrote a benchmark file, from its path under ``benchmarks/``."""
+    parts = rel.parts
+    if len(parts) == 1:
+        return rel.stem  # leaderboard.tsv, report.tsv, paper_figures.tsv ...
+    if len(parts) == 3 and parts[1] == "dense":
+        return "finetune_dense"
+    if len(parts) == 4:
+        return "prune"
+    return "/".join(parts[:-1]) or rel.stem
+
+
+def read_benchmarks(folder: str | Path | None) -> list[dict]:
+    """One entry per benchmark TSV under ``folder``: the job, its rule and its wall time ``s``."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    out = []
+    for path in sorted(Path(folder).rglob("*.tsv")):
+        rel = path.relative_to(folder)
+        entry = {"job": rel.with_suffix("").as_posix(), "rule": rule_of_benchmark(rel), "s": None,
+                 "max_rss": None, "cpu_time": None, "error": None}
+        try:
+            with path.open(newline="") as fh:
+                rows = list(csv.DictReader(fh, delimiter="\t"))
+            if not rows:
+                raise ValueError("empty benchmark file")
+            last = rows[-1]  # a repeated benchmark has one line per repeat; the last is kept
+            for k in ("s", "max_rss", "cpu_time"):
+                try:
+                    entry[k] = float(last.get(k)) if last.get(k) not in (None, "", "NA", "-") else None
+                except ValueError:
+                    entry[k] = None
+        except (OSError, ValueError, csv.Error) as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        out.append(entry)
+    return out
+
+
+def wall_time_per_rule(benchmarks: list[dict]) -> list[dict]:
+    rules: dict[str, dict] = {}
+    for b in benchmarks:
+        r = rules.setdefault(b["rule"], {"rule": b["rule"], "jobs": 0, "total_s": 0.0, "max_s": 0.0})
+        r["jobs"] += 1
+        if b["s"] is not None:
+            r["total_s"] += b["s"]
+            r["max_s"] = max(r["max_s"], b["s"])
+    return sorted(rules.values(), key=lambda r: -r["total_s"])

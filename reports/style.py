@@ -13,7 +13,8 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p"]
 #: Fixed assignments so a method keeps its look across every figure and report.
 _FIXED = {"dense": ("#000000", "*"), "random": ("#999999", "x")}
 _ORDER = ["magnitude_global", "magnitude_local", "magnitude_oneshot", "movement_hard", "movement_soft", "rpp",
-          "random_matched", "head_importance", "head_l0", "fixed_attention", "layerdrop", "flop", "int8_dynamic"]
+          "random_matched", "head_importance", "head_l0", "fixed_attention", "layerdrop", "flop", "int8_dynamic",
+          "head_random"]
 
 
 def method_style(method: str) -> tuple[str, str]:
@@ -23,6 +24,15 @@ def method_style(method: str) -> tuple[str, str]:
     return _PALETTE[i % len(_PALETTE)], _MARKERS[i % len(_MARKERS)]
 
 
+def linestyle(method: str) -> str:
+    """Baselines dotted, everything else solid."""
+    return ":" if method in ("random", "random_matched", "head_random") else "-"
+
+
+#: Colour map of sparsity heatmaps (fraction remaining, 0 = all pruned) and of ablations.
+HEATMAP_CMAP = "viridis"
+DIVERGING_CMAP = "RdBu"
+
 RC = {
     "figure.figsize": (6.0, 4.0),
     "font.size": 10,
@@ -31,4 +41,19 @@ RC = {
     "svg.hashsalt": "prunebench",  # reproducible SVG ids
     "svg.fonttype": "none",
     "pdf.fonttype": 42,
+}
+
+#: Paper figures: one-column size, smaller type, same colours and markers.
+PAPER_RC = {
+    **RC,
+    "figure.figsize": (3.4, 2.5),
+    "font.size": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 6.5,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "lines.markersize": 4,
+    "lines.linewidth": 1.2,
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.02,
 }

@@ -45,3 +45,36 @@ def test_bad_config_names_key_and_value(raw, override, message):
     raw.update(override)
     with pytest.raises(ConfigError, match=message):
         resolve(raw)
+
+
+def test_unknown_hub_model_id_is_refused(raw, monkeypatch):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def not_found(self, repo_id, **kw):
+        import httpx2
+
+        request = httpx2.Request("GET", f"https://hub.invalid/api/models/{repo_id}")
+        raise RepositoryNotFoundError(f"{repo_id} not found", response=httpx2.Response(404, request=request))
+
+    monkeypatch.setattr(HfApi, "model_info", not_found)
+    raw["model"] = "nobody/no-such-bert"
+    with pytest.raises(ConfigError, match="unknown model id 'nobody/no-such-bert'"):
+        resolve(raw)
+
+
+def test_malformed_model_id_is_refused(raw):
+    raw["model"] = "bert base uncased!"
+    with pytest.raises(ConfigError, match="neither a local folder nor a valid hub id"):
+        resolve(raw)
+
+
+def test_unreachable_hub_accepts_a_well_formed_id(raw, monkeypatch):
+    from huggingface_hub import HfApi
+
+    def offline(self, repo_id, **kw):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(HfApi, "model_info", offline)
+    raw["model"] = "bert-base-uncased"
+    assert resolve(raw)["model"] == "bert-base-uncased"

@@ -1,29 +1,64 @@
-"""Task metric of a model on the evaluation split, through ``prunebench.metrics`` (``evaluate``)."""
+"""Task metric of a model on the evaluation split, through ``prunebench.metrics`` (``evaluate``).
+
+Classification: accuracy (and F1 where the task reports it) of the arg-max class.
+Extractive QA (SQuAD): exact match and F1 of the best span per example (``prunebench.qa``).
+"""
 
 from __future__ import annotations
 
+from typing import Iterator
+
+import numpy as np
 import torch
 
 from prunebench.metrics import load_metric
+from prunebench.qa import best_answers
 from prunebench.tasks import TaskSpec
+from prunebench.trainer import INPUT_COLUMNS
+
+
+def _batches(dataset, tokenizer, batch_size: int) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
+    keys = [k for k in INPUT_COLUMNS if k in dataset.column_names]
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        n = len(rows["input_ids"])
+        yield tokenizer.pad([{k: rows[k][j] for k in keys} for j in range(n)], return_tensors="pt"), \
+            [len(ids) for ids in rows["input_ids"]]
 
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, dataset, tokenizer, batch_size: int) -> list[int]:
     """Predicted class index of every example of the tokenized ``dataset``, in order."""
     model.eval()
-    preds: list[int] = []
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
-        batch = tokenizer.pad([{k: rows[k][j] for k in keys} for j in range(len(rows["input_ids"]))], return_tensors="pt")
-        preds += model(**batch).logits.argmax(-1).tolist()
-    return preds
+    return [p for batch, _ in _batches(dataset, tokenizer, batch_size) for p in model(**batch).logits.argmax(-1).tolist()]
 
 
-def task_metrics(model, dataset, tokenizer, spec: TaskSpec, batch_size: int) -> dict[str, float]:
-    """The task's metric values (fractions), e.g. ``{"accuracy": 0.91}``."""
-    if spec.kind != "classification":
-        raise NotImplementedError(f"evaluation of {spec.kind} tasks ({spec.name}) is not implemented yet")
+@torch.inference_mode()
+def span_logits(model: torch.nn.Module, features, tokenizer, batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start and end logits of every QA feature (window), unpadded."""
+    model.eval()
+    starts, ends = [], []
+    for batch, lengths in _batches(features, tokenizer, batch_size):
+        out = model(**batch)
+        for j, n in enumerate(lengths):
+            starts.append(out.start_logits[j, :n].float().numpy())
+            ends.append(out.end_logits[j, :n].float().numpy())
+    return starts, ends
+
+
+def task_metrics(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None) -> dict[str, float]:
+    """The task's metric values (fractions), e.g. ``{"accuracy": 0.91}``.
+
+    For extractive QA ``dataset`` holds the evaluation windows and ``examples`` the raw
+    examples (question, context, gold answers).
+    """
     metric = load_metric(spec.metric)
-    return metric.compute(predictions=predict(model, dataset, tokenizer, batch_size), references=list(dataset["label"]))
+    if spec.kind == "classification":
+        return metric.compute(predictions=predict(model, dataset, tokenizer, batch_size),
+                              references=list(dataset["label"]))
+    if examples is None:
+        raise ValueError("extractive QA evaluation needs the raw examples")
+    starts, ends = span_logits(model, dataset, tokenizer, batch_size)
+    answers = best_answers(examples, dataset, starts, ends)
+    return metric.compute(predictions=[answers[e["id"]] for e in examples],
+                          references=[e["answers"]["text"] for e in examples])

@@ -3,7 +3,7 @@ import re
 import sys
 
 import methods
-from prunebench.config import ConfigError, budget_label, resolve
+from prunebench.config import ConfigError, budget_label, for_task, resolve
 
 try:
     EXP = resolve(config)
@@ -17,10 +17,12 @@ BUDGETS = [budget_label(b) for b in EXP["budgets"]]
 SEEDS = [str(s) for s in EXP["seeds"]]
 
 
-def job_experiment(method="dense"):
-    """The experiment as one job sees it (JSON), without the fan-out lists and other methods'
-    settings, so adding a method, budget or seed does not re-run finished jobs."""
-    job = {k: v for k, v in EXP.items() if k not in ("methods", "budgets", "seeds", "tasks", "method_settings")}
+def job_experiment(task, method="dense"):
+    """The experiment as one job sees it (JSON): its task's overrides merged in, without the
+    fan-out lists and other methods' settings, so adding a method, budget or seed does not
+    re-run finished jobs."""
+    exp = for_task(EXP, task)
+    job = {k: v for k, v in exp.items() if k not in ("methods", "budgets", "seeds", "tasks", "method_settings")}
     job["method_settings"] = {method: EXP.get("method_settings", {}).get(method, {})} if method != "dense" else {}
     return json.dumps(job, sort_keys=True)
 
@@ -78,4 +80,4 @@ def reference_arg(w, input):
 
 
 def final_outputs():
-    return [f"{RESULTS}/report.html", f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]
+    return [f"{RESULTS}/report.html", f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"] + analysis_outputs()

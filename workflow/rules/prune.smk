@@ -6,7 +6,7 @@ rule prune:
         model=directory(f"{RESULTS}/models/{{task}}/{{method}}/{{budget}}/seed{{seed}}"),
         record=f"{RESULTS}/records/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
     params:
-        exp=lambda w: job_experiment(w.method),
+        exp=lambda w: job_experiment(w.task, w.method),
         reference=reference_arg,
     threads: EXP["threads"]
     resources:

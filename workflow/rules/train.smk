@@ -4,7 +4,7 @@ rule finetune_dense:
         model=directory(f"{RESULTS}/models/{{task}}/dense/seed{{seed}}"),
         record=f"{RESULTS}/records/{{task}}/dense/1/seed{{seed}}.json",
     params:
-        exp=job_experiment(),
+        exp=lambda w: job_experiment(w.task),
     threads: EXP["threads"]
     resources:
         mem_mb=6000,

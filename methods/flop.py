@@ -1,0 +1,214 @@
+"""FLOP: factorized low-rank pruning (Wang, Wohlwend & Lei 2019, arXiv 1910.04732).
+
+Every encoder weight matrix ``W`` (out x in; Q, K, V, attention output, both feed-forward
+matrices) is reparameterised as ``W = P diag(z) Q`` with ``r = min(out, in)`` rank-one
+components, initialised from the SVD of the fine-tuned ``W`` (``prunebench.factorized``), so
+training starts from a model equal to the dense one up to the gates. ``z`` are hard-concrete
+gates (``prunebench.hard_concrete``; the FLOP code's ``beta = 1.0``, stretch ``(-0.1, 1.1)``),
+sampled once per forward pass in training.
+
+Size control, the augmented Lagrangian of the paper: with ``s`` the *expected* number of
+encoder weights of the factorized model as a fraction of the dense encoder,
+``s = sum_m E[L0(z_m)] (in_m + out_m) / dense``, and ``t`` the target, the penalty added to
+the task loss is ``lambda1 (s - t) + lambda2 (s - t)^2``. The multipliers are maximised, not
+minimised: they are plain floats owned by this object (never model parameters and never in
+the trainer's optimiser groups), updated in ``after_step`` by one step of gradient *ascent*,
+``lambda1 += lagrangian_lr (s - t)``, ``lambda2 += lagrangian_lr (s - t)^2`` (the partial
+derivatives of the penalty), using the ``s - t`` measured in that step's ``penalty``. The
+target ``t`` ramps linearly from the expected size at the start (``s0``, so no initial jump)
+to the budget over ``ramp_fraction`` of the steps, then stays at the budget. The gates'
+``log_alpha`` are one extra AdamW group (``parameter_groups``, lr ``gate_lr``, no weight decay).
+
+Initialisation: the FLOP code draws ``log_alpha`` for a mean keep probability of 0.5. With
+our short fine-tuning budget (hundreds of steps, not epochs) a model whose gates drop half
+of every matrix at random from step one loses much of what fine-tuning learnt; the default
+here is ``init_keep = 0.9`` (set 0.5 for the paper's value).
+
+``finalize``:
+1. FLOP's eval mask per matrix: ``sigmoid(0.8 log_alpha / beta)`` with the expected number
+   of zeros, ``round(r - E[L0])``, forced to zero (the smallest values).
+2. Exact budget: the kept components cost ``r' (in + out)`` weights per matrix (the paper's
+   count). If the total exceeds ``budget x dense``, the kept components with the smallest
+   eval-mask values are dropped, across all matrices, until it does not. Nothing is added
+   back when the Lagrangian overshoots, so the result is never above the budget and may be
+   below it; the record's ``encoder_remaining`` is measured from the weights.
+3. Each matrix is stored as a ``FactorizedLinear`` of its kept rank with the mask values
+   folded into ``P``; a matrix whose factors would be *larger* than ``W``
+   (``r' (in + out) >= in x out``) is stored as the dense product instead. The surgery op
+   ``factorize`` (kept rank per factorized matrix) is recorded in the config, so the saved
+   model reloads with ``checkpoints.load_model``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from methods.base import PruningMethod, TrainingPlan
+from methods.registry import register
+from prunebench.budget import count_encoder_weights, dense_encoder_size, prunable_linears
+from prunebench.factorized import FactorizedLinear, compact, factorize_svd, set_submodule, to_linear
+from prunebench.hard_concrete import HardConcrete
+from prunebench.surgery import record_op
+
+#: FLOP's eval-mask temperature factor: ``sigmoid(0.8 log_alpha / beta)``.
+EVAL_SCALE = 0.8
+
+
+@dataclass(frozen=True)
+class FlopSettings:
+    beta: float = field(default=1.0, metadata={"help": "hard-concrete temperature (FLOP code: 1.0)"})
+    stretch_left: float = field(default=-0.1, metadata={"help": "hard-concrete stretch l (FLOP code: -0.1)"})
+    stretch_right: float = field(default=1.1, metadata={"help": "hard-concrete stretch r (FLOP code: 1.1)"})
+    init_keep: float = field(default=0.9, metadata={"help": "initial keep probability of the gates (FLOP code: 0.5; higher for short fine-tuning)"})
+    init_std: float = field(default=0.01, metadata={"help": "std of the initial log_alpha (FLOP code: 0.01)"})
+    gate_lr: float = field(default=0.1, metadata={"help": "peak AdamW learning rate of the gates' log_alpha"})
+    lagrangian_lr: float = field(default=1.0, metadata={"help": "gradient-ascent step size of the multipliers lambda1, lambda2"})
+    ramp_fraction: float = field(default=0.6, metadata={"help": "share of steps over which the target size ramps linearly to the budget"})
+
+
+@torch.no_grad()
+def flop_eval_mask(gate: HardConcrete) -> torch.Tensor:
+    """FLOP's deterministic mask: ``sigmoid(0.8 log_alpha / beta)``, expected zeros forced to 0."""
+    soft = torch.sigmoid(EVAL_SCALE * gate.log_alpha / gate.beta)
+    zeros = int(round(gate.n - float(gate.expected_l0())))
+    zeros = min(max(zeros, 0), gate.n)
+    if zeros:
+        soft[torch.topk(soft, zeros, largest=False).indices] = 0.0
+    return soft
+
+
+@register("flop")
+class Flop(PruningMethod):
+    """Factorized low-rank pruning with hard-concrete rank gates and an augmented Lagrangian."""
+
+    paper = "Wang, Wohlwend & Lei 2019, Structured Pruning of Large Language Models (arXiv 1910.04732)"
+    starts_from = "dense"
+    granularity = "matrix-rank"
+    Settings = FlopSettings
+
+    # ----- setup --------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, plan: TrainingPlan) -> None:
+        s = self.settings
+        self.total_steps = plan.total_steps
+        self.dense_reference = dense_encoder_size(model.config)
+        self.layers: dict[str, FactorizedLinear] = {}
+        self.gates: dict[str, HardConcrete] = {}
+        self.handles = []
+        for name, linear in prunable_linears(model).items():
+            fl = factorize_svd(linear)
+            set_submodule(model, name, fl)
+            gate = HardConcrete(fl.rank, s.beta, s.stretch_left, s.stretch_right, s.init_keep, s.init_std)
+            gate.to(fl.in_proj.weight.device)
+            self.layers[name], self.gates[name] = fl, gate
+            self.handles.append(fl.out_proj.register_forward_pre_hook(self._gate_hook(gate)))
+        self.lambda1 = self.lambda2 = 0.0
+        self.s0 = float(self.expected_size().detach())
+        self._gap = 0.0
+        self.history: list[dict[str, float]] = []
+
+    @staticmethod
+    def _gate_hook(gate: HardConcrete):
+        def hook(module: nn.Module, args):
+            z = gate.sample() if module.training else flop_eval_mask(gate)
+            return (args[0] * z.to(args[0].dtype),) + tuple(args[1:])
+        return hook
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        return [{"params": [g.log_alpha for g in self.gates.values()], "lr": self.settings.gate_lr,
+                 "weight_decay": 0.0}]
+
+    # ----- the augmented Lagrangian -----------------------------------------------------
+    def expected_size(self) -> torch.Tensor:
+        """``s``: expected encoder weights of the factorized model / dense reference (differentiable)."""
+        total = sum(self.gates[n].expected_l0() * (fl.in_features + fl.out_features) for n, fl in self.layers.items())
+        return total / self.dense_reference
+
+    def target_at(self, step: int) -> float:
+        """``t``: linear ramp from ``s0`` to the budget over ``ramp_fraction`` of the steps."""
+        ramp = max(1, int(math.ceil(self.settings.ramp_fraction * self.total_steps)))
+        frac = min(1.0, step / ramp)
+        return self.s0 + (self.target_remaining - self.s0) * frac
+
+    def penalty(self, model: nn.Module, step: int) -> torch.Tensor:
+        s = self.expected_size()
+        gap = s - self.target_at(step)
+        self._gap = float(gap.detach())
+        return self.lambda1 * gap + self.lambda2 * gap * gap
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        # gradient ascent on the multipliers: d/d(lambda1) = (s - t), d/d(lambda2) = (s - t)^2
+        eta = self.settings.lagrangian_lr
+        self.lambda1 += eta * self._gap
+        self.lambda2 += eta * self._gap * self._gap
+        if step % 10 == 0 or step == self.total_steps:
+            self.history.append({"step": step, "expected_size": self._gap + self.target_at(step),
+                                 "target": self.target_at(step), "lambda1": self.lambda1, "lambda2": self.lambda2})
+
+    # ----- finalize -----------------------------------------------------------------------
+    @torch.no_grad()
+    def final_ranks(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Kept component indices and their mask values per matrix, trimmed to the budget."""
+        masks = {n: flop_eval_mask(g).cpu() for n, g in self.gates.items()}
+        names = list(masks)
+        costs = torch.tensor([self.layers[n].in_features + self.layers[n].out_features for n in names],
+                             dtype=torch.float64)
+        # every kept component: (value, matrix index, component index)
+        values, owner, index = [], [], []
+        for i, n in enumerate(names):
+            kept = torch.nonzero(masks[n] > 0).flatten()
+            values.append(masks[n][kept])
+            owner.append(torch.full_like(kept, i))
+            index.append(kept)
+        values, owner, index = torch.cat(values), torch.cat(owner), torch.cat(index)
+        allowed = self.target_remaining * self.dense_reference
+        total = float(costs[owner].sum())
+        drop = torch.zeros_like(values, dtype=torch.bool)
+        if total > allowed:
+            order = torch.argsort(values, stable=True)  # smallest mask values first
+            saved = torch.cumsum(costs[owner[order]], 0)
+            n_drop = int(torch.searchsorted(saved, torch.tensor(total - allowed, dtype=torch.float64)).item()) + 1
+            drop[order[:n_drop]] = True
+        out = {}
+        for i, n in enumerate(names):
+            sel = (owner == i) & ~drop
+            out[n] = (index[sel], values[sel])
+        return out
+
+    @torch.no_grad()
+    def finalize(self, model: nn.Module) -> nn.Module:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        kept = self.final_ranks()
+        ranks: dict[str, int] = {}
+        for name, (idx, val) in kept.items():
+            fl = compact(self.layers[name].cpu(), idx, val)
+            if fl.stored_weights >= fl.in_features * fl.out_features:
+                set_submodule(model, name, to_linear(fl))  # the factors would be larger than W
+            else:
+                set_submodule(model, name, fl)
+                ranks[name] = fl.rank
+        record_op(model, "factorize", {"ranks": ranks})
+        self.report = {
+            "kept_rank": {n: int(idx.numel()) for n, (idx, _) in kept.items()},
+            "full_rank": {n: fl.rank for n, fl in self.layers.items()},
+            "stored_dense": sorted(set(kept) - set(ranks)),
+            "reached_remaining": count_encoder_weights(model).remaining_fraction,
+            "final_expected_size": float(self.expected_size()),
+            "lambda1": self.lambda1,
+            "lambda2": self.lambda2,
+            "history": self.history,
+        }
+        self.gates, self.layers = {}, {}
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if hasattr(self, "report"):
+            out["result"] = self.report
+        return out

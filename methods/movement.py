@@ -1,0 +1,320 @@
+"""Movement pruning, hard and soft (Sanh, Wolf & Rush 2020, arXiv 2005.07683).
+
+Every encoder weight matrix W (each ``nn.Linear`` of ``prunebench.budget.prunable_linears``)
+gets a learned score matrix S of its shape, initialised to 0 (the authors' ``mask_init
+constant, mask_scale 0``). The layer computes with the masked weight
+
+    a = (W ⊙ M) x,                       M = binarize(S)
+
+and S is trained by the straight-through estimator: the binarization is treated as the
+identity in the backward pass, so
+
+    ∂L/∂S_ij = ∂L/∂W'_ij · W_ij = (∂L/∂a_i) W_ij x_j          (W' = W ⊙ M)
+
+— a score grows when its weight moves away from zero and shrinks when it moves towards it
+("movement"). The paper's two variants:
+
+- ``movement_hard`` — M = Top_v(S): the v% highest scores are kept, v following the cubic
+  schedule (``prunebench.schedules.cubic_remaining``) with the warm-up and cool-down of the
+  paper (pruning starts after ``initial_warmup`` = 1 and ends ``final_warmup`` = 2 lr-warm-up
+  lengths before the end; with our 10% lr warm-up: 0.1 and 0.2 of the steps). Top-v is taken
+  per matrix, as in the authors' code (``TopKBinarizer`` per ``MaskedLinear``), so the exact
+  budget is met by construction.
+- ``movement_soft`` — M = 1[σ(S) > τ] with the objective L + λ · mean_m mean(σ(S_m)) (an L1
+  penalty on the sigmoid of the scores, averaged per matrix as in the authors' code). τ goes
+  from 0 to ``final_threshold`` on the same cubic schedule and λ is scaled with it,
+  λ_t = final_lambda · τ_t / final_threshold (the authors' ``schedule_threshold``).
+  Soft movement pruning controls sparsity only indirectly (through λ and τ), so the fraction
+  it reaches is not the budget. **At ``finalize`` the exact budget is enforced by keeping the
+  global top-k scores** (a single threshold on S over all matrices, i.e. the τ that meets the
+  budget). ``describe()`` records the fraction the soft threshold had reached before this
+  correction, so a large correction is visible in the record.
+
+Scores are an extra optimiser parameter group (``parameter_groups``; lr ``score_learning_rate``,
+no weight decay, the trainer's lr schedule). They live outside the model's parameters: each
+Linear's weight is parametrised (``torch.nn.utils.parametrize``) as W ⊙ M(S); the mask M is
+recomputed after every ``update_every`` optimiser steps (every step by default, which is
+what computing it in each forward pass amounts to). ``finalize`` removes the
+parametrizations keeping W ⊙ M, so the saved model is a plain sparse BERT with no score
+tensors in its state dict.
+
+Budget (Settings) deviations from the paper, all because our fine-tuning budget is a few
+hundred steps instead of 10 epochs:
+- soft: ``score_learning_rate`` 0.1 instead of 1e-2. Adam moves a score by at most about its
+  lr per step, so with 1e-2 and ~300 steps no score could fall below σ⁻¹(0.1) = -2.2 and the
+  soft threshold would never prune anything; 0.1 lets a consistently shrinking score cross it.
+- hard keeps the paper's 1e-2: a top-k mask depends only on the ranking of the scores, which
+  Adam's scale-free update makes insensitive to the lr when scores start at 0.
+
+Starting point: the fine-tuned dense checkpoint (``starts_from = "dense"``). Sanh et al.
+prune while fine-tuning from the pretrained model for 10 epochs; with our short common budget
+that would give movement pruning a single short run to both learn the task and prune, while
+magnitude pruning starts from the dense checkpoint. Starting both from the dense checkpoint
+keeps the comparison about the pruning criterion. Fine-tuning continues under the mask, so the
+weights keep moving and the scores keep learning from that movement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from methods.base import PruningMethod, TrainingPlan
+from methods.registry import register
+from prunebench.budget import prunable_linears
+from prunebench.masks import SCOPES
+from prunebench.schedules import cubic_remaining
+
+PAPER = "Sanh, Wolf & Rush 2020, Movement Pruning (arXiv 2005.07683)"
+
+
+# ----- settings ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ScheduleSettings:
+    warmup_fraction: float = field(default=0.1, metadata={
+        "help": "share of steps before pruning starts (paper: initial_warmup = 1 lr-warm-up length; ours is 10%)"})
+    cooldown_fraction: float = field(default=0.2, metadata={
+        "help": "share of final steps at the final mask schedule (paper: final_warmup = 2 lr-warm-up lengths)"})
+    update_every: int = field(default=1, metadata={
+        "help": "optimiser steps between mask recomputations (paper: every forward pass, i.e. 1)"})
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.warmup_fraction and 0.0 <= self.cooldown_fraction
+                and self.warmup_fraction + self.cooldown_fraction < 1.0):
+            raise ValueError(f"warmup_fraction ({self.warmup_fraction}) and cooldown_fraction "
+                             f"({self.cooldown_fraction}) must be >= 0 and sum to less than 1")
+        if self.update_every < 1:
+            raise ValueError(f"update_every must be >= 1, got {self.update_every}")
+
+
+@dataclass(frozen=True)
+class HardSettings(_ScheduleSettings):
+    score_learning_rate: float = field(default=1e-2, metadata={
+        "help": "peak AdamW lr of the scores (paper: mask_scores_learning_rate 1e-2)"})
+    scope: str = field(default="local", metadata={
+        "help": "top-k per matrix ('local', the authors' code) or over all encoder matrices ('global')"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.score_learning_rate <= 0:
+            raise ValueError(f"score_learning_rate must be positive, got {self.score_learning_rate}")
+
+
+@dataclass(frozen=True)
+class SoftSettings(_ScheduleSettings):
+    score_learning_rate: float = field(default=0.1, metadata={
+        "help": "peak AdamW lr of the scores (paper: 1e-2 over 10 epochs; 0.1 so that scores can cross "
+                "the threshold within our few hundred steps, see the module docstring)"})
+    initial_threshold: float = field(default=0.0, metadata={
+        "help": "threshold tau on sigmoid(S) before pruning starts (paper: 0)"})
+    final_threshold: float = field(default=0.1, metadata={
+        "help": "threshold tau on sigmoid(S) at the end of the schedule (paper: 0.1)"})
+    final_lambda: float = field(default=400.0, metadata={
+        "help": "L1 penalty weight on mean sigmoid(S) at the final threshold; scaled by tau_t / final_threshold "
+                "during the schedule (paper: 400 for SQuAD; raise it for sparser models before finalize)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.initial_threshold < 1.0 or not 0.0 < self.final_threshold < 1.0:
+            raise ValueError(f"thresholds must lie in [0, 1) (final > 0), got initial {self.initial_threshold} "
+                             f"and final {self.final_threshold}")
+        if self.final_lambda < 0 or self.score_learning_rate <= 0:
+            raise ValueError(f"final_lambda must be >= 0 and score_learning_rate > 0, got {self.final_lambda} "
+                             f"and {self.score_learning_rate}")
+
+
+# ----- the masked weight -------------------------------------------------------------------
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the (precomputed) binary mask; backward: the gradient passed to the scores unchanged."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return mask.to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class MaskedWeight(nn.Module):
+    """Parametrization ``W -> W * M``, M the current binary mask, with the straight-through
+    gradient ``dL/dS = dL/dW' * W`` to the scores S.
+
+    Scores and mask are plain tensor attributes, not parameters or buffers: they stay out of
+    ``model.parameters()`` (the method gives the scores to the optimiser itself) and out of
+    the state dict.
+    """
+
+    def __init__(self, scores: torch.Tensor):
+        super().__init__()
+        self.scores = scores
+        self.mask = torch.ones_like(scores, dtype=torch.bool)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * _StraightThrough.apply(self.scores, self.mask)
+
+
+def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly ``k`` highest entries of ``scores`` (ties: lowest index first).
+
+    A threshold from ``kthvalue`` is about twice as fast as ``topk`` on CPU, which matters
+    when the mask is recomputed every step.
+    """
+    flat = scores.detach().flatten()
+    n = flat.numel()
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat.float(), n - k).values
+    keep = flat > threshold
+    missing = k - int(keep.sum())
+    if missing > 0:  # ties at the threshold: take the first ones
+        keep[torch.nonzero(flat == threshold).flatten()[:missing]] = True
+    return keep.view_as(scores)
+
+
+def top_k_masks(scores: dict[str, torch.Tensor], remaining: float, scope: str) -> dict[str, torch.Tensor]:
+    """Masks keeping the highest ``remaining`` fraction of scores, per matrix or over all."""
+    if scope == "local":
+        return {n: top_k_mask(s, round(remaining * s.numel())) for n, s in scores.items()}
+    flat = torch.cat([s.detach().flatten() for s in scores.values()])
+    keep = top_k_mask(flat, round(remaining * flat.numel()))
+    masks, start = {}, 0
+    for name, s in scores.items():
+        masks[name] = keep[start : start + s.numel()].view_as(s)
+        start += s.numel()
+    return masks
+
+
+# ----- the methods -------------------------------------------------------------------------
+
+class MovementPruning(PruningMethod):
+    """Shared machinery: scores, parametrizations, schedule, finalize."""
+
+    paper = PAPER
+    starts_from = "dense"
+    granularity = "element"
+
+    def prepare(self, model: nn.Module, plan: TrainingPlan) -> None:
+        s = self.settings
+        self.linears = prunable_linears(model)
+        if not self.linears:
+            raise ValueError(f"method {self.name!r}: the model has no encoder nn.Linear to prune")
+        self.total_steps = plan.total_steps
+        self.warmup = int(s.warmup_fraction * plan.total_steps)
+        self.cooldown = int(s.cooldown_fraction * plan.total_steps)
+        cubic_remaining(1, self.total_steps, 0.5, 1.0, self.warmup, self.cooldown)  # validates the schedule
+        self.scores: dict[str, torch.Tensor] = {}
+        self.parametrizations: dict[str, MaskedWeight] = {}
+        for name, module in self.linears.items():
+            scores = torch.zeros_like(module.weight, requires_grad=True)
+            masked = MaskedWeight(scores)
+            parametrize.register_parametrization(module, "weight", masked, unsafe=True)
+            self.scores[name] = scores
+            self.parametrizations[name] = masked
+        self._update_masks(1)
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        return [{"params": list(self.scores.values()), "lr": self.settings.score_learning_rate, "weight_decay": 0.0}]
+
+    def schedule(self, step: int, initial: float, final: float) -> float:
+        """The cubic schedule from ``initial`` to ``final`` with warm-up and cool-down."""
+        return cubic_remaining(step, self.total_steps, final, initial, self.warmup, self.cooldown)
+
+    def masks_at(self, step: int) -> dict[str, torch.Tensor]:
+        """Masks for the forward pass of ``step``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _update_masks(self, step: int) -> None:
+        for name, mask in self.masks_at(step).items():
+            self.parametrizations[name].mask = mask
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        # Scores changed: recompute the mask for the next forward pass (step + 1).
+        if step % self.settings.update_every == 0 or step >= self.total_steps - self.cooldown:
+            self._update_masks(step + 1)
+
+    def final_masks(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def current_remaining(self) -> float:
+        """Fraction of encoder weights the current masks keep."""
+        masks = [p.mask for p in self.parametrizations.values()]
+        return sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+    @torch.no_grad()
+    def finalize(self, model: nn.Module) -> nn.Module:
+        self.remaining_before_finalize = self.current_remaining()
+        for name, mask in self.final_masks().items():
+            self.parametrizations[name].mask = mask
+            parametrize.remove_parametrizations(self.linears[name], "weight", leave_parametrized=True)
+        self.scores, self.parametrizations = {}, {}
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        if hasattr(self, "remaining_before_finalize"):
+            info["mask_remaining_before_finalize"] = self.remaining_before_finalize
+        return info
+
+
+@register("movement_hard")
+class HardMovement(MovementPruning):
+    """Movement pruning with a top-k mask on the learned scores (Sanh et al. 2020)."""
+
+    Settings = HardSettings
+
+    def masks_at(self, step: int) -> dict[str, torch.Tensor]:
+        remaining = self.schedule(step, 1.0, self.target_remaining)
+        return top_k_masks(self.scores, remaining, self.settings.scope)
+
+    def final_masks(self) -> dict[str, torch.Tensor]:
+        return top_k_masks(self.scores, self.target_remaining, self.settings.scope)
+
+
+@register("movement_soft")
+class SoftMovement(MovementPruning):
+    """Soft movement pruning: threshold on sigmoid(S) plus an L1 penalty (Sanh et al. 2020);
+    the exact budget is enforced at ``finalize`` by a global top-k of the scores."""
+
+    Settings = SoftSettings
+    finalize_note: ClassVar[str] = ("soft movement controls sparsity only through lambda and tau; at finalize "
+                                    "the global top-k scores are kept so the budget is met exactly")
+
+    def threshold(self, step: int) -> float:
+        s = self.settings
+        return self.schedule(step, s.initial_threshold, s.final_threshold)
+
+    def regularization_weight(self, step: int) -> float:
+        """λ_t = final_lambda · τ_t / final_threshold (the authors' schedule)."""
+        s = self.settings
+        return s.final_lambda * self.threshold(step) / s.final_threshold
+
+    def masks_at(self, step: int) -> dict[str, torch.Tensor]:
+        tau = self.threshold(step)
+        return {name: torch.sigmoid(s.detach()) > tau for name, s in self.scores.items()}
+
+    def penalty(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        weight = self.regularization_weight(step)
+        if weight == 0.0:
+            return None
+        per_matrix = torch.stack([torch.sigmoid(s).mean() for s in self.scores.values()])
+        return weight * per_matrix.mean()
+
+    def final_masks(self) -> dict[str, torch.Tensor]:
+        return top_k_masks(self.scores, self.target_remaining, "global")
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["finalize"] = self.finalize_note
+        return info

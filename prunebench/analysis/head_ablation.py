@@ -1,0 +1,114 @@
+"""Head ablation of a fine-tuned model (Michel et al. 2019, arXiv 1905.10650, Sec. 3;
+Kovaleva et al. 2019, arXiv 1908.08593, Sec. 5).
+
+On the dense fine-tuned model and the evaluation set, the task's primary metric (accuracy
+for GLUE classification) is computed:
+
+- ``single_head_disabled[l][h]``: with head ``h`` of layer ``l`` disabled, one at a time
+  (Michel et al. Table 1/Fig. 1; Kovaleva et al. Fig. 7);
+- ``one_head_kept[l][h]``: with every head of layer ``l`` disabled except ``h``, and per layer
+  the best single head to keep (Michel et al. Table 2: "all heads but one in a layer");
+- ``layer_attention_disabled[l]``: with all heads of layer ``l`` disabled (Kovaleva et al.'s
+  layer-wise disabling).
+
+How a head is disabled: by *masking*, as Michel et al. do -- its context vector is
+multiplied by a gate of 0 through ``prunebench.surgery.head_gate_hooks`` (the same hook the
+pruning methods use), so the head contributes nothing to the attention output projection
+(the projection's bias stays). Kovaleva et al. instead replace the head's attention weights
+by the uniform distribution 1/L, which keeps a mean-of-values contribution; that variant is
+not implemented here. Every number is computed on the same model and evaluation set.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunebench.measure.accuracy import task_metrics
+from prunebench.records import write_json_atomic
+from prunebench.surgery import head_counts, head_gate_hooks
+from prunebench.tasks import TaskSpec
+
+DISABLE_MODE = "mask (gate 0 on the head's context vector, Michel et al. 2019); not Kovaleva's uniform attention"
+
+
+class _Evaluator:
+    """Primary metric of ``model`` under the current head gates (hooks installed once)."""
+
+    def __init__(self, model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None):
+        self.model, self.dataset, self.tokenizer, self.spec = model.eval(), dataset, tokenizer, spec
+        self.batch_size, self.examples = batch_size, examples
+        self.counts = head_counts(model)
+        self.gates: dict[int, torch.Tensor] = {l: torch.ones(n) for l, n in enumerate(self.counts)}
+        self.evaluations = 0
+
+    def __enter__(self):
+        self.handles = head_gate_hooks(self.model, self.gates)
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+    def score(self, disabled: dict[int, list[int]] | None = None) -> float:
+        for l, n in enumerate(self.counts):
+            gate = torch.ones(n)
+            for h in (disabled or {}).get(l, []):
+                gate[h] = 0.0
+            self.gates[l] = gate
+        values = task_metrics(self.model, self.dataset, self.tokenizer, self.spec, self.batch_size, self.examples) \
+            if self.examples is not None else task_metrics(self.model, self.dataset, self.tokenizer, self.spec, self.batch_size)
+        self.evaluations += 1
+        return float(values[self.spec.primary_metric])
+
+
+def single_head_ablation(ev: _Evaluator) -> list[list[float]]:
+    """Metric with each single head disabled: a (layers x heads) matrix."""
+    return [[ev.score({l: [h]}) for h in range(n)] for l, n in enumerate(ev.counts)]
+
+
+def one_head_kept(ev: _Evaluator) -> list[list[float]]:
+    """Metric with all heads of layer ``l`` disabled but ``h``: a (layers x heads) matrix."""
+    return [[ev.score({l: [o for o in range(n) if o != h]}) for h in range(n)] for l, n in enumerate(ev.counts)]
+
+
+def layer_attention_ablation(ev: _Evaluator) -> list[float]:
+    """Metric with all heads of each layer disabled, one layer at a time."""
+    return [ev.score({l: list(range(n))}) for l, n in enumerate(ev.counts)]
+
+
+def head_ablation(model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int = 64,
+                  examples=None) -> dict[str, Any]:
+    """All three ablations of ``model`` on ``dataset``, as one JSON-able dict."""
+    start = time.perf_counter()
+    with torch.inference_mode(), _Evaluator(model, dataset, tokenizer, spec, batch_size, examples) as ev:
+        baseline = ev.score()
+        single = single_head_ablation(ev)
+        kept = one_head_kept(ev)
+        layers = layer_attention_ablation(ev)
+    best = [max(range(len(row)), key=lambda h: (row[h], -h)) if row else None for row in kept]
+    return {
+        "task": spec.name,
+        "metric": spec.primary_metric,
+        "disable": DISABLE_MODE,
+        "layers": len(ev.counts),
+        "heads_per_layer": ev.counts,
+        "baseline": baseline,
+        "single_head_disabled": single,
+        "single_head_delta": [[v - baseline for v in row] for row in single],
+        "one_head_kept": kept,
+        "best_head_kept": best,
+        "best_one_head_score": [row[b] if b is not None else None for row, b in zip(kept, best)],
+        "layer_attention_disabled": layers,
+        "eval_examples": len(examples) if examples is not None else len(dataset),
+        "evaluations": ev.evaluations,
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def write_head_ablation(result: dict[str, Any], out) -> None:
+    """Write the analysis JSON atomically."""
+    write_json_atomic(result, out)

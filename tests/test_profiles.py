@@ -1,0 +1,43 @@
+"""The workflow's other profiles resolve and plan: the paper profile and the SLURM executor profile."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _dry_run(*args):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _job_count(text, rule):
+    for line in text.split("Job stats")[-1].splitlines():
+        parts = line.split()
+        if parts[:1] == [rule]:
+            return int(parts[1])
+    return 0
+
+
+def test_paper_profile_plans_every_task_method_budget_and_seed():
+    out = _dry_run("--cores", "2", "--printshellcmds", "--config", "profile=paper")
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert _job_count(text, "finetune_dense") == 4 * 3  # tasks x seeds
+    assert _job_count(text, "prune") == 4 * 3 * 3 * 3  # tasks x methods x budgets x seeds
+    assert "bert-base-uncased" in text and '"precision": "bf16"' in text
+    assert '"max_seq_len": 384' in text  # SQuAD's task override reached its jobs
+
+
+def test_slurm_profile_plans_the_smoke_workflow(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    out = _dry_run("--profile", "workflow/profiles/slurm", "--config", "profile=smoke", f"results_dir={tmp_path}")
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert _job_count(text, "prune") == 8
+    assert "mem_mb=6000" in text and "runtime=120" in text  # rules declare their resources

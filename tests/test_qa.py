@@ -1,0 +1,82 @@
+"""Extractive QA (SQuAD v1.1): local SQuAD JSON, span labels, answer extraction, training and metric."""
+
+import json
+
+import numpy as np
+import pytest
+
+from prunebench.data import DataConfig, load_task_data
+from prunebench.measure.accuracy import task_metrics
+from prunebench.metrics import normalize_answer
+from prunebench.modeling import load_pretrained
+from prunebench.qa import best_answers, eval_features, train_features
+from prunebench.tasks import get_task
+from prunebench.trainer import FinetuneBudget, train
+
+SQUAD = get_task("squad")
+CONTEXTS = [
+    ("The Eiffel Tower is in Paris. It was finished in 1889 by Gustave Eiffel's company.",
+     [("Where is the Eiffel Tower?", "Paris"), ("When was it finished?", "1889")]),
+    ("Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911.",
+     [("Who won the Nobel Prize in Physics in 1903?", "Marie Curie"), ("When did she win in Chemistry?", "1911")]),
+]
+
+
+@pytest.fixture
+def squad_file(tmp_path):
+    data = {"version": "1.1", "data": [{"title": f"t{i}", "paragraphs": [{"context": ctx, "qas": [
+        {"id": f"{i}-{j}", "question": q, "answers": [{"text": a, "answer_start": ctx.index(a)}]}
+        for j, (q, a) in enumerate(qas)]}]} for i, (ctx, qas) in enumerate(CONTEXTS)]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_local_squad_json_loads(squad_file):
+    data = load_task_data(SQUAD, DataConfig(source="local", train=str(squad_file), eval=str(squad_file)))
+    assert len(data["eval"]) == 4
+    assert data["eval"][0]["answers"] == {"text": ["Paris"], "answer_start": [CONTEXTS[0][0].index("Paris")]}
+
+
+def test_span_labels_cover_the_answer(squad_file, tokenizer):
+    data = load_task_data(SQUAD, DataConfig(source="local", train=str(squad_file), eval=str(squad_file)))
+    feats = train_features(data["train"], tokenizer, max_seq_len=64, stride=16)
+    for f, ex in zip(feats, data["train"]):
+        span = tokenizer.decode(f["input_ids"][f["start_positions"]: f["end_positions"] + 1])
+        assert normalize_answer(span) == normalize_answer(ex["answers"]["text"][0])
+
+
+def test_long_context_windows_point_outside_answers_at_cls(tokenizer):
+    import datasets
+
+    ctx = "filler words here . " * 40 + "The answer is Zanzibar ."
+    ex = datasets.Dataset.from_list([{"id": "x", "question": "What is the answer?", "context": ctx,
+                                      "answers": {"text": ["Zanzibar"], "answer_start": [ctx.index("Zanzibar")]}}])
+    feats = train_features(ex, tokenizer, max_seq_len=48, stride=16)
+    assert len(feats) > 1
+    assert feats[0]["start_positions"] == 0 and feats[0]["end_positions"] == 0  # answer not in the first window
+    last = feats[len(feats) - 1]
+    assert tokenizer.decode(last["input_ids"][last["start_positions"]: last["end_positions"] + 1]).strip() == "zanzibar"
+
+
+def test_best_answer_is_highest_scoring_valid_span(squad_file, tokenizer):
+    data = load_task_data(SQUAD, DataConfig(source="local", train=str(squad_file), eval=str(squad_file), eval_limit=1))
+    feats = eval_features(data["eval"], tokenizer, max_seq_len=64, stride=16)
+    n = len(feats[0]["input_ids"])
+    start, end = np.zeros((1, n)), np.zeros((1, n))
+    target = next(i for i, o in enumerate(feats[0]["offset_mapping"])
+                  if o is not None and CONTEXTS[0][0][o[0]:o[1]] == "Paris")
+    start[0, target], end[0, target] = 5.0, 5.0
+    start[0, 1], end[0, 1] = 50.0, 50.0  # a question token: never an answer
+    assert best_answers(data["eval"], feats, start, end) == {"0-0": "Paris"}
+
+
+def test_tiny_qa_model_trains_and_is_scored(squad_file, tokenizer):
+    data = load_task_data(SQUAD, DataConfig(source="local", train=str(squad_file), eval=str(squad_file)))
+    model = load_pretrained("tiny-random", 0, seed=0, kind="extractive_qa")
+    feats = train_features(data["train"], tokenizer, 64, 16)
+    result = train(model, feats, tokenizer, FinetuneBudget(steps=30, batch_size=4, learning_rate=3e-3,
+                                                           freeze_embeddings=False), None, seed=0, log_every=10)
+    assert result.loss_curve[-1] < result.loss_curve[0]
+    scores = task_metrics(model, eval_features(data["eval"], tokenizer, 64, 16), tokenizer, SQUAD, 8, data["eval"])
+    assert set(scores) == {"exact_match", "f1"} and all(0.0 <= v <= 1.0 for v in scores.values())
