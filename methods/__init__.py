@@ -5,6 +5,12 @@ Where is ...?
 - attention-head pruning by importance (Michel et al. 2019) and its random/magnitude controls: ``methods/head_importance.py``
 - LayerDrop (Fan et al. 2019) and plain every-other layer pruning: ``methods/layerdrop.py``
 - int8 dynamic quantization, the Q8BERT-style comparison row: ``methods/quantization.py``
+- L0 head gates (Voita et al. 2019): ``methods/head_l0.py`` (gates: ``prunebench/hard_concrete.py``)
+- FLOP factorized low-rank pruning (Wang et al. 2019): ``methods/flop.py`` (layers: ``prunebench/factorized.py``)
+- fixed position-only attention patterns (Raganato et al. 2020): ``methods/fixed_attention.py``
+- movement pruning, hard and soft (Sanh et al. 2020): ``methods/movement.py``
+- reweighted proximal pruning (Guo et al. 2019): ``methods/rpp.py``
+- random pruning with matched per-matrix proportions (Blalock et al. 2020): ``methods/random_matched.py``
 
 A new method is one new module plus one import line below.
 """
@@ -13,6 +19,12 @@ from methods import magnitude  # noqa: F401  (registers the magnitude and random
 from methods import quantization  # noqa: F401  (registers int8_dynamic)
 from methods import head_importance  # noqa: F401  (registers head_importance, head_random, head_magnitude)
 from methods import layerdrop  # noqa: F401  (registers layerdrop, layer_prune)
+from methods import head_l0  # noqa: F401  (registers head_l0)
+from methods import flop  # noqa: F401  (registers flop)
+from methods import fixed_attention  # noqa: F401  (registers fixed_attention)
+from methods import movement  # noqa: F401  (registers movement_hard, movement_soft)
+from methods import rpp  # noqa: F401  (registers rpp)
+from methods import random_matched  # noqa: F401  (registers random_matched)
 from methods.base import PruningMethod, TrainingPlan
 from methods.registry import available, build, get, register
 

@@ -50,6 +50,7 @@ Surgery op ``fixed_attention``: args ``{"layers": {"<layer>": [pattern or "learn
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -101,15 +102,17 @@ def _fixed_context(pattern: str, v: torch.Tensor, valid: torch.Tensor) -> torch.
             ok = torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], dim=1)
         return torch.where(ok[:, None, :, None], shifted, v)
     if pattern in ("left", "right"):
-        vm = v * vmask.to(v.dtype)
+        # prefix sums in float32 even under bf16 autocast (their differences cancel)
+        vm = v.float() * vmask.float()
         csum = torch.cumsum(vm, dim=2)
-        ccount = torch.cumsum(valid.to(v.dtype), dim=1)
+        ones = valid.float()
+        ccount = torch.cumsum(ones, dim=1)
         if pattern == "left":  # exclusive prefix: keys j < i
-            total, count = csum - vm, ccount - valid.to(v.dtype)
+            total, count = csum - vm, ccount - ones
         else:  # exclusive suffix: keys j > i
             total, count = csum[:, :, -1:] - csum, ccount[:, -1:] - ccount
         count = count[:, None, :, None]
-        mean = total / count.clamp(min=1.0)
+        mean = (total / count.clamp(min=1.0)).to(v.dtype)
         return torch.where(count > 0, mean, v)
     raise ValueError(f"unknown attention pattern {pattern!r}; patterns are {', '.join(PATTERNS)}")
 
@@ -142,8 +145,10 @@ class FixedPatternSelfAttention(nn.Module):
         self.num_learnable_heads = len(self.learnable_heads)
         self.scaling = self.attention_head_size ** -0.5
         qk = self.num_learnable_heads * self.attention_head_size
-        self.query = nn.Linear(config.hidden_size, qk)
-        self.key = nn.Linear(config.hidden_size, qk)
+        with warnings.catch_warnings():  # no learnable head: zero-size Q/K are legal
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            self.query = nn.Linear(config.hidden_size, qk)
+            self.key = nn.Linear(config.hidden_size, qk)
         self.value = nn.Linear(config.hidden_size, self.all_head_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 

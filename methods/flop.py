@@ -27,11 +27,16 @@ here is ``init_keep = 0.9`` (set 0.5 for the paper's value).
 ``finalize``:
 1. FLOP's eval mask per matrix: ``sigmoid(0.8 log_alpha / beta)`` with the expected number
    of zeros, ``round(r - E[L0])``, forced to zero (the smallest values).
-2. Exact budget: the kept components cost ``r' (in + out)`` weights per matrix (the paper's
-   count). If the total exceeds ``budget x dense``, the kept components with the smallest
-   eval-mask values are dropped, across all matrices, until it does not. Nothing is added
-   back when the Lagrangian overshoots, so the result is never above the budget and may be
-   below it; the record's ``encoder_remaining`` is measured from the weights.
+2. Exact budget ("top-k by gate value"): all components are ranked -- first those FLOP's
+   mask keeps, by mask value, then (``fill_to_budget``, default) the rest by
+   ``sigmoid(0.8 log_alpha / beta)`` -- and the longest prefix whose stored size fits in
+   ``budget x dense`` is kept. A matrix keeping ``r'`` components stores
+   ``min(r' (in + out), in x out)`` weights (step 3). So when the Lagrangian leaves the model
+   above the budget the lowest-valued kept components go, and when it overshoots below the
+   budget the highest-valued pruned ones come back (with their mask value); the result lands
+   within one component (``in + out`` weights) under the budget. ``paper_rule_remaining`` in
+   the record gives the size FLOP's own rule would have kept (factors counted at full price,
+   as during training).
 3. Each matrix is stored as a ``FactorizedLinear`` of its kept rank with the mask values
    folded into ``P``; a matrix whose factors would be *larger* than ``W``
    (``r' (in + out) >= in x out``) is stored as the dense product instead. The surgery op
@@ -69,6 +74,7 @@ class FlopSettings:
     gate_lr: float = field(default=0.1, metadata={"help": "peak AdamW learning rate of the gates' log_alpha"})
     lagrangian_lr: float = field(default=1.0, metadata={"help": "gradient-ascent step size of the multipliers lambda1, lambda2"})
     ramp_fraction: float = field(default=0.6, metadata={"help": "share of steps over which the target size ramps linearly to the budget"})
+    fill_to_budget: bool = field(default=True, metadata={"help": "at the end, also add back the highest-valued pruned components while the budget allows"})
 
 
 @torch.no_grad()
@@ -152,30 +158,45 @@ class Flop(PruningMethod):
     # ----- finalize -----------------------------------------------------------------------
     @torch.no_grad()
     def final_ranks(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Kept component indices and their mask values per matrix, trimmed to the budget."""
-        masks = {n: flop_eval_mask(g).cpu() for n, g in self.gates.items()}
-        names = list(masks)
-        costs = torch.tensor([self.layers[n].in_features + self.layers[n].out_features for n in names],
-                             dtype=torch.float64)
-        # every kept component: (value, matrix index, component index)
-        values, owner, index = [], [], []
+        """Kept component indices and their mask values per matrix, adjusted to the budget.
+
+        Priority: the components FLOP's eval mask keeps, by mask value, then (``fill_to_budget``)
+        the others by ``sigmoid(0.8 log_alpha / beta)``; the longest prefix whose cost
+        ``sum (in + out)`` fits in ``budget x dense`` is kept.
+        """
+        names = list(self.gates)
+        costs, values, in_flop, owner, index = [], [], [], [], []
         for i, n in enumerate(names):
-            kept = torch.nonzero(masks[n] > 0).flatten()
-            values.append(masks[n][kept])
-            owner.append(torch.full_like(kept, i))
-            index.append(kept)
-        values, owner, index = torch.cat(values), torch.cat(owner), torch.cat(index)
+            gate, layer = self.gates[n], self.layers[n]
+            soft = torch.sigmoid(EVAL_SCALE * gate.log_alpha.detach() / gate.beta).cpu()
+            values.append(soft)
+            in_flop.append(flop_eval_mask(gate).cpu() > 0)
+            owner.append(torch.full((gate.n,), i, dtype=torch.long))
+            index.append(torch.arange(gate.n))
+            costs.append(layer.in_features + layer.out_features)
+        values, in_flop = torch.cat(values), torch.cat(in_flop)
+        owner, index = torch.cat(owner), torch.cat(index)
+        cost = torch.tensor(costs, dtype=torch.float64)[owner]
+        candidates = torch.ones_like(in_flop) if self.settings.fill_to_budget else in_flop
+        priority = in_flop.double() * 2.0 + values.double()  # FLOP's kept set first, then by value
+        order = torch.argsort(priority, descending=True, stable=True)
+        order = order[candidates[order]]
+        # marginal stored cost of each component in that order: (in + out) while the factors are
+        # smaller than W, then what is left up to in x out, then nothing (the matrix is stored dense)
+        dense_size = [self.layers[n].in_features * self.layers[n].out_features for n in names]
+        counts = [0] * len(names)
+        marginal = torch.empty(order.numel(), dtype=torch.float64)
+        for j, m in enumerate(owner[order].tolist()):
+            counts[m] += 1
+            k = counts[m]
+            marginal[j] = min(k * costs[m], dense_size[m]) - min((k - 1) * costs[m], dense_size[m])
         allowed = self.target_remaining * self.dense_reference
-        total = float(costs[owner].sum())
-        drop = torch.zeros_like(values, dtype=torch.bool)
-        if total > allowed:
-            order = torch.argsort(values, stable=True)  # smallest mask values first
-            saved = torch.cumsum(costs[owner[order]], 0)
-            n_drop = int(torch.searchsorted(saved, torch.tensor(total - allowed, dtype=torch.float64)).item()) + 1
-            drop[order[:n_drop]] = True
+        keep = order[torch.cumsum(marginal, 0) <= allowed + 1e-6]
+        self.paper_rule_remaining = float(cost[in_flop].sum()) / self.dense_reference
         out = {}
         for i, n in enumerate(names):
-            sel = (owner == i) & ~drop
+            sel = keep[owner[keep] == i]
+            sel = sel[torch.argsort(index[sel])]
             out[n] = (index[sel], values[sel])
         return out
 
@@ -199,7 +220,8 @@ class Flop(PruningMethod):
             "full_rank": {n: fl.rank for n, fl in self.layers.items()},
             "stored_dense": sorted(set(kept) - set(ranks)),
             "reached_remaining": count_encoder_weights(model).remaining_fraction,
-            "final_expected_size": float(self.expected_size()),
+            "final_expected_size": float(self.expected_size().detach()),
+            "paper_rule_remaining": self.paper_rule_remaining,
             "lambda1": self.lambda1,
             "lambda2": self.lambda2,
             "history": self.history,

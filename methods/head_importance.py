@@ -12,7 +12,11 @@ so the saved model is smaller and faster.
 
 Adaptation to the benchmark (the method hooks see ``(model, step)``, never a batch): the
 gradient of the gates comes free with the trainer's own backward pass, so |dL/dxi| is
-accumulated in ``after_step`` over the normal training steps. Pruning steps are spread
+accumulated in ``after_step`` over the normal training steps. The absolute value is taken
+per training batch (of the batch-mean loss), as the head-mask-gradient estimator of the
+bertology example in transformers does, not per example as the paper's expectation reads
+(that would need per-example gradients); the constant 1/tokens factor is dropped (it does
+not change the order). Pruning steps are spread
 evenly from the end of a warm-up (``warmup_fraction``, importance only) to the start of a
 cool-down (``cooldown_fraction``, fine-tuning at the final head count), like the gradual
 schedule of Zhu & Gupta 2017, all inside the common fine-tuning budget. The paper prunes

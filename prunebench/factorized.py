@@ -25,6 +25,7 @@ size, so ``checkpoints.load_model`` can rebuild the shapes before loading the we
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -39,8 +40,10 @@ class FactorizedLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
         super().__init__()
         self.in_features, self.out_features, self.rank = int(in_features), int(out_features), int(rank)
-        self.in_proj = nn.Linear(self.in_features, self.rank, bias=False)
-        self.out_proj = nn.Linear(self.rank, self.out_features, bias=bias)
+        with warnings.catch_warnings():  # rank 0 (every component pruned) is legal: no zero-size init warning
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            self.in_proj = nn.Linear(self.in_features, self.rank, bias=False)
+            self.out_proj = nn.Linear(self.rank, self.out_features, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.in_proj(x))

@@ -59,7 +59,9 @@ def load_pretrained(model: str, num_labels: int, seed: int, label_names=(), kind
     auto = AutoModelForQuestionAnswering if kind == "extractive_qa" else AutoModelForSequenceClassification
     labels = {}
     if kind != "extractive_qa":
-        labels = {"num_labels": num_labels, "id2label": dict(enumerate(label_names)) or None}
+        labels = {"num_labels": num_labels}
+        if label_names:
+            labels["id2label"] = dict(enumerate(label_names))
     if model == TINY_RANDOM:
         vocab = load_tokenizer(model).vocab_size
         return auto.from_config(BertConfig(vocab_size=vocab, **labels, **TINY_CONFIG))

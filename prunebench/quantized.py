@@ -159,29 +159,56 @@ def is_quantized_checkpoint(folder: str | Path) -> bool:
 def load_quantized_model(folder: str | Path, weights_file: str = "model.safetensors") -> nn.Module:
     """Rebuild a model saved (``save_pretrained``) after ``quantize_encoder_linears``.
 
-    The architecture comes from ``config.json``; the encoder linears are swapped for empty
-    ``Int8DynamicLinear`` layers and the state dict is loaded strictly, so a missing or
-    extra tensor is an error, never a silent random initialisation.
+    The architecture comes from ``config.json`` (weights not randomly initialised); the
+    encoder linears are swapped for empty ``Int8DynamicLinear`` layers and the state dict is
+    loaded strictly, so a missing or extra tensor is a ``CheckpointError``, never a silent
+    random initialisation. ``prunebench.checkpoints.load_model`` should call this for a
+    folder whose config carries ``prunebench_quantization`` (``from_pretrained`` would
+    cast the int8 matrices to float without their scales).
     """
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
+    from prunebench.checkpoints import CheckpointError
+
     folder = Path(folder)
-    config = AutoConfig.from_pretrained(folder)
-    heads = " ".join(getattr(config, "architectures", None) or [])
-    auto = AutoModelForQuestionAnswering if "QuestionAnswering" in heads else AutoModelForSequenceClassification
-    model = auto.from_config(config)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        heads = " ".join(getattr(config, "architectures", None) or [])
+        auto = AutoModelForQuestionAnswering if "QuestionAnswering" in heads else AutoModelForSequenceClassification
+        try:
+            from transformers.initialization import no_init_weights
+        except ImportError:  # older transformers: initialise, then overwrite
+            from contextlib import nullcontext as no_init_weights
+        with no_init_weights():
+            model = auto.from_config(config)
+    except Exception as exc:
+        raise CheckpointError(f"quantized checkpoint {folder}: cannot build the model from its config: "
+                              f"{type(exc).__name__}: {exc}") from exc
     for name in encoder_linear_names(model):
         old = model.get_submodule(name)
         _set_module(model, name, Int8DynamicLinear(old.in_features, old.out_features, old.bias is not None))
     state = load_file(str(folder / weights_file))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    expected = model.state_dict()
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if k not in tied]
-    if missing or unexpected:
-        raise ValueError(f"quantized checkpoint {folder} does not match its architecture: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    missing = sorted(k for k in set(expected) - set(state) if k not in tied)
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected)
+                   if tuple(state[k].shape) != tuple(expected[k].shape) or state[k].dtype != expected[k].dtype)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"quantized checkpoint {folder} does not match its architecture: "
+                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape/dtype differs {wrong[:5]}")
+    model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def load_model(folder: str | Path) -> nn.Module:
+    """``checkpoints.load_model`` that also reloads int8-quantized checkpoints (verified first)."""
+    from prunebench import checkpoints
+
+    if is_quantized_checkpoint(folder):
+        return load_quantized_model(checkpoints.verify(folder))
+    return checkpoints.load_model(folder)
 
 
 def weight_bytes(model: nn.Module) -> dict[str, int]:

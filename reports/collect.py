@@ -212,6 +212,8 @@ def dense_row(rows: list[Row], task: str) -> Row | None:
 def rule_of_benchmark(rel: Path) -> str:
     """The workflow rule that wrote a benchmark file, from its path under ``benchmarks/``."""
     parts = rel.parts
+    if parts[0] == "analysis":
+        return re.sub(r"_seed\d+$", "", rel.stem)  # analysis/{task}/head_ablation_seed0.tsv
     if len(parts) == 1:
         return rel.stem  # leaderboard.tsv, report.tsv, paper_figures.tsv ...
     if len(parts) == 3 and parts[1] == "dense":
@@ -250,9 +252,9 @@ def read_benchmarks(folder: str | Path | None) -> list[dict]:
 def wall_time_per_rule(benchmarks: list[dict]) -> list[dict]:
     rules: dict[str, dict] = {}
     for b in benchmarks:
-        r = rules.setdefault(b["rule"], {"rule": b["rule"], "jobs": 0, "total_s": 0.0, "max_s": 0.0})
+        r = rules.setdefault(b["rule"], {"rule": b["rule"], "jobs": 0, "total_s": None, "max_s": None})
         r["jobs"] += 1
         if b["s"] is not None:
-            r["total_s"] += b["s"]
-            r["max_s"] = max(r["max_s"], b["s"])
-    return sorted(rules.values(), key=lambda r: -r["total_s"])
+            r["total_s"] = (r["total_s"] or 0.0) + b["s"]
+            r["max_s"] = max(r["max_s"] or 0.0, b["s"])
+    return sorted(rules.values(), key=lambda r: -(r["total_s"] or 0.0))

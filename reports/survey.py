@@ -105,6 +105,8 @@ def _registered() -> set[str]:
 
 
 def categorize(delta_pts: float) -> str:
+    """Score minus dense score, in points, as a category (thresholds ``SAME_PTS``, ``SLIGHT_PTS``)."""
+    delta_pts = round(delta_pts, 6)  # -2.0000000000000018 is -2.0
     if delta_pts >= SAME_PTS:
         return "better"
     if delta_pts > -SAME_PTS:

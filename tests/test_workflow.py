@@ -90,3 +90,26 @@ def test_unknown_method_stops_before_any_work(tmp_path):
     out = _snakemake("methods=[magnitude_global,nonsense]", results=tmp_path)
     assert out.returncode != 0
     assert "unknown method 'nonsense'" in out.stderr + out.stdout
+
+
+def test_killed_run_resumes_and_keeps_finished_results(tmp_path):
+    """Ctrl-C (SIGINT) mid-run, then the same command: finished records are kept, the rest run."""
+    import signal
+    import time
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list((tmp_path / "records").rglob("*.json"))) < 3:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=300)
+    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "records").rglob("*.json")}
+    assert 3 <= len(finished) < 9, "the run was interrupted part-way"
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(list((tmp_path / "records").rglob("*.json"))) == 9
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items()), "finished records were not redone"
+    assert (tmp_path / "report.html").exists()

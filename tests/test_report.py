@@ -1,0 +1,278 @@
+"""The report, leaderboard, survey table and paper figures, on synthetic records built here.
+
+``tests/report_records.py`` writes schema-valid records of several methods, budgets and two
+seeds (plus a corrupt record, a failed and a missing run, benchmark files and a head
+ablation) into a temporary folder; nothing here reads ``results/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reports.analysis import read_head_ablation
+from reports.collect import aggregate, load_record_set, pareto_front, read_benchmarks, wall_time_per_rule
+from reports.leaderboard import write_leaderboard
+from reports.render import render_report
+from reports.survey import categorize, load_survey, survey_rows, unmeasured_cells
+from tests.conftest import REPO
+from tests.report_records import FRONT_REMAINING, TASK, build_results
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report") / "results"
+    info = build_results(root)
+    info["root"] = root
+    return info
+
+
+@pytest.fixture(scope="module")
+def rows(results):
+    return aggregate(load_record_set(results["expected"]).records)
+
+
+@pytest.fixture(scope="module")
+def html(results):
+    out = render_report(results["expected"], results["root"] / "report.html",
+                        results["root"] / "figures" / "accuracy_vs_remaining.svg", generated="2026-01-01T00:00:00+00:00")
+    return out.read_text()
+
+
+@pytest.fixture(scope="module")
+def table(rows):
+    return {row.paper["key"]: row for row in survey_rows(rows)}
+
+
+# ----- reading records ----------------------------------------------------------------------
+
+def test_record_set_lists_corrupt_failed_and_missing_runs(results):
+    rs = load_record_set(results["expected"])
+    assert len(rs.records) == len(results["present"]) == 22
+    problems = {p.path: p for p in rs.problems}
+    assert set(problems) == {results["corrupt"], results["failed"], results["missing"]}
+    assert problems[results["corrupt"]].status == "failed"
+    assert "corrupt or truncated" in problems[results["corrupt"]].error
+    assert problems[results["failed"]].status == "failed"
+    assert "training loss became nan" in problems[results["failed"]].log_tail
+    assert problems[results["missing"]].status == "missing"
+    assert (problems[results["missing"]].method, problems[results["missing"]].budget) == ("magnitude_local", "0.1")
+
+
+def test_aggregate_over_two_seeds(rows):
+    mg = next(r for r in rows if r.method == "magnitude_global" and r.budget == 0.1)
+    assert sorted(mg.seeds) == [0, 1]
+    assert mg.score == pytest.approx(0.81)
+    assert mg.std("accuracy") == pytest.approx(0.0141421, rel=1e-4)
+    assert mg.bmax == 32
+    assert len(mg.per_matrix_mean()) == 12
+
+
+def test_pareto_front_on_a_known_example(rows):
+    front = pareto_front(rows, "encoder_remaining")
+    assert front == {(TASK, m, b) for m, b in FRONT_REMAINING}
+    # latency at batch 1: int8 is fastest at the best score below dense; head_importance@0.4 is as fast but worse
+    assert pareto_front(rows, "latency_b1") == {(TASK, "dense", 1.0), (TASK, "int8_dynamic", 1.0)}
+
+
+def test_benchmark_files_give_wall_time_per_rule(results):
+    bench = read_benchmarks(results["root"] / "benchmarks")
+    rules = {r["rule"]: r for r in wall_time_per_rule(bench)}
+    assert rules["finetune_dense"]["jobs"] == 2 and rules["finetune_dense"]["total_s"] == pytest.approx(24.0)
+    assert rules["prune"]["max_s"] == pytest.approx(21.0)
+    assert rules["head_ablation"]["total_s"] == pytest.approx(40.0)
+    broken = next(b for b in bench if b["job"] == "broken")
+    assert broken["s"] is None and "empty" in broken["error"]
+
+
+# ----- the survey table -------------------------------------------------------------------------
+
+def test_survey_file_names_every_paper_of_the_survey_table():
+    survey = load_survey()
+    keys = [p["key"] for p in survey["papers"]]
+    for key in ["zafrir2019q8bert", "fan2020training", "shen2020q", "gordon2020compressing", "guo2019reweighted",
+                "sanh2020movement", "raganato2020fixed", "fan2019reducing", "wang2019structured",
+                "michel2019sixteen", "voita2019analyzing", "kovaleva2019revealing"]:
+        assert key in keys
+    for p in survey["papers"]:
+        assert re.fullmatch(r"\d{4}\.\d{5}", p["arxiv"]), p["key"]
+        for claim in (p.get("claims") or {}).values():
+            assert claim["tag"] in ("V", "S", "U"), p["key"]
+        if p["in_survey_table"]:
+            assert set(p["survey"]) == {"memory", "inference", "component", "pretrain", "performance"}
+
+
+def test_survey_cells_compare_claims_with_measurements(table):
+    sanh = table["sanh2020movement"].cells
+    assert sanh["memory"].status == "caveat"  # 10% of the encoder remains, the saved model is 56% of dense
+    assert "56%" in sanh["memory"].reason
+    assert sanh["component"].status == "disagree"  # survey: layers and heads; movement pruning is element-wise
+    assert "as the paper says" in sanh["component"].reason
+    assert sanh["pretrain"].status == "agree"
+    assert sanh["performance"].status == "agree" and "-5.0 pt" in sanh["performance"].reason
+
+    q8 = table["zafrir2019q8bert"].cells
+    assert q8["memory"].status == "disagree" and "44%" in q8["memory"].reason  # claimed 4x smaller
+    assert q8["performance"].status == "agree"
+    assert q8["inference"].status == "no-claim" and any("×1.65" in m for m in q8["inference"].measured)
+
+    gordon = table["gordon2020compressing"].cells
+    assert gordon["memory"].status == "not-measured" and "no run near" in gordon["memory"].reason
+    assert gordon["pretrain"].status == "not-measured" and gordon["pretrain"].reason.startswith("needs pre-training")
+    assert gordon["component"].status == "agree"
+    assert gordon["performance"].status == "caveat"  # claimed same; -2.0 pt at the nearest budget 0.5
+
+
+def test_unrun_papers_say_why(table, rows):
+    for column, cell in table["fan2020training"].cells.items():
+        assert cell.status == "not-measured" and cell.reason.startswith("not implemented"), column
+    flop = table["wang2019structured"].cells["memory"]
+    assert flop.status == "not-measured"
+    assert flop.reason.startswith(("not implemented yet", "method not run in this profile"))
+    assert table["kovaleva2019revealing"].cells["performance"].reason.startswith("an analysis")
+    cells = unmeasured_cells(list(table.values()))
+    assert all(c["reason"] for c in cells)
+    assert {"paper": "Quant-Noise", "task": TASK, "column": "memory"} in [{k: c[k] for k in ("paper", "task", "column")} for c in cells]
+
+
+def test_performance_categories():
+    assert [categorize(d) for d in (1.0, 0.2, -0.4, -1.0, -2.0, -2.1)] == \
+        ["better", "same", "same", "slightly_worse", "slightly_worse", "worse"]
+
+
+# ----- the HTML report ----------------------------------------------------------------------------
+
+def test_report_is_self_contained_with_figures(html, results):
+    assert not re.search(r"""(src|href)=["']https?:""", html), "no external resources"
+    assert "<script src" not in html and "<link" not in html
+    figs = re.findall(r'<figure id="([^"]+)"[^>]*><div class="svg"[^>]*><svg role="img"', html)
+    assert len(figs) >= 4 + 1 + 6 + 2 + 1  # Pareto x4, accuracy, per-layer x6, ablation x2, head curves
+    assert "<?xml" not in html and "<!DOCTYPE svg" not in html
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "figure ids are unique on the page"
+    for ref in set(re.findall(r'(?:href="|url\()#([^")]+)', html)):
+        assert ref in ids, f"dangling reference #{ref}"
+    assert (results["root"] / "figures" / "accuracy_vs_remaining.svg").read_text().startswith("<?xml")
+    assert "@media print" in html
+
+
+def test_report_tables(html):
+    board = html.split('id="leaderboard-table"')[1].split("</table>")[0]
+    assert board.count("<tr data-task=") == 11
+    assert 'data-method="int8_dynamic"' in board
+    survey = html.split('id="survey-table"')[1].split("</table>")[0]
+    assert survey.count("<tr data-task=") == 12
+    assert "st-disagree" in survey and "st-caveat" in survey and "st-agree" in survey and "st-not-measured" in survey
+    assert "Quantized 8Bit BERT" in survey and "1910.06188" in survey
+
+
+def test_report_lists_missing_and_failed_runs(html, results):
+    runs = html.split('id="problems-table"')[1].split("</table>")[0]
+    for key in ("corrupt", "failed", "missing"):
+        assert results[key] in runs
+    assert "corrupt or truncated" in runs and "training loss became nan" in runs and "not run (no record, no log)" in runs
+    assert "3 of 25 expected records" in html
+
+
+def test_report_provenance_and_analyses(html):
+    prov = html.split('id="provenance"')[1]
+    assert "0123456789abcdef" in prov and "torch 2.13.0+cpu" in prov and "Test CPU" in prov
+    rules = prov.split('id="rules-table"')[1].split("</table>")[0]
+    assert "finetune_dense" in rules and "24.0" in rules
+    red = html.split('id="redundancy"')[1].split('id="provenance"')[0]
+    assert "head_ablation_seed0.json" in red and 'id="abl-single-sst2-0"' in red
+    assert "Not shown: unreadable" in red  # the corrupt seed-1 analysis
+    assert 'id="heads-sst2"' in red
+
+
+def test_report_renders_with_no_records(tmp_path):
+    expected = [tmp_path / "results/records/sst2/dense/1/seed0.json", tmp_path / "results/records/sst2/random/0.5/seed0.json"]
+    out = render_report(expected, tmp_path / "results/report.html", tmp_path / "results/figures/a.svg")
+    text = out.read_text()
+    assert "0 result records of 2 expected" in text and "not run (no record, no log)" in text
+    assert (tmp_path / "results/figures/a.svg").exists()
+
+
+def test_cli_report_keeps_working_with_corrupt_records(results, tmp_path):
+    from prunebench.cli import main
+
+    out = tmp_path / "cli.html"
+    assert main(["report", "--records", *results["expected"], "--out", str(out)]) == 0
+    assert "corrupt or truncated" in out.read_text()
+
+
+def test_head_ablation_reader_is_defensive(tmp_path):
+    odd = tmp_path / "sst2" / "head_ablation_seed3.json"
+    odd.parent.mkdir()
+    odd.write_text(json.dumps({"baseline": 0.9, "single_head_disabled": [[0.89, 0.9], [0.88]], "layer_attention_disabled": "x"}))
+    ab = read_head_ablation(odd)
+    assert ab.error is None and ab.seed == 3 and ab.task == "sst2"
+    assert len(ab.single[1]) == 2  # ragged rows padded
+    assert ab.layer_disabled is None and "per-layer disabled missing" in ab.notes
+    odd.write_text("[1, 2]")
+    assert read_head_ablation(odd).error == "not a JSON object"
+
+
+# ----- leaderboard ----------------------------------------------------------------------------------
+
+def test_leaderboard_marks_fronts_hardware_and_problems(results, tmp_path):
+    rows = write_leaderboard(results["expected"], tmp_path / "lb.md", tmp_path / "lb.csv")
+    front = {(r["method"], r["budget"]) for r in rows if r["pareto_optimal"]}
+    assert front == FRONT_REMAINING
+    assert all(r["hardware"].startswith("Test CPU, 2 logical cores") for r in rows)
+    md = (tmp_path / "lb.md").read_text()
+    assert md.count(f"| {TASK} |") == 11 and "Runs missing or failed (3)" in md and "Hardware: Test CPU" in md
+    with (tmp_path / "lb.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 11
+    assert json.loads((tmp_path / "lb.json").read_text())[0]["rank"] == 1
+
+
+# ----- paper figures --------------------------------------------------------------------------------
+
+def test_paper_figures_are_vector_and_reproducible(results, tmp_path):
+    from reports.paper_figures import write_paper_figures
+
+    a = write_paper_figures(results["expected"], tmp_path / "a")
+    b = write_paper_figures(results["expected"], tmp_path / "b")
+    names = sorted(p.name for p in a)
+    assert names == sorted(p.name for p in b)
+    assert "accuracy_vs_remaining_sst2.pdf" in names and "pareto_latency_bmax_sst2.svg" in names
+    assert "head_ablation_sst2_seed0.pdf" in names and "per_layer_int8_dynamic_sst2.svg" in names
+    for p in a:
+        assert p.read_bytes() == (tmp_path / "b" / p.name).read_bytes(), f"{p.name} differs between two runs"
+        if p.suffix == ".pdf":
+            assert p.read_bytes().startswith(b"%PDF")
+        else:
+            assert "<svg" in p.read_text()
+
+
+# ----- workflow rules (parsing only) ---------------------------------------------------------------
+
+def _snakemake(*args):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--nolock", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_publish_leaderboard_rule_only_for_the_real_results_dir(tmp_path):
+    default = _snakemake("--list-rules")
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert "publish_leaderboard" in default.stdout and "paper_figures" in default.stdout
+    smoke = _snakemake("--list-rules", "--config", "profile=smoke", f"results_dir={tmp_path}")
+    assert smoke.returncode == 0 and "publish_leaderboard" not in smoke.stdout
+
+
+def test_paper_figures_target_is_not_in_all(tmp_path):
+    out = _snakemake("paper_figures", "--dry-run", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    stats = (out.stdout + out.stderr).split("Job stats")[-1]
+    assert "paper_figures" in stats and "report " not in stats
+    default = _snakemake("--dry-run", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}")
+    assert "paper_figures" not in (default.stdout + default.stderr).split("Job stats")[-1]
