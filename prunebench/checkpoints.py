@@ -98,6 +98,10 @@ def load_model(folder: str | Path) -> torch.nn.Module:
         config = AutoConfig.from_pretrained(folder)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {folder}: config.json does not load: {type(exc).__name__}: {exc}") from exc
+    if getattr(config, "prunebench_quantization", None):  # int8 encoder (methods/quantization.py)
+        from prunebench.quantized import load_quantized_model
+
+        return load_quantized_model(folder)
     ops = getattr(config, "prunebench_surgery", None)
     if not ops:
         try:

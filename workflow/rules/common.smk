@@ -80,4 +80,5 @@ def reference_arg(w, input):
 
 
 def final_outputs():
-    return [f"{RESULTS}/report.html", f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"] + analysis_outputs()
+    return ([f"{RESULTS}/report.html", f"{RESULTS}/leaderboard.md", f"{RESULTS}/leaderboard.csv"]
+            + analysis_outputs() + published_leaderboard())
