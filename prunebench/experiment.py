@@ -27,6 +27,8 @@ from prunebench.measure.disk import bytes_on_disk
 from prunebench.measure.flops import flops_per_example
 from prunebench.measure.latency import compare_latency, fixed_length_batch
 from prunebench.measure.memory import peak_inference_memory_mib
+from prunebench.measure.sparse_backend import BACKEND as SPARSE_BACKEND
+from prunebench.measure.sparse_backend import DEFAULT_MIN_SPARSITY, sparse_matrix_count, to_sparse_backend
 from prunebench.modeling import describe_model, load_pretrained, load_tokenizer
 from prunebench.tasks import TaskSpec, get_task
 from prunebench.trainer import FinetuneBudget, tokenize, train
@@ -119,12 +121,22 @@ def measure_and_record(ctx: Context, model, dense, model_dir: Path, method_name:
         metrics["peak_inference_memory"] = R(
             peak_inference_memory_mib(str(model_dir), max(m["batch_sizes"]), m["seq_len"], ctx.threads), "MiB")
     latency_details = {}
+    models = {"model": model, "dense": dense}
+    if method is not None and method.granularity == "element":
+        # element-wise sparsity can only pay off on a sparse kernel: time that backend too
+        models["sparse_backend"] = to_sparse_backend(model)
+        latency_details["sparse_backend"] = {"backend": SPARSE_BACKEND, "min_sparsity": DEFAULT_MIN_SPARSITY,
+                                             "sparse_matrices": sparse_matrix_count(models["sparse_backend"])}
     for bs in m["batch_sizes"]:
         batch = fixed_length_batch(ctx.eval_examples, ctx.tokenizer, ctx.spec.text_fields, bs, m["seq_len"])
-        timing = compare_latency(model, dense, batch, ctx.threads, m["warmup"], m["repeats"])
+        timing = compare_latency(models, batch, ctx.threads, m["warmup"], m["repeats"])
+        dense_ms = timing["dense"]["median_ms"]
         metrics[f"latency_b{bs}"] = R(timing["model"]["median_ms"], "ms")
-        metrics[f"dense_latency_b{bs}"] = R(timing["dense"]["median_ms"], "ms")
-        metrics[f"speedup_b{bs}"] = R(timing["dense"]["median_ms"] / timing["model"]["median_ms"], "x")
+        metrics[f"dense_latency_b{bs}"] = R(dense_ms, "ms")
+        metrics[f"speedup_b{bs}"] = R(dense_ms / timing["model"]["median_ms"], "x")
+        if "sparse_backend" in timing:
+            metrics[f"sparse_backend_latency_b{bs}"] = R(timing["sparse_backend"]["median_ms"], "ms")
+            metrics[f"sparse_backend_speedup_b{bs}"] = R(dense_ms / timing["sparse_backend"]["median_ms"], "x")
         latency_details[f"b{bs}"] = timing
     metrics["train_wall_time"] = R(result.wall_time_s, "s")
     record = {
@@ -139,7 +151,7 @@ def measure_and_record(ctx: Context, model, dense, model_dir: Path, method_name:
             "model": describe_model(ctx.exp["model"]),
             "model_dir": str(model_dir),
             "per_matrix_remaining": budget_lib.per_matrix_remaining(model),
-            "measurement": {"backend": BACKEND, "seq_len": m["seq_len"], "batch_sizes": m["batch_sizes"],
+            "measurement": {"backend": BACKEND, "sparse_backend": SPARSE_BACKEND if "sparse_backend" in models else None, "seq_len": m["seq_len"], "batch_sizes": m["batch_sizes"],
                             "threads": ctx.threads, "warmup": m["warmup"], "repeats": m["repeats"],
                             "latency": latency_details},
             "training": {"steps": result.steps, "loss_curve": result.loss_curve,

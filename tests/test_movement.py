@@ -44,10 +44,11 @@ def test_hard_mask_follows_the_moving_scores(tiny_model, tokenizer, sst2_small):
         seen.append({n: p.mask.clone() for n, p in method.parametrizations.items()})
 
     method.after_step = spy
-    train(tiny_model, sst2_small["train"], tokenizer, BUDGET, method, seed=0)
-    # Cool-down (steps 6..12): the kept fraction is fixed at 0.3, yet the mask changes with the scores.
+    budget = FinetuneBudget(steps=8, batch_size=8, learning_rate=1e-3, freeze_embeddings=False)
+    train(tiny_model, sst2_small["train"], tokenizer, budget, method, seed=0)
+    # Cool-down (steps 4..8): the kept fraction is fixed at 0.3, yet the mask changes with the scores.
     assert method.current_remaining() == pytest.approx(0.3, abs=1e-3)
-    changed = [any(not torch.equal(a[n], b[n]) for n in a) for a, b in zip(seen[6:], seen[7:])]
+    changed = [any(not torch.equal(a[n], b[n]) for n in a) for a, b in zip(seen[4:], seen[5:])]
     assert any(changed), "scores kept moving but the top-k mask never changed"
     for name, mask in seen[-1].items():  # the mask is the top-k of the scores
         kept, dropped = method.scores[name][mask], method.scores[name][~mask]
@@ -112,3 +113,15 @@ def test_settings_are_checked():
         methods.build("movement_hard", 0.5, {"scope": "row"})
     with pytest.raises(ValueError, match="threshold"):
         methods.build("movement_soft", 0.5, {"final_threshold": 1.5})
+
+
+def test_calibrated_lambda_interpolates_the_measured_points():
+    from methods.movement import LAMBDA_CALIBRATION, calibrated_lambda
+
+    for lam, remaining in LAMBDA_CALIBRATION:
+        assert calibrated_lambda(remaining) == pytest.approx(lam)
+    values = [calibrated_lambda(r) for r in (0.9, 0.5, 0.3, 0.1, 0.03)]
+    assert values == sorted(values), "a smaller budget needs a larger penalty"
+    method = methods.build("movement_soft", 0.3)
+    assert method.final_lambda == pytest.approx(calibrated_lambda(0.3))
+    assert methods.build("movement_soft", 0.3, {"final_lambda": 400.0}).final_lambda == 400.0

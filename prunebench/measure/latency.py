@@ -1,10 +1,10 @@
 """Inference latency and speed-up over the dense model, measured in the same job.
 
 Inputs are real evaluation sentences, padded or truncated to a fixed sequence length, at
-each configured batch size. After ``warmup`` untimed passes, the pruned and the dense
-model are timed alternately ``repeats`` times each (so drift in machine load hits both
-alike) with a fixed thread count; the record keeps the median, the inter-quartile range and
-every sample. Backend: dense PyTorch kernels on the CPU (``torch-dense``).
+each configured batch size. After ``warmup`` untimed passes, the models compared (the
+pruned model, the dense model, and the pruned model on the sparse backend) are timed in
+turn within every repeat (so drift in machine load hits all alike) with a fixed thread
+count; the record keeps the median, the inter-quartile range and every sample.
 """
 
 from __future__ import annotations
@@ -26,33 +26,33 @@ def fixed_length_batch(dataset, tokenizer, text_fields, batch_size: int, seq_len
 
 
 @torch.inference_mode()
-def _time_once(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+def time_once(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
     start = time.perf_counter()
     model(**batch)
     return time.perf_counter() - start
 
 
-def _summary(samples: list[float]) -> dict:
+def summarize(samples: list[float]) -> dict:
     ms = sorted(1000.0 * s for s in samples)
     q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
     return {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0], "samples_ms": ms}
 
 
-def compare_latency(model, dense_model, batch: dict[str, torch.Tensor], threads: int, warmup: int,
+def compare_latency(models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor], threads: int, warmup: int,
                     repeats: int) -> dict[str, dict]:
-    """Median latency of ``model`` and ``dense_model`` on ``batch``, timed alternately."""
+    """Median latency of each named model on ``batch``, timed in turn within every repeat."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model.eval()
-        dense_model.eval()
+        for m in models.values():
+            m.eval()
         for _ in range(warmup):
-            _time_once(model, batch)
-            _time_once(dense_model, batch)
-        pruned_s, dense_s = [], []
+            for m in models.values():
+                time_once(m, batch)
+        samples: dict[str, list[float]] = {name: [] for name in models}
         for _ in range(repeats):
-            pruned_s.append(_time_once(model, batch))
-            dense_s.append(_time_once(dense_model, batch))
+            for name, m in models.items():
+                samples[name].append(time_once(m, batch))
     finally:
         torch.set_num_threads(previous)
-    return {"model": _summary(pruned_s), "dense": _summary(dense_s)}
+    return {name: summarize(s) for name, s in samples.items()}
