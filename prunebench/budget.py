@@ -112,7 +112,8 @@ def remaining_fraction(model: nn.Module) -> float:
 @torch.no_grad()
 def per_matrix_remaining(model: nn.Module) -> dict[str, float]:
     """Fraction of non-zero entries of each encoder weight matrix, by parameter name."""
+    # a matrix removed entirely by surgery (e.g. a layer without heads) has no entries: 0 remain
     return {
-        name: float(torch.count_nonzero(w)) / w.numel()
+        name: float(torch.count_nonzero(w)) / w.numel() if w.numel() else 0.0
         for name, w in encoder_weights(model).items()
     }

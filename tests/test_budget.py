@@ -51,3 +51,13 @@ def test_budget_outside_unit_interval_is_refused(bad):
 def test_valid_budgets_pass():
     assert check_budget(1) == 1.0
     assert check_budget("0.3") == 0.3
+
+
+def test_per_matrix_fraction_of_an_emptied_matrix_is_zero(tiny_model):
+    from prunebench.budget import per_matrix_remaining
+    from prunebench.surgery import remove_heads
+
+    remove_heads(tiny_model, {0: list(range(tiny_model.config.num_attention_heads))})
+    fractions = per_matrix_remaining(tiny_model)
+    assert all(0.0 <= v <= 1.0 for v in fractions.values())
+    assert any(v == 0.0 for v in fractions.values())
