@@ -22,7 +22,7 @@ pytestmark = pytest.mark.workflow
 def _snakemake(*args, results: Path, check=True):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", f"results_dir={results}", *args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,8 @@ def test_unknown_method_stops_before_any_work(tmp_path):
 
 
 def test_killed_run_resumes_and_keeps_finished_results(tmp_path):
-    """Ctrl-C (SIGINT) mid-run, then the same command: finished records are kept, the rest run."""
+    """The workflow killed mid-run (SIGKILL to its process group, as a crash), then `snakemake --unlock`
+    and the same command: finished records are kept, only the rest runs."""
     import signal
     import time
 
@@ -101,15 +102,18 @@ def test_killed_run_resumes_and_keeps_finished_results(tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.time() + 600
+    deadline = time.time() + 900
     while time.time() < deadline and len(list((tmp_path / "records").rglob("*.json"))) < 3:
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=300)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
     finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "records").rglob("*.json")}
     assert 3 <= len(finished) < 9, "the run was interrupted part-way"
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    subprocess.run([*cmd, "--unlock"], cwd=REPO, env=env, capture_output=True, timeout=300, check=True)
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(list((tmp_path / "records").rglob("*.json"))) == 9
-    assert all(p.stat().st_mtime_ns == t for p, t in finished.items()), "finished records were not redone"
+    # the newest record may belong to the job that was still finishing when killed: Snakemake reruns that job
+    newest = max(finished, key=finished.get)
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items() if p != newest), "finished records were not redone"
     assert (tmp_path / "report.html").exists()
