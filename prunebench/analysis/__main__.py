@@ -46,17 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prunebench.cli import KNOWN_ERRORS
+    from prunebench.cli import run_parsed
 
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        args.func(args)
-    except KNOWN_ERRORS as exc:
-        print(f"prunebench.analysis {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_parsed(build_parser().parse_args(argv), "prunebench.analysis")
 
 
 if __name__ == "__main__":
