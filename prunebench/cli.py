@@ -1,7 +1,8 @@
 """Command-line entry points; each Snakemake rule calls exactly one of them.
 
-    prunebench dense       --experiment JSON --task T --seed S --model-dir DIR --record FILE
-    prunebench prune       --experiment JSON --task T --method M --budget B --seed S --dense-dir DIR --model-dir DIR --record FILE
+    prunebench dense       --experiment JSON --task T --seed S --model-dir DIR --summary FILE
+    prunebench prune       --experiment JSON --task T --method M --budget B --seed S --dense-dir DIR --model-dir DIR --summary FILE
+    prunebench measure     --summary FILE --model-dir DIR --dense-dir DIR --measure JSON --record FILE
     prunebench leaderboard --records FILE... --markdown FILE --csv FILE
     prunebench report      --records FILE... --out FILE [--figure FILE]
     prunebench config      [--set KEY=VALUE ...]    (resolve and validate; print the experiment)
@@ -47,14 +48,21 @@ def _context(args):
 def cmd_dense(args) -> None:
     from prunebench.experiment import run_dense
 
-    run_dense(_context(args), args.seed, Path(args.model_dir), Path(args.record))
+    run_dense(_context(args), args.seed, Path(args.model_dir), Path(args.summary))
 
 
 def cmd_prune(args) -> None:
     from prunebench.experiment import run_method
 
     run_method(_context(args), args.method, args.budget, args.seed, Path(args.dense_dir), Path(args.model_dir),
-               Path(args.record), Path(args.reference_record) if args.reference_record else None)
+               Path(args.summary), Path(args.reference_summary) if args.reference_summary else None)
+
+
+def cmd_measure(args) -> None:
+    from prunebench.experiment import measure_and_record
+
+    measure_and_record(Path(args.summary), Path(args.model_dir), Path(args.dense_dir), Path(args.record),
+                       _experiment(args.measure) if args.measure else None, args.threads)
 
 
 def cmd_leaderboard(args) -> None:
@@ -88,17 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--task", required=True)
         p.add_argument("--seed", type=int, required=True)
         p.add_argument("--model-dir", required=True)
-        p.add_argument("--record", required=True)
+        p.add_argument("--summary", required=True, help="training summary to write (the record minus timed measurements)")
         p.add_argument("--threads", type=int, default=None)
         p.set_defaults(func=func)
         return p
 
-    job("dense", cmd_dense, "fine-tune and record the dense baseline")
-    p = job("prune", cmd_prune, "prune with one method at one budget and seed, and record it")
+    job("dense", cmd_dense, "fine-tune and evaluate the dense baseline")
+    p = job("prune", cmd_prune, "prune with one method at one budget and seed, and evaluate it")
     p.add_argument("--method", required=True)
     p.add_argument("--budget", type=float, required=True)
     p.add_argument("--dense-dir", required=True)
-    p.add_argument("--reference-record", default=None, help="record of the reference method (methods that need one)")
+    p.add_argument("--reference-summary", default=None,
+                   help="training summary of the reference method (methods that need one)")
+
+    p = sub.add_parser("measure", help="measure a trained model (memory, size, FLOPs, latency vs dense) and record it")
+    p.add_argument("--summary", required=True, help="the training job's summary")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--dense-dir", required=True)
+    p.add_argument("--record", required=True)
+    p.add_argument("--measure", default=None,
+                   help="measurement settings as JSON or @FILE (the config's `measure`); default: the configured ones")
+    p.add_argument("--threads", type=int, default=None, help="threads latency is timed with (default: threads.measure)")
+    p.set_defaults(func=cmd_measure)
 
     p = sub.add_parser("leaderboard", help="rank records into Markdown and CSV")
     p.add_argument("--records", nargs="+", required=True)

@@ -49,15 +49,18 @@ class DataConfig:
         return cls(**values)
 
 
-def load_task_data(spec: TaskSpec, cfg: DataConfig) -> datasets.DatasetDict:
-    """Train and eval splits of ``spec`` with canonical columns, limited as configured."""
+def load_task_data(spec: TaskSpec, cfg: DataConfig, eval_only: bool = False) -> datasets.DatasetDict:
+    """Train and eval splits of ``spec`` with canonical columns, limited as configured
+    (``eval_only``: the eval split alone, e.g. for the latency batches)."""
     if cfg.source == "hub":
-        splits = _load_from_hub(spec, cfg)
+        splits = _load_from_hub(spec, cfg, ("eval",) if eval_only else ("train", "eval"))
     elif cfg.source == "local":
-        splits = {"train": _load_local(spec, cfg.train, "data.train"), "eval": _load_local(spec, cfg.eval, "data.eval")}
+        splits = {"eval": _load_local(spec, cfg.eval, "data.eval")}
+        if not eval_only:
+            splits["train"] = _load_local(spec, cfg.train, "data.train")
     else:
         raise DataError(f"data.source must be 'hub' or 'local', got {cfg.source!r}")
-    if cfg.train_limit:
+    if cfg.train_limit and "train" in splits:
         train = splits["train"].shuffle(seed=DATA_SEED)
         splits["train"] = train.select(range(min(cfg.train_limit, len(train))))
     if cfg.eval_limit:
@@ -65,7 +68,7 @@ def load_task_data(spec: TaskSpec, cfg: DataConfig) -> datasets.DatasetDict:
     return datasets.DatasetDict(splits)
 
 
-def _load_from_hub(spec: TaskSpec, cfg: DataConfig) -> dict[str, datasets.Dataset]:
+def _load_from_hub(spec: TaskSpec, cfg: DataConfig, roles=("train", "eval")) -> dict[str, datasets.Dataset]:
     path = cfg.hub_path or spec.hub_path
     try:
         raw = datasets.load_dataset(path, spec.hub_config)
@@ -76,6 +79,8 @@ def _load_from_hub(spec: TaskSpec, cfg: DataConfig) -> dict[str, datasets.Datase
         ) from exc
     out = {}
     for role, split in (("train", spec.train_split), ("eval", spec.eval_split)):
+        if role not in roles:
+            continue
         if split not in raw:
             raise DataError(f"{path!r} has no split {split!r} for task {spec.name!r}; it has {sorted(raw)}")
         out[role] = _canonical(spec, raw[split], f"{path} [{split}]")

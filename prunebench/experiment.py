@@ -1,10 +1,16 @@
-"""One benchmark job, start to finish: load, fine-tune (with a method), measure, save, record.
+"""One benchmark run in two jobs: train (and evaluate), then measure (and record).
 
-``run_dense`` fine-tunes the pretrained model once per (task, seed) and records it;
+The training job (``run_dense`` / ``run_method``) fine-tunes, prunes, saves the checkpoint
+and evaluates the task metric; it writes a *training summary* (the record without the
+timed measurements). ``run_dense`` fine-tunes the pretrained model once per (task, seed);
 ``run_method`` prunes with one method at one budget and seed, starting from the dense
 checkpoint (or the pretrained weights, when the method's paper prunes during fine-tuning),
-under the same fine-tuning budget. Both go through ``measure_and_record``, the one
-measurement path, and write one record per run.
+under the same fine-tuning budget. Training jobs run one thread each, side by side.
+
+The measure job (``measure_and_record``) is the one measurement path: in a fresh process,
+alone on the machine (Snakemake gives it every core), it measures peak memory, counts
+remaining weights and FLOPs, measures bytes on disk, times the compacted model against the
+dense one (and the sparse backend) in the same process, and writes the result record.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ BACKEND = "torch-dense-cpu"
 
 @dataclass
 class Context:
-    """What every job of an experiment shares: config, task, tokenizer, tokenized data."""
+    """What every training job of an experiment shares: config, task, tokenizer, tokenized data."""
 
     exp: dict[str, Any]
     spec: TaskSpec
@@ -52,7 +58,7 @@ class Context:
 
 
 def load_context(exp: dict[str, Any], task: str, threads: int | None = None) -> Context:
-    threads = threads or exp["threads"]
+    threads = threads or exp.get("threads", {}).get("train") or 1
     torch.set_num_threads(threads)
     spec = get_task(task)
     tokenizer = load_tokenizer(exp["model"])
@@ -67,24 +73,24 @@ def load_context(exp: dict[str, Any], task: str, threads: int | None = None) -> 
     return Context(exp, spec, tokenizer, train_ds, eval_ds, data["eval"], ft, threads)
 
 
-def run_dense(ctx: Context, seed: int, model_dir: Path, record_path: Path) -> dict:
+def run_dense(ctx: Context, seed: int, model_dir: Path, summary_path: Path) -> dict:
     start = time.perf_counter()
     model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
     result = train(model, ctx.train, ctx.tokenizer, ctx.budget, None, seed)
     checkpoints.save_model(model, ctx.tokenizer, model_dir)
-    return measure_and_record(ctx, model, model, model_dir, "dense", 1.0, seed, result, None, start, record_path)
+    return evaluate_and_summarize(ctx, model, "dense", 1.0, seed, result, None, start, summary_path)
 
 
 def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_dir: Path, model_dir: Path,
-               record_path: Path, reference_record: Path | None = None) -> dict:
+               summary_path: Path, reference_summary: Path | None = None) -> dict:
     start = time.perf_counter()
     settings = ctx.exp.get("method_settings", {}).get(method_name, {})
     method = methods.build(method_name, target, settings)
     if method.needs_reference:
-        if reference_record is None:
-            raise records.RecordError(f"method {method_name!r} needs a reference record (--reference-record)")
-        method.use_reference(records.read_record(reference_record))
-    dense = checkpoints.load_model(dense_dir)
+        if reference_summary is None:
+            raise records.RecordError(f"method {method_name!r} needs the reference method's training summary "
+                                      "(--reference-summary)")
+        method.use_reference(records.read_training_summary(reference_summary))
     if method.starts_from == "dense":
         model = checkpoints.load_model(dense_dir)
     else:
@@ -92,19 +98,62 @@ def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_d
     result = train(model, ctx.train, ctx.tokenizer, ctx.budget, method, seed)
     model = method.finalize(model)
     checkpoints.save_model(model, ctx.tokenizer, model_dir)
-    return measure_and_record(ctx, model, dense, model_dir, method_name, target, seed, result, method, start,
-                              record_path)
+    return evaluate_and_summarize(ctx, model, method_name, target, seed, result, method, start, summary_path)
 
 
-def measure_and_record(ctx: Context, model, dense, model_dir: Path, method_name: str, target: float, seed: int,
-                       result, method, start: float, record_path: Path) -> dict:
-    """The one measurement path: every number of a record is computed here."""
-    m = ctx.exp["measure"]
+def evaluate_and_summarize(ctx: Context, model, method_name: str, target: float, seed: int, result, method,
+                           start: float, summary_path: Path) -> dict:
+    """The training job's half of the record: task metric, remaining weights, training details."""
     R = records.metric
     metrics: dict[str, dict] = {}
     for name, value in task_metrics(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size,
                                     ctx.eval_examples).items():
         metrics[name] = R(value, "fraction")
+    metrics["train_wall_time"] = R(result.wall_time_s, "s")
+    summary = {
+        "task": ctx.spec.name,
+        "method": method_name,
+        "budget": float(target),
+        "seed": int(seed),
+        "metrics": metrics,
+        "details": {
+            "method": method.describe() if method is not None else {"name": "dense", "paper": "dense fine-tuned baseline"},
+            "per_matrix_remaining": budget_lib.per_matrix_remaining(model),
+            "training": {"steps": result.steps, "loss_curve": result.loss_curve, "threads": ctx.threads,
+                         "eval_examples": len(ctx.eval_examples), "train_features": len(ctx.train)},
+        },
+        "config": ctx.exp,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    records.write_training_summary(summary, summary_path)
+    log.info("%s budget %s seed %s trained: %s", method_name, target, seed,
+             {k: v["value"] for k, v in metrics.items() if k != "train_wall_time"})
+    return summary
+
+
+def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, record_path: Path,
+                       measure: dict[str, Any] | None = None, threads: int | None = None) -> dict:
+    """The one measurement path: every measured number of a record is computed here.
+
+    Runs first in a fresh process (peak memory needs that) and alone on the machine: the
+    compacted model, the dense model and, for element-wise sparsity, the sparse backend are
+    timed in turn in this one process, so their ratio is a same-job speed-up.
+    """
+    start = time.perf_counter()
+    summary = records.read_training_summary(summary_path)
+    spec = get_task(summary["task"])
+    m = measure if measure is not None else _configured(spec.name)["measure"]
+    threads = threads or _configured(spec.name)["threads"]["measure"]
+    exp = {**summary["config"], "measure": m, "threads": {"train": summary["details"]["training"]["threads"],
+                                                          "measure": threads}}
+    torch.set_num_threads(threads)
+    R = records.metric
+    metrics: dict[str, dict] = dict(summary["metrics"])
+    if m.get("memory", True):  # first, before any other model is loaded
+        metrics["peak_inference_memory"] = R(
+            peak_inference_memory_mib(str(model_dir), max(m["batch_sizes"]), m["seq_len"], threads), "MiB")
+    model = checkpoints.load_model(model_dir)
+    dense = checkpoints.load_model(dense_dir)
     count = budget_lib.count_encoder_weights(model)
     metrics["encoder_remaining"] = R(count.remaining_fraction, "fraction")
     metrics["encoder_nonzero_weights"] = R(count.nonzero, "count")
@@ -117,50 +166,71 @@ def measure_and_record(ctx: Context, model, dense, model_dir: Path, method_name:
     disk = bytes_on_disk(model_dir)
     metrics["disk_bytes_dense_format"] = R(disk["dense"], "bytes")
     metrics["disk_bytes_sparse_format"] = R(disk["sparse"], "bytes")
-    if m.get("memory", True):
-        metrics["peak_inference_memory"] = R(
-            peak_inference_memory_mib(str(model_dir), max(m["batch_sizes"]), m["seq_len"], ctx.threads), "MiB")
-    latency_details = {}
+
+    latency_details: dict[str, Any] = {}
     models = {"model": model, "dense": dense}
-    if method is not None and method.granularity == "element":
-        # element-wise sparsity can only pay off on a sparse kernel: time that backend too
-        models["sparse_backend"] = to_sparse_backend(model)
-        latency_details["sparse_backend"] = {"backend": SPARSE_BACKEND, "min_sparsity": DEFAULT_MIN_SPARSITY,
-                                             "sparse_matrices": sparse_matrix_count(models["sparse_backend"])}
+    sparse_timed = False
+    if summary["details"]["method"].get("granularity") == "element":
+        # element-wise sparsity can only pay off on a sparse kernel: time that backend too, unless
+        # no matrix reaches the backend's threshold (then it runs the very same dense kernels)
+        sparse = to_sparse_backend(model)
+        n_sparse = sparse_matrix_count(sparse)
+        sparse_timed = n_sparse > 0
+        if sparse_timed:
+            models["sparse_backend"] = sparse
+        latency_details["sparse_backend"] = {
+            "backend": SPARSE_BACKEND, "min_sparsity": DEFAULT_MIN_SPARSITY, "sparse_matrices": n_sparse,
+            "timed": sparse_timed,
+            "note": None if sparse_timed else "no matrix reaches min_sparsity: the backend runs the dense kernels, "
+                                              "so its latency is the pruned model's"}
+    eval_examples = _eval_examples(exp, spec)
+    tokenizer = load_tokenizer(exp["model"])
     for bs in m["batch_sizes"]:
-        batch = fixed_length_batch(ctx.eval_examples, ctx.tokenizer, ctx.spec.text_fields, bs, m["seq_len"])
-        timing = compare_latency(models, batch, ctx.threads, m["warmup"], m["repeats"])
-        dense_ms = timing["dense"]["median_ms"]
-        metrics[f"latency_b{bs}"] = R(timing["model"]["median_ms"], "ms")
+        batch = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"])
+        timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"])
+        dense_ms, model_ms = timing["dense"]["median_ms"], timing["model"]["median_ms"]
+        metrics[f"latency_b{bs}"] = R(model_ms, "ms")
         metrics[f"dense_latency_b{bs}"] = R(dense_ms, "ms")
-        metrics[f"speedup_b{bs}"] = R(dense_ms / timing["model"]["median_ms"], "x")
-        if "sparse_backend" in timing:
-            metrics[f"sparse_backend_latency_b{bs}"] = R(timing["sparse_backend"]["median_ms"], "ms")
-            metrics[f"sparse_backend_speedup_b{bs}"] = R(dense_ms / timing["sparse_backend"]["median_ms"], "x")
+        metrics[f"speedup_b{bs}"] = R(dense_ms / model_ms, "x")
+        if "sparse_backend" in latency_details:
+            sparse_ms = timing["sparse_backend"]["median_ms"] if sparse_timed else model_ms
+            metrics[f"sparse_backend_latency_b{bs}"] = R(sparse_ms, "ms")
+            metrics[f"sparse_backend_speedup_b{bs}"] = R(dense_ms / sparse_ms, "x")
         latency_details[f"b{bs}"] = timing
-    metrics["train_wall_time"] = R(result.wall_time_s, "s")
+    wall = summary["wall_time_s"] + time.perf_counter() - start
+    details = dict(summary["details"])
+    details.update({
+        "model": describe_model(exp["model"]),
+        "model_dir": str(model_dir),
+        "measurement": {"backend": BACKEND, "sparse_backend": SPARSE_BACKEND if "sparse_backend" in latency_details else None,
+                        "seq_len": m["seq_len"], "batch_sizes": m["batch_sizes"], "threads": threads,
+                        "warmup": m["warmup"], "repeats": m["repeats"], "latency": latency_details,
+                        "wall_time_s": round(time.perf_counter() - start, 3)},
+    })
     record = {
         "schema_version": records.SCHEMA_VERSION,
-        "task": ctx.spec.name,
-        "method": method_name,
-        "budget": float(target),
-        "seed": int(seed),
+        "task": summary["task"],
+        "method": summary["method"],
+        "budget": float(summary["budget"]),
+        "seed": int(summary["seed"]),
         "metrics": metrics,
-        "details": {
-            "method": method.describe() if method is not None else {"name": "dense", "paper": "dense fine-tuned baseline"},
-            "model": describe_model(ctx.exp["model"]),
-            "model_dir": str(model_dir),
-            "per_matrix_remaining": budget_lib.per_matrix_remaining(model),
-            "measurement": {"backend": BACKEND, "sparse_backend": SPARSE_BACKEND if "sparse_backend" in models else None, "seq_len": m["seq_len"], "batch_sizes": m["batch_sizes"],
-                            "threads": ctx.threads, "warmup": m["warmup"], "repeats": m["repeats"],
-                            "latency": latency_details},
-            "training": {"steps": result.steps, "loss_curve": result.loss_curve,
-                         "eval_examples": len(ctx.eval_examples), "train_features": len(ctx.train)},
-        },
-        "config": ctx.exp,
-        "provenance": provenance.collect(time.perf_counter() - start),
+        "details": details,
+        "config": exp,
+        "provenance": provenance.collect(wall),
     }
     records.write_record(record, record_path)
-    log.info("%s budget %s seed %s: %s", method_name, target, seed,
-             {k: v["value"] for k, v in metrics.items() if k in ("accuracy", "encoder_remaining")})
+    log.info("%s budget %s seed %s: %s", record["method"], record["budget"], record["seed"],
+             {k: v["value"] for k, v in metrics.items() if k in ("accuracy", "encoder_remaining", "speedup_b32")})
     return record
+
+
+def _configured(task: str) -> dict[str, Any]:
+    """The configured experiment (workflow/config.yaml), for a measure job run by hand."""
+    from prunebench.config import for_task, load_config_file, resolve
+
+    return for_task(resolve(load_config_file(), check_files=False), task)
+
+
+def _eval_examples(exp: dict[str, Any], spec: TaskSpec):
+    """The raw evaluation examples (the latency batches are real evaluation sentences)."""
+    return load_task_data(spec, DataConfig.from_dict(task_data(exp, spec.name)), eval_only=True)["eval"]

@@ -75,3 +75,29 @@ def read_record(path: str | Path) -> dict:
     except json.JSONDecodeError as exc:
         raise RecordError(f"result record {path} is corrupt or truncated (not valid JSON: {exc})") from None
     return validate(record, str(path))
+
+
+SUMMARY_KEYS = ("task", "method", "budget", "seed", "metrics", "details", "config", "wall_time_s")
+
+
+def write_training_summary(summary: dict, path: str | Path) -> Path:
+    """Write the training job's half of a record (see ``prunebench.experiment``) atomically."""
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise RecordError(f"training summary for {path} lacks {missing}")
+    return write_json_atomic(summary, path)
+
+
+def read_training_summary(path: str | Path) -> dict:
+    """Read a training summary; a missing, truncated or incomplete file raises ``RecordError``."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"training summary not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"training summary {path} is corrupt or truncated (not valid JSON: {exc})") from None
+    missing = [k for k in SUMMARY_KEYS if k not in summary] if isinstance(summary, dict) else list(SUMMARY_KEYS)
+    if missing:
+        raise RecordError(f"training summary {path} lacks {missing}")
+    return summary

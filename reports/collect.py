@@ -105,10 +105,14 @@ def results_dir_of(path: str | Path) -> Path | None:
 
 
 def log_path_of(path: str | Path) -> Path | None:
-    """The Snakemake log of the job that writes the record ``path`` (workflow layout)."""
+    """The Snakemake log of the job that last worked towards the record ``path`` (workflow layout):
+    the measure job's log once it started (training had finished), else the training job's."""
     parts, root = parse_record_path(path), results_dir_of(path)
     if parts is None or root is None:
         return None
+    measure = root / "logs" / "measure" / parts["task"] / parts["method"] / parts["budget"] / f"seed{parts['seed']}.log"
+    if measure.exists():
+        return measure
     if parts["method"] == "dense":
         return root / "logs" / parts["task"] / "dense" / f"seed{parts['seed']}.log"
     return root / "logs" / parts["task"] / parts["method"] / parts["budget"] / f"seed{parts['seed']}.log"
@@ -214,6 +218,8 @@ def rule_of_benchmark(rel: Path) -> str:
     parts = rel.parts
     if parts[0] == "analysis":
         return re.sub(r"_seed\d+$", "", rel.stem)  # analysis/{task}/head_ablation_seed0.tsv
+    if parts[0] == "measure":
+        return "measure"  # measure/{task}/{method}/{budget}/seed0.tsv
     if len(parts) == 1:
         return rel.stem  # leaderboard.tsv, report.tsv, paper_figures.tsv ...
     if len(parts) == 3 and parts[1] == "dense":

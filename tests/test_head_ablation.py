@@ -106,3 +106,13 @@ def test_cli_bad_checkpoint_is_one_clear_line(tmp_path, capsys):
     assert "checkpoint folder not found" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
     torch.set_num_threads(2)
+
+
+def test_prefix_cache_gives_the_same_numbers_as_full_passes(result, trained, sst2_small, tokenizer):
+    full = head_ablation(trained, sst2_small["eval"], tokenizer, SPEC, 64, prefix_cache=False)
+    for key in ("baseline", "single_head_disabled", "one_head_kept", "layer_attention_disabled"):
+        assert result[key] == full[key], key
+    # the cache skips layer 0 for every ablation of layer 1: 1 baseline (2 layers) + 9 x 2 + 9 x 1
+    assert full["layer_evaluations"] == 2 * 19 and result["layer_evaluations"] == 2 + 9 * 2 + 9 * 1
+    assert type(trained.base_model.embeddings).__name__ != "_CachedLayerInput"  # the model is restored
+    assert len(trained.base_model.encoder.layer) == 2

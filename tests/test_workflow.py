@@ -68,6 +68,7 @@ def test_interrupted_run_redoes_only_missing_jobs(smoke_run):
     # as after a crash during one pruning job: its outputs and the summaries are missing
     import shutil
     shutil.rmtree(smoke_run / "models/sst2/random/0.1")
+    (smoke_run / "summaries/sst2/random/0.1/seed0.json").unlink()
     (smoke_run / "records/sst2/random/0.1/seed0.json").unlink()
     for name in ("report.html", "leaderboard.md", "leaderboard.csv"):
         (smoke_run / name).unlink()
@@ -75,6 +76,7 @@ def test_interrupted_run_redoes_only_missing_jobs(smoke_run):
     stats = (out.stdout + out.stderr).split("Job stats")[-1]
     assert "finetune_dense" not in stats
     assert any(line.split()[:2] == ["prune", "1"] for line in stats.splitlines()), stats
+    assert any(line.split()[:2] == ["measure", "1"] for line in stats.splitlines()), stats
     out = _snakemake(results=smoke_run)
     assert out.returncode == 0 and (smoke_run / "report.html").exists()
 

@@ -17,11 +17,17 @@ pruning methods use), so the head contributes nothing to the attention output pr
 (the projection's bias stays). Kovaleva et al. instead replace the head's attention weights
 by the uniform distribution 1/L, which keeps a mean-of-values contribution; that variant is
 not implemented here. Every number is computed on the same model and evaluation set.
+
+Speed: disabling heads of layer ``l`` cannot change what layers ``0..l-1`` compute, so the
+inputs of every layer are cached during the baseline pass and each ablation of layer ``l``
+runs only layers ``l..L-1`` (plus pooler and head) on them: on average 42% fewer layer
+evaluations for a 6-layer model, with results identical to full passes (tested).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -29,21 +35,40 @@ from torch import nn
 
 from prunebench.measure.accuracy import task_metrics
 from prunebench.records import write_json_atomic
-from prunebench.surgery import head_counts, head_gate_hooks
+from prunebench.surgery import encoder_layers, head_counts, head_gate_hooks
 from prunebench.tasks import TaskSpec
 
 DISABLE_MODE = "mask (gate 0 on the head's context vector, Michel et al. 2019); not Kovaleva's uniform attention"
 
 
+class _CachedLayerInput(nn.Module):
+    """Stands in for the embeddings: returns, batch after batch, the cached input of a layer."""
+
+    def __init__(self, states: list[torch.Tensor]):
+        super().__init__()
+        self.states, self.index = states, 0
+
+    def forward(self, input_ids=None, **kwargs) -> torch.Tensor:
+        state = self.states[self.index]
+        self.index += 1
+        if input_ids is not None and tuple(state.shape[:2]) != tuple(input_ids.shape):
+            raise RuntimeError("head ablation: cached layer inputs are out of step with the evaluation batches")
+        return state
+
+
 class _Evaluator:
     """Primary metric of ``model`` under the current head gates (hooks installed once)."""
 
-    def __init__(self, model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None):
+    def __init__(self, model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None,
+                 prefix_cache: bool = True):
         self.model, self.dataset, self.tokenizer, self.spec = model.eval(), dataset, tokenizer, spec
         self.batch_size, self.examples = batch_size, examples
         self.counts = head_counts(model)
         self.gates: dict[int, torch.Tensor] = {l: torch.ones(n) for l, n in enumerate(self.counts)}
         self.evaluations = 0
+        self.layer_evaluations = 0
+        self.prefix_cache = prefix_cache
+        self.layer_inputs: list[list[torch.Tensor]] | None = None
 
     def __enter__(self):
         self.handles = head_gate_hooks(self.model, self.gates)
@@ -53,16 +78,60 @@ class _Evaluator:
         for h in self.handles:
             h.remove()
 
-    def score(self, disabled: dict[int, list[int]] | None = None) -> float:
-        for l, n in enumerate(self.counts):
-            gate = torch.ones(n)
-            for h in (disabled or {}).get(l, []):
-                gate[h] = 0.0
-            self.gates[l] = gate
-        values = task_metrics(self.model, self.dataset, self.tokenizer, self.spec, self.batch_size, self.examples) \
-            if self.examples is not None else task_metrics(self.model, self.dataset, self.tokenizer, self.spec, self.batch_size)
+    def _metric(self) -> float:
+        values = task_metrics(self.model, self.dataset, self.tokenizer, self.spec, self.batch_size, self.examples)
         self.evaluations += 1
         return float(values[self.spec.primary_metric])
+
+    def baseline(self) -> float:
+        """Metric of the intact model; with the prefix cache, also records every layer's inputs."""
+        self._set_gates({})
+        if not self.prefix_cache:
+            self.layer_evaluations += len(self.counts)
+            return self._metric()
+        layers = encoder_layers(self.model)
+        inputs: list[list[torch.Tensor]] = [[] for _ in layers]
+        hooks = [layer.register_forward_pre_hook(lambda _m, args, _l=l: inputs[_l].append(args[0].detach()))
+                 for l, layer in enumerate(layers)]
+        try:
+            value = self._metric()
+        finally:
+            for h in hooks:
+                h.remove()
+        self.layer_inputs = inputs
+        self.layer_evaluations += len(layers)
+        return value
+
+    def _set_gates(self, disabled: dict[int, list[int]]) -> None:
+        for l, n in enumerate(self.counts):
+            gate = torch.ones(n)
+            for h in disabled.get(l, []):
+                gate[h] = 0.0
+            self.gates[l] = gate
+
+    @contextmanager
+    def _from_layer(self, start: int):
+        """Run only layers ``start..`` on the cached inputs of layer ``start``."""
+        if self.layer_inputs is None or start == 0:
+            self.layer_evaluations += len(self.counts)
+            yield
+            return
+        base = self.model.base_model
+        embeddings, layers = base.embeddings, base.encoder.layer
+        base.embeddings = _CachedLayerInput(self.layer_inputs[start])
+        base.encoder.layer = nn.ModuleList(list(layers)[start:])
+        try:
+            yield
+        finally:
+            base.embeddings, base.encoder.layer = embeddings, layers
+        self.layer_evaluations += len(self.counts) - start
+
+    def score(self, disabled: dict[int, list[int]]) -> float:
+        """Metric with the given heads disabled (``{layer: [heads]}``)."""
+        self._set_gates(disabled)
+        start = min((l for l, heads in disabled.items() if heads), default=0)
+        with self._from_layer(start):
+            return self._metric()
 
 
 def single_head_ablation(ev: _Evaluator) -> list[list[float]]:
@@ -81,11 +150,12 @@ def layer_attention_ablation(ev: _Evaluator) -> list[float]:
 
 
 def head_ablation(model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int = 64,
-                  examples=None) -> dict[str, Any]:
+                  examples=None, prefix_cache: bool = True) -> dict[str, Any]:
     """All three ablations of ``model`` on ``dataset``, as one JSON-able dict."""
     start = time.perf_counter()
-    with torch.inference_mode(), _Evaluator(model, dataset, tokenizer, spec, batch_size, examples) as ev:
-        baseline = ev.score()
+    with torch.inference_mode(), _Evaluator(model, dataset, tokenizer, spec, batch_size, examples,
+                                            prefix_cache) as ev:
+        baseline = ev.baseline()
         single = single_head_ablation(ev)
         kept = one_head_kept(ev)
         layers = layer_attention_ablation(ev)
@@ -105,6 +175,8 @@ def head_ablation(model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_si
         "layer_attention_disabled": layers,
         "eval_examples": len(examples) if examples is not None else len(dataset),
         "evaluations": ev.evaluations,
+        "layer_evaluations": ev.layer_evaluations,
+        "prefix_cache": prefix_cache,
         "wall_time_s": time.perf_counter() - start,
     }
 

@@ -11,39 +11,57 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from prunebench.metrics import load_metric
 from prunebench.qa import best_answers
 from prunebench.tasks import TaskSpec
 from prunebench.trainer import INPUT_COLUMNS
 
 
-def _batches(dataset, tokenizer, batch_size: int) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
+def _length_order(dataset) -> list[int]:
+    """Example indices sorted by length (longest first): batches then need little padding."""
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
+def _batches(dataset, tokenizer, batch_size: int, order: list[int]
+             ) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
     keys = [k for k in INPUT_COLUMNS if k in dataset.column_names]
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
+    for start in range(0, len(order), batch_size):
+        rows = dataset[order[start : start + batch_size]]
         n = len(rows["input_ids"])
         yield tokenizer.pad([{k: rows[k][j] for k in keys} for j in range(n)], return_tensors="pt"), \
             [len(ids) for ids in rows["input_ids"]]
 
 
+def _restore_order(values: list, order: list[int]) -> list:
+    out = [None] * len(order)
+    for value, i in zip(values, order):
+        out[i] = value
+    return out
+
+
 @torch.inference_mode()
 def predict(model: torch.nn.Module, dataset, tokenizer, batch_size: int) -> list[int]:
-    """Predicted class index of every example of the tokenized ``dataset``, in order."""
+    """Predicted class index of every example of the tokenized ``dataset``, in dataset order
+    (computed in length-sorted batches, so padding costs little; results do not depend on it)."""
     model.eval()
-    return [p for batch, _ in _batches(dataset, tokenizer, batch_size) for p in model(**batch).logits.argmax(-1).tolist()]
+    order = _length_order(dataset)
+    preds = [p for batch, _ in _batches(dataset, tokenizer, batch_size, order)
+             for p in model(**batch).logits.argmax(-1).tolist()]
+    return _restore_order(preds, order)
 
 
 @torch.inference_mode()
 def span_logits(model: torch.nn.Module, features, tokenizer, batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Start and end logits of every QA feature (window), unpadded."""
+    """Start and end logits of every QA feature (window), unpadded, in feature order."""
     model.eval()
+    order = _length_order(features)
     starts, ends = [], []
-    for batch, lengths in _batches(features, tokenizer, batch_size):
+    for batch, lengths in _batches(features, tokenizer, batch_size, order):
         out = model(**batch)
         for j, n in enumerate(lengths):
             starts.append(out.start_logits[j, :n].float().numpy())
             ends.append(out.end_logits[j, :n].float().numpy())
-    return starts, ends
+    return _restore_order(starts, order), _restore_order(ends, order)
 
 
 def task_metrics(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None) -> dict[str, float]:
@@ -52,6 +70,8 @@ def task_metrics(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, exa
     For extractive QA ``dataset`` holds the evaluation windows and ``examples`` the raw
     examples (question, context, gold answers).
     """
+    from prunebench.metrics import load_metric  # imports `evaluate` (~2 s): only jobs that evaluate pay it
+
     metric = load_metric(spec.metric)
     if spec.kind == "classification":
         return metric.compute(predictions=predict(model, dataset, tokenizer, batch_size),

@@ -1,13 +1,13 @@
-"""Peak memory during inference, measured in a fresh subprocess.
+"""Peak memory during inference: weights + activations + allocator overhead, in MiB.
 
 CPU tensors are invisible to ``tracemalloc`` and torch keeps no CPU allocation peak, so the
-measurement runs in its own process: it imports everything it needs, resets the kernel's
-peak-RSS counter (``/proc/self/clear_refs``, Linux; elsewhere the lifetime peak
-``ru_maxrss`` is used), loads the saved checkpoint, runs one forward pass at the
-measurement batch size and sequence length, and reports peak RSS minus the RSS before
-loading: weights + activations + allocator overhead, in MiB.
+kernel's peak-RSS counter is used: reset it (``/proc/self/clear_refs``, Linux; elsewhere the
+lifetime peak ``ru_maxrss`` is used), load the saved checkpoint, run one forward pass at the
+measurement batch size and sequence length, and report peak RSS minus the RSS before loading.
 
-Run as ``python -m prunebench.measure.memory MODEL_DIR --batch-size 32 --seq-len 64 --threads 2``.
+It must run first in a fresh process, before any model is loaded: the measure job
+(``prunebench measure``) calls ``peak_inference_memory_mib`` before anything else, and
+``python -m prunebench.measure.memory MODEL_DIR --batch-size 32 --seq-len 64`` runs it alone.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 
 
 def _status_mib(field: str) -> float | None:
@@ -45,13 +43,25 @@ def _peak_rss_mib() -> float:
 
 
 def peak_inference_memory_mib(model_dir: str, batch_size: int, seq_len: int, threads: int) -> float:
-    """Run the measurement subprocess on ``model_dir`` and return the peak growth in MiB."""
-    cmd = [sys.executable, "-m", "prunebench.measure.memory", str(model_dir), "--batch-size", str(batch_size),
-           "--seq-len", str(seq_len), "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory measurement of {model_dir} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    """Peak RSS growth (MiB) while loading ``model_dir`` and running one forward pass.
+
+    Call it in a fresh process before any other model is loaded (see the module docstring).
+    """
+    import torch
+    from transformers import BertForQuestionAnswering, BertForSequenceClassification  # noqa: F401
+
+    from prunebench.checkpoints import load_model
+
+    # the imports above are done before the baseline: code is not the model's memory
+    torch.set_num_threads(threads)
+    before = _status_mib("VmRSS") if _reset_peak() else _peak_rss_mib()
+    model = load_model(model_dir).eval()
+    ids = torch.full((batch_size, seq_len), 1000, dtype=torch.long)
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    peak = _peak_rss_mib() - before
+    del model
+    return peak
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,19 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    import torch
-
-    from prunebench.checkpoints import load_model
-
-    from transformers import BertForSequenceClassification  # noqa: F401  (import cost is not the model's)
-
-    torch.set_num_threads(args.threads)
-    before = _status_mib("VmRSS") if _reset_peak() else _peak_rss_mib()
-    model = load_model(args.model_dir).eval()
-    ids = torch.full((args.batch_size, args.seq_len), 1000, dtype=torch.long)
-    with torch.inference_mode():
-        model(input_ids=ids, attention_mask=torch.ones_like(ids))
-    print(json.dumps({"peak_mib": _peak_rss_mib() - before}))
+    print(json.dumps({"peak_mib": peak_inference_memory_mib(args.model_dir, args.batch_size, args.seq_len,
+                                                            args.threads)}))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ rule head_ablation:
         f"{RESULTS}/analysis/{{task}}/head_ablation_seed{{seed}}.json",
     params:
         exp=lambda w: job_experiment(w.task),
-    threads: EXP["threads"]
+    threads: EXP["threads"]["train"]
     resources:
         mem_mb=4000,
         runtime=120,
+        timing=1,
     log:
         f"{RESULTS}/logs/analysis/{{task}}/head_ablation_seed{{seed}}.log",
     benchmark:

@@ -18,13 +18,20 @@ SEEDS = [str(s) for s in EXP["seeds"]]
 
 
 def job_experiment(task, method="dense"):
-    """The experiment as one job sees it (JSON): its task's overrides merged in, without the
-    fan-out lists and other methods' settings, so adding a method, budget or seed does not
-    re-run finished jobs."""
+    """The experiment as one training job sees it (JSON): its task's overrides merged in, without
+    the fan-out lists, other methods' settings, thread counts (given by Snakemake) and the
+    measurement settings, so adding a method, budget or seed, or changing how latency is
+    timed, does not re-train finished models."""
     exp = for_task(EXP, task)
-    job = {k: v for k, v in exp.items() if k not in ("methods", "budgets", "seeds", "tasks", "method_settings")}
+    skip = ("methods", "budgets", "seeds", "tasks", "method_settings", "measure", "threads")
+    job = {k: v for k, v in exp.items() if k not in skip}
     job["method_settings"] = {method: EXP.get("method_settings", {}).get(method, {})} if method != "dense" else {}
     return json.dumps(job, sort_keys=True)
+
+
+def job_measurement(task):
+    """The measurement settings of a task (JSON): a change re-runs measure jobs only."""
+    return json.dumps(for_task(EXP, task)["measure"], sort_keys=True)
 
 
 
@@ -34,9 +41,16 @@ def _alternatives(values):
 
 wildcard_constraints:
     task=_alternatives(TASKS),
-    method=_alternatives(METHODS),
+    method=_alternatives(METHODS + ["dense"]),
     budget=_alternatives(BUDGETS + ["1"]),
     seed=r"\d+",
+
+
+# Latency is timed on a quiet machine: a measure job takes every unit of the `timing`
+# resource and every other job one unit, so (with the limit set in profiles/default) no job
+# runs beside a measure job. Under a cluster executor each job has its own node share and
+# the resource is left unlimited.
+TIMING_UNITS = 1000
 
 
 def dense_record(task, seed):
@@ -67,16 +81,33 @@ def reference_of(method):
     return cls.make_settings(EXP.get("method_settings", {}).get(method, {})).reference
 
 
+def training_summary(task, method, budget, seed):
+    """The training job's half of a record (metric, remaining weights, training details)."""
+    return f"{RESULTS}/summaries/{task}/{method}/{budget}/seed{seed}.json"
+
+
+def model_dir(task, method, budget, seed):
+    if method == "dense":
+        return f"{RESULTS}/models/{task}/dense/seed{seed}"
+    return f"{RESULTS}/models/{task}/{method}/{budget}/seed{seed}"
+
+
 def prune_inputs(w):
-    inputs = {"dense": f"{RESULTS}/models/{w.task}/dense/seed{w.seed}"}
+    inputs = {"dense": model_dir(w.task, "dense", "1", w.seed)}
     ref = reference_of(w.method)
     if ref is not None:
-        inputs["reference"] = method_record(w.task, ref, w.budget, w.seed)
+        inputs["reference"] = training_summary(w.task, ref, w.budget, w.seed)
     return inputs
 
 
 def reference_arg(w, input):
-    return f"--reference-record {input.reference}" if "reference" in input.keys() else ""
+    return f"--reference-summary {input.reference}" if "reference" in input.keys() else ""
+
+
+def measure_inputs(w):
+    return {"summary": training_summary(w.task, w.method, w.budget, w.seed),
+            "model": model_dir(w.task, w.method, w.budget, w.seed),
+            "dense": model_dir(w.task, "dense", "1", w.seed)}
 
 
 def final_outputs():

@@ -1,17 +1,18 @@
 rule prune:
-    """One method at one budget and seed: prune during the common fine-tuning budget, measure, record."""
+    """One method at one budget and seed: prune during the common fine-tuning budget and evaluate."""
     input:
         unpack(prune_inputs),
     output:
         model=directory(f"{RESULTS}/models/{{task}}/{{method}}/{{budget}}/seed{{seed}}"),
-        record=f"{RESULTS}/records/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
+        summary=f"{RESULTS}/summaries/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
     params:
         exp=lambda w: job_experiment(w.task, w.method),
         reference=reference_arg,
-    threads: EXP["threads"]
+    threads: EXP["threads"]["train"]
     resources:
         mem_mb=6000,
         runtime=120,
+        timing=1,
     log:
         f"{RESULTS}/logs/{{task}}/{{method}}/{{budget}}/seed{{seed}}.log",
     benchmark:
@@ -19,4 +20,4 @@ rule prune:
     shell:
         "python -m prunebench prune --experiment {params.exp:q} --task {wildcards.task} --method {wildcards.method}"
         " --budget {wildcards.budget} --seed {wildcards.seed} --dense-dir {input.dense} {params.reference}"
-        " --model-dir {output.model} --record {output.record} --threads {threads} > {log} 2>&1"
+        " --model-dir {output.model} --summary {output.summary} --threads {threads} > {log} 2>&1"
