@@ -54,7 +54,8 @@ def cmd_dense(args) -> None:
 def cmd_prune(args) -> None:
     from prunebench.experiment import run_method
 
-    run_method(_context(args), args.method, args.budget, args.seed, Path(args.dense_dir), Path(args.model_dir),
+    run_method(_context(args), args.method, args.budget, args.seed, Path(args.dense_dir) if args.dense_dir else None,
+               Path(args.model_dir),
                Path(args.summary), Path(args.reference_summary) if args.reference_summary else None)
 
 
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = job("prune", cmd_prune, "prune with one method at one budget and seed, and evaluate it")
     p.add_argument("--method", required=True)
     p.add_argument("--budget", type=float, required=True)
-    p.add_argument("--dense-dir", required=True)
+    p.add_argument("--dense-dir", default=None, help="the dense checkpoint (methods that start from it)")
     p.add_argument("--reference-summary", default=None,
                    help="training summary of the reference method (methods that need one)")
 

@@ -92,6 +92,7 @@ def resolve(raw: dict, check_files: bool = True) -> dict:
     if missing:
         raise ConfigError(f"invalid profile {name!r}: missing key(s) {missing}")
     experiment["profile"] = name
+    experiment.setdefault("head_ablation_modes", ["mask"])
     experiment["tasks"] = [experiment.pop("task")] if isinstance(experiment["task"], str) else experiment.pop("task")
     check_semantics(experiment, check_files=check_files)
     return experiment

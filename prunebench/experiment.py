@@ -81,7 +81,7 @@ def run_dense(ctx: Context, seed: int, model_dir: Path, summary_path: Path) -> d
     return evaluate_and_summarize(ctx, model, "dense", 1.0, seed, result, None, start, summary_path)
 
 
-def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_dir: Path, model_dir: Path,
+def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_dir: Path | None, model_dir: Path,
                summary_path: Path, reference_summary: Path | None = None) -> dict:
     start = time.perf_counter()
     settings = ctx.exp.get("method_settings", {}).get(method_name, {})
@@ -92,6 +92,8 @@ def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_d
                                       "(--reference-summary)")
         method.use_reference(records.read_training_summary(reference_summary))
     if method.starts_from == "dense":
+        if dense_dir is None:
+            raise checkpoints.CheckpointError(f"method {method_name!r} starts from the dense checkpoint: give --dense-dir")
         model = checkpoints.load_model(dense_dir)
     else:
         model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
@@ -187,7 +189,7 @@ def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, rec
     tokenizer = load_tokenizer(exp["model"])
     for bs in m["batch_sizes"]:
         batch = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"])
-        timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"])
+        timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
         dense_ms, model_ms = timing["dense"]["median_ms"], timing["model"]["median_ms"]
         metrics[f"latency_b{bs}"] = R(model_ms, "ms")
         metrics[f"dense_latency_b{bs}"] = R(dense_ms, "ms")
@@ -204,7 +206,8 @@ def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, rec
         "model_dir": str(model_dir),
         "measurement": {"backend": BACKEND, "sparse_backend": SPARSE_BACKEND if "sparse_backend" in latency_details else None,
                         "seq_len": m["seq_len"], "batch_sizes": m["batch_sizes"], "threads": threads,
-                        "warmup": m["warmup"], "repeats": m["repeats"], "latency": latency_details,
+                        "warmup": m["warmup"], "repeats": m["repeats"], "min_time_s": m.get("min_time_s", 0.0),
+                        "latency": latency_details,
                         "wall_time_s": round(time.perf_counter() - start, 3)},
     })
     record = {

@@ -1,6 +1,7 @@
 """Read the redundancy analyses for the report, defensively.
 
-``{results}/analysis/{task}/head_ablation_seed{seed}.json`` is written by
+``{results}/analysis/{task}/head_ablation_seed{seed}.json`` (heads masked) and
+``head_ablation_uniform_seed{seed}.json`` (uniform attention) are written by
 ``prunebench.analysis.head_ablation``: ``baseline``, ``single_head_disabled`` (layers x heads),
 ``one_head_kept`` (layers x heads) with ``best_one_head_score`` (per layer),
 ``layer_attention_disabled`` (per layer), ``metric``, ``disable`` (how a head is disabled).
@@ -16,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_FILE_RE = re.compile(r"head_ablation_seed(\d+)\.json$")
+_FILE_RE = re.compile(r"head_ablation(?:_(?P<mode>uniform))?_seed(?P<seed>\d+)\.json$")
 
 
 @dataclass
@@ -24,6 +25,7 @@ class HeadAblation:
     path: str
     task: str
     seed: int | None
+    mode: str = "mask"
     baseline: float | None = None
     metric: str = "accuracy"
     disable: str | None = None
@@ -61,7 +63,8 @@ def _vector(x) -> list[float] | None:
 def read_head_ablation(path: str | Path, task: str | None = None) -> HeadAblation:
     path = Path(path)
     m = _FILE_RE.search(path.name)
-    out = HeadAblation(str(path), task or path.parent.name, int(m.group(1)) if m else None)
+    out = HeadAblation(str(path), task or path.parent.name, int(m.group("seed")) if m else None,
+                       (m.group("mode") or "mask") if m else "mask")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -94,4 +97,5 @@ def read_head_ablation(path: str | Path, task: str | None = None) -> HeadAblatio
 def find_head_ablations(analysis_dir: str | Path | None) -> list[HeadAblation]:
     if analysis_dir is None or not Path(analysis_dir).is_dir():
         return []
-    return [read_head_ablation(p) for p in sorted(Path(analysis_dir).glob("*/head_ablation_seed*.json"))]
+    paths = [p for p in sorted(Path(analysis_dir).glob("*/head_ablation*_seed*.json")) if _FILE_RE.search(p.name)]
+    return [read_head_ablation(p) for p in paths]

@@ -63,7 +63,7 @@ def write_paper_figures(record_paths, out_dir: Path | str, analysis_dir: Path | 
     for ab in find_head_ablations(analysis_dir):
         if ab.single is not None:
             _write(figures.head_ablation_heatmap(ab.single, ab.baseline, f"{ab.task}: one head disabled", rc=PAPER_RC),
-                   out_dir, f"head_ablation_{ab.task}_seed{ab.seed}", written)
+                   out_dir, f"head_ablation{'' if ab.mode == 'mask' else '_' + ab.mode}_{ab.task}_seed{ab.seed}", written)
     return written
 
 

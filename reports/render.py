@@ -152,10 +152,12 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
     ablations = []
     for ab in find_head_ablations(analysis_dir):
         entry = {"a": ab, "figs": []}
+        tag = f"{ab.task}-{ab.seed}" + ("" if ab.mode == "mask" else f"-{ab.mode}")
+        how = "" if ab.mode == "mask" else f" ({ab.mode} attention)"
         if ab.single is not None:
             fig, err = _safe(figures.head_ablation_heatmap, ab.single, ab.baseline,
-                             f"{ab.task} seed {ab.seed}: one head disabled")
-            entry["figs"].append(_figure(fig, f"abl-single-{ab.task}-{ab.seed}", "single head disabled",
+                             f"{ab.task} seed {ab.seed}: one head disabled{how}")
+            entry["figs"].append(_figure(fig, f"abl-single-{tag}", "single head disabled",
                                          "Score with one head disabled minus the score with all heads, in points "
                                          "(blue: better without the head)." if ab.baseline is not None else ""))
             if err:
@@ -163,8 +165,8 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         series = {"best single head kept (all others in the layer disabled)": ab.best_kept,
                   "whole layer's attention disabled": ab.layer_disabled}
         if any(series.values()):
-            fig, err = _safe(figures.per_layer_bars, series, ab.baseline, f"{ab.task} seed {ab.seed}: per layer")
-            entry["figs"].append(_figure(fig, f"abl-layer-{ab.task}-{ab.seed}", "per layer", ""))
+            fig, err = _safe(figures.per_layer_bars, series, ab.baseline, f"{ab.task} seed {ab.seed}: per layer{how}")
+            entry["figs"].append(_figure(fig, f"abl-layer-{tag}", "per layer", ""))
             if err:
                 notes.append(err)
         entry["figs"] = [f for f in entry["figs"] if f]

@@ -140,5 +140,7 @@ def build_results(root: Path) -> dict:
     ab.parent.mkdir(parents=True, exist_ok=True)
     ab.write_text(json.dumps(head_ablation_json()))
     (root / "analysis" / TASK / "head_ablation_seed1.json").write_text("{not json")
+    (root / "analysis" / TASK / "head_ablation_uniform_seed0.json").write_text(
+        json.dumps({**head_ablation_json(), "mode": "uniform", "disable": "uniform attention 1/L"}))
     return {"expected": [str(p) for p in expected], "corrupt": str(corrupt), "failed": str(failed),
             "missing": str(missing), "present": [str(p) for p in expected if p not in (corrupt, failed, missing)]}

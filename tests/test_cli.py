@@ -51,3 +51,10 @@ def test_truncated_training_summary_is_one_clear_line(tmp_path):
 def test_config_command_reports_bad_key(tmp_path):
     out = _run("config", "--set", "budgets=[2]")
     assert out.returncode == 2 and "budgets" in out.stderr
+
+
+def test_dense_start_method_without_dense_checkpoint_is_one_clear_line(tmp_path):
+    out = _run("prune", "--experiment", _smoke_experiment(), "--task", "sst2", "--method", "magnitude_global",
+               "--budget", "0.5", "--seed", "0", "--model-dir", str(tmp_path / "m"), "--summary", str(tmp_path / "s.json"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "starts from the dense checkpoint" in out.stderr and "--dense-dir" in out.stderr

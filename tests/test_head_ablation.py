@@ -116,3 +116,49 @@ def test_prefix_cache_gives_the_same_numbers_as_full_passes(result, trained, sst
     assert full["layer_evaluations"] == 2 * 19 and result["layer_evaluations"] == 2 + 9 * 2 + 9 * 1
     assert type(trained.base_model.embeddings).__name__ != "_CachedLayerInput"  # the model is restored
     assert len(trained.base_model.encoder.layer) == 2
+
+
+def _zero_query_key(model, layer, heads):
+    """An independent route to Kovaleva's uniform attention: with the head's query and key
+    weights and biases zeroed every score is 0, so softmax gives 1/L over the real tokens."""
+    att = surgery.encoder_layers(model)[layer].attention.self
+    size = att.attention_head_size
+    with torch.no_grad():
+        for h in heads:
+            for lin in (att.query, att.key):
+                lin.weight[h * size:(h + 1) * size] = 0.0
+                lin.bias[h * size:(h + 1) * size] = 0.0
+    return model
+
+
+@pytest.mark.parametrize("disabled", [{0: [1]}, {1: [0, 2, 3]}, {0: [0, 1, 2, 3]}])
+def test_uniform_mode_equals_zeroed_query_and_key(trained, sst2_small, tokenizer, disabled):
+    from prunebench.analysis.head_ablation import _uniform_attention_hooks
+
+    ds = sst2_small["eval"].select(range(16))
+    batch = tokenizer.pad([{"input_ids": ds[i]["input_ids"], "attention_mask": ds[i]["attention_mask"]}
+                           for i in range(16)], return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any(), "the batch has padding, which uniform attention must skip"
+    reference = copy.deepcopy(trained)
+    for layer, heads in disabled.items():
+        _zero_query_key(reference, layer, heads)
+    handles = _uniform_attention_hooks(trained, disabled)
+    try:
+        with torch.no_grad():
+            got = trained(**batch).logits
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        want, plain = reference(**batch).logits, trained(**batch).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, plain, atol=1e-4)  # it did change the model's output
+
+
+def test_uniform_mode_through_the_analysis(trained, sst2_small, tokenizer):
+    res = head_ablation(trained, sst2_small["eval"], tokenizer, SPEC, 64, mode="uniform")
+    assert res["mode"] == "uniform" and "1/L" in res["disable"]
+    ref = _zero_query_key(copy.deepcopy(trained), 1, [2])
+    assert res["single_head_disabled"][1][2] == pytest.approx(_accuracy(ref, sst2_small, tokenizer))
+    with pytest.raises(ValueError, match="unknown mode"):
+        head_ablation(trained, sst2_small["eval"], tokenizer, SPEC, 64, mode="zeros")

@@ -188,6 +188,9 @@ def test_report_provenance_and_analyses(html):
     assert "finetune_dense" in rules and "24.0" in rules
     red = html.split('id="redundancy"')[1].split('id="provenance"')[0]
     assert "head_ablation_seed0.json" in red and 'id="abl-single-sst2-0"' in red
+    # Kovaleva's uniform-attention variant is a second, separately labelled analysis
+    assert "head_ablation_uniform_seed0.json" in red and 'id="abl-single-sst2-0-uniform"' in red
+    assert "uniform attention 1/L" in red
     assert "Not shown: unreadable" in red  # the corrupt seed-1 analysis
     assert 'id="heads-sst2"' in red
 

@@ -1,6 +1,7 @@
 """Analyses on fine-tuned models; each Snakemake analysis rule calls exactly one of them.
 
-    python -m prunebench.analysis head-ablation --experiment JSON --task T --dense-dir DIR --out FILE [--threads N]
+    python -m prunebench.analysis head-ablation --experiment JSON --task T --dense-dir DIR --out FILE
+                                                [--disable mask|uniform] [--threads N]
 
 Known failures print one clear line and exit with status 2 (as ``python -m prunebench``).
 """
@@ -22,7 +23,8 @@ def cmd_head_ablation(args) -> None:
     ctx = load_context(_experiment(args.experiment), args.task, args.threads)
     model = checkpoints.load_model(args.dense_dir)
     examples = getattr(ctx, "eval_examples", None) if ctx.spec.kind != "classification" else None
-    result = head_ablation(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size, examples)
+    result = head_ablation(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size, examples,
+                           mode=args.disable)
     result["model_dir"] = str(args.dense_dir)
     result["threads"] = ctx.threads
     write_head_ablation(result, Path(args.out))
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--dense-dir", required=True, help="the dense fine-tuned checkpoint")
     p.add_argument("--out", required=True, help="output JSON")
+    p.add_argument("--disable", choices=("mask", "uniform"), default="mask",
+                   help="how a head is disabled: mask its context (Michel et al.) or uniform attention (Kovaleva et al.)")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_head_ablation)
     return parser

@@ -11,12 +11,16 @@ for GLUE classification) is computed:
 - ``layer_attention_disabled[l]``: with all heads of layer ``l`` disabled (Kovaleva et al.'s
   layer-wise disabling).
 
-How a head is disabled: by *masking*, as Michel et al. do -- its context vector is
-multiplied by a gate of 0 through ``prunebench.surgery.head_gate_hooks`` (the same hook the
-pruning methods use), so the head contributes nothing to the attention output projection
-(the projection's bias stays). Kovaleva et al. instead replace the head's attention weights
-by the uniform distribution 1/L, which keeps a mean-of-values contribution; that variant is
-not implemented here. Every number is computed on the same model and evaluation set.
+How a head is disabled (``mode``):
+
+- ``mask`` (Michel et al. 2019, the default): its context vector is multiplied by a gate of 0
+  through ``prunebench.surgery.head_gate_hooks`` (the same hook the pruning methods use), so
+  the head contributes nothing to the attention output projection (whose bias stays);
+- ``uniform`` (Kovaleva et al. 2019, Sec. 5): its attention weights are replaced by the
+  uniform distribution 1/L over the L real (non-padding) tokens, so its context vector is
+  the mean of its value vectors over the sequence, the same for every position.
+
+Every number is computed on the same model and evaluation set.
 
 Speed: disabling heads of layer ``l`` cannot change what layers ``0..l-1`` compute, so the
 inputs of every layer are cached during the baseline pass and each ablation of layer ``l``
@@ -38,7 +42,52 @@ from prunebench.records import write_json_atomic
 from prunebench.surgery import encoder_layers, head_counts, head_gate_hooks
 from prunebench.tasks import TaskSpec
 
-DISABLE_MODE = "mask (gate 0 on the head's context vector, Michel et al. 2019); not Kovaleva's uniform attention"
+DISABLE_MODES = {
+    "mask": "mask (gate 0 on the head's context vector, Michel et al. 2019)",
+    "uniform": "uniform attention (weights 1/L over the L real tokens: the head's context is the mean of its "
+               "values, Kovaleva et al. 2019)",
+}
+
+
+def _uniform_attention_hooks(model: nn.Module, disabled: dict[int, list[int]]) -> list:
+    """Replace the attention of the heads ``disabled[l]`` by uniform weights over real tokens.
+
+    Three hooks: the model's forward records the batch's attention mask; each layer's value
+    projection records its output; the attention output projection then receives, for every
+    disabled head, the mask-weighted mean of that head's values at every position.
+    """
+    state: dict[str, Any] = {}
+    layers = encoder_layers(model)
+
+    def keep_mask(_module, args, kwargs):
+        state["mask"] = kwargs.get("attention_mask")
+
+    handles = [model.register_forward_pre_hook(keep_mask, with_kwargs=True)]
+    for l, layer in enumerate(layers):
+        att = layer.attention.self
+        n_heads, size = int(att.num_attention_heads), int(att.attention_head_size)
+
+        def keep_values(_module, _args, out, _l=l):
+            state[_l] = out
+
+        def uniform(_module, args, _l=l, _n=n_heads, _size=size):
+            heads = disabled.get(_l) or []
+            if not heads or _n == 0:
+                return None
+            context, values = args[0], state[_l]
+            mask = state.get("mask")
+            m = (torch.ones(values.shape[:2], dtype=values.dtype) if mask is None
+                 else mask.to(values.dtype)).unsqueeze(-1)  # [B, T, 1]
+            mean = (values * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)  # [B, 1, H*d]
+            shaped = context.reshape(*context.shape[:-1], _n, _size).clone()
+            mean = mean.reshape(mean.shape[0], 1, _n, _size)
+            for h in heads:
+                shaped[..., h, :] = mean[..., h, :].to(shaped.dtype)
+            return (shaped.reshape(context.shape),) + tuple(args[1:])
+
+        handles.append(att.value.register_forward_hook(keep_values))
+        handles.append(layer.attention.output.dense.register_forward_pre_hook(uniform))
+    return handles
 
 
 class _CachedLayerInput(nn.Module):
@@ -60,7 +109,11 @@ class _Evaluator:
     """Primary metric of ``model`` under the current head gates (hooks installed once)."""
 
     def __init__(self, model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None,
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, mode: str = "mask"):
+        if mode not in DISABLE_MODES:
+            raise ValueError(f"head ablation: unknown mode {mode!r}; choose one of {sorted(DISABLE_MODES)}")
+        self.mode = mode
+        self.disabled: dict[int, list[int]] = {}
         self.model, self.dataset, self.tokenizer, self.spec = model.eval(), dataset, tokenizer, spec
         self.batch_size, self.examples = batch_size, examples
         self.counts = head_counts(model)
@@ -71,7 +124,8 @@ class _Evaluator:
         self.layer_inputs: list[list[torch.Tensor]] | None = None
 
     def __enter__(self):
-        self.handles = head_gate_hooks(self.model, self.gates)
+        self.handles = (head_gate_hooks(self.model, self.gates) if self.mode == "mask"
+                        else _uniform_attention_hooks(self.model, self.disabled))
         return self
 
     def __exit__(self, *exc):
@@ -103,6 +157,8 @@ class _Evaluator:
         return value
 
     def _set_gates(self, disabled: dict[int, list[int]]) -> None:
+        self.disabled.clear()
+        self.disabled.update({l: list(hs) for l, hs in disabled.items() if hs})
         for l, n in enumerate(self.counts):
             gate = torch.ones(n)
             for h in disabled.get(l, []):
@@ -150,11 +206,11 @@ def layer_attention_ablation(ev: _Evaluator) -> list[float]:
 
 
 def head_ablation(model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int = 64,
-                  examples=None, prefix_cache: bool = True) -> dict[str, Any]:
+                  examples=None, prefix_cache: bool = True, mode: str = "mask") -> dict[str, Any]:
     """All three ablations of ``model`` on ``dataset``, as one JSON-able dict."""
     start = time.perf_counter()
     with torch.inference_mode(), _Evaluator(model, dataset, tokenizer, spec, batch_size, examples,
-                                            prefix_cache) as ev:
+                                            prefix_cache, mode) as ev:
         baseline = ev.baseline()
         single = single_head_ablation(ev)
         kept = one_head_kept(ev)
@@ -163,7 +219,8 @@ def head_ablation(model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_si
     return {
         "task": spec.name,
         "metric": spec.primary_metric,
-        "disable": DISABLE_MODE,
+        "mode": mode,
+        "disable": DISABLE_MODES[mode],
         "layers": len(ev.counts),
         "heads_per_layer": ev.counts,
         "baseline": baseline,

@@ -3,8 +3,10 @@
 Inputs are real evaluation sentences, padded or truncated to a fixed sequence length, at
 each configured batch size. After ``warmup`` untimed passes, the models compared (the
 pruned model, the dense model, and the pruned model on the sparse backend) are timed in
-turn within every repeat (so drift in machine load hits all alike) with a fixed thread
-count; the record keeps the median, the inter-quartile range and every sample.
+turn within every round (so drift in machine load hits all alike) with a fixed thread
+count, for at least ``repeats`` rounds and at least ``min_time_s`` seconds (so a short pass,
+e.g. batch 1 in ~10 ms, gets many samples and a stable median); the record keeps the
+median, the inter-quartile range and every sample.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def summarize(samples: list[float]) -> dict:
 
 
 def compare_latency(models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor], threads: int, warmup: int,
-                    repeats: int) -> dict[str, dict]:
-    """Median latency of each named model on ``batch``, timed in turn within every repeat."""
+                    repeats: int, min_time_s: float = 0.0, max_rounds: int = 200) -> dict[str, dict]:
+    """Median latency of each named model on ``batch``, timed in turn within every round."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -50,9 +52,11 @@ def compare_latency(models: dict[str, torch.nn.Module], batch: dict[str, torch.T
             for m in models.values():
                 time_once(m, batch)
         samples: dict[str, list[float]] = {name: [] for name in models}
-        for _ in range(repeats):
+        start, rounds = time.perf_counter(), 0
+        while rounds < repeats or (time.perf_counter() - start < min_time_s and rounds < max_rounds):
             for name, m in models.items():
                 samples[name].append(time_once(m, batch))
+            rounds += 1
     finally:
         torch.set_num_threads(previous)
     return {name: summarize(s) for name, s in samples.items()}

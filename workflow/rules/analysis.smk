@@ -1,25 +1,35 @@
+def ablation_variant(mode):
+    """File-name part of a head-ablation mode: '' for mask (the default), '_uniform' for uniform."""
+    return "" if mode == "mask" else f"_{mode}"
+
+
 def analysis_outputs():
-    """Head-ablation analyses of the dense model, one per (task, seed)."""
-    return [f"{RESULTS}/analysis/{t}/head_ablation_seed{s}.json" for t in TASKS for s in SEEDS]
+    """Head-ablation analyses of the dense model, one per (task, seed, disabling mode)."""
+    return [f"{RESULTS}/analysis/{t}/head_ablation{ablation_variant(m)}_seed{s}.json"
+            for t in TASKS for s in SEEDS for m in EXP["head_ablation_modes"]]
 
 
 rule head_ablation:
-    """Metric of the dense model with single heads, all but one head, or a layer's attention disabled."""
+    """Metric of the dense model with single heads, all but one head, or a layer's attention disabled
+    (heads masked, Michel et al.; or, variant '_uniform', given uniform attention, Kovaleva et al.)."""
+    wildcard_constraints:
+        variant="(_uniform)?",
     input:
         dense=f"{RESULTS}/models/{{task}}/dense/seed{{seed}}",
     output:
-        f"{RESULTS}/analysis/{{task}}/head_ablation_seed{{seed}}.json",
+        f"{RESULTS}/analysis/{{task}}/head_ablation{{variant}}_seed{{seed}}.json",
     params:
         exp=lambda w: job_experiment(w.task),
+        mode=lambda w: w.variant.lstrip("_") or "mask",
     threads: EXP["threads"]["train"]
     resources:
         mem_mb=4000,
         runtime=120,
         timing=1,
     log:
-        f"{RESULTS}/logs/analysis/{{task}}/head_ablation_seed{{seed}}.log",
+        f"{RESULTS}/logs/analysis/{{task}}/head_ablation{{variant}}_seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/analysis/{{task}}/head_ablation_seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/analysis/{{task}}/head_ablation{{variant}}_seed{{seed}}.tsv"
     shell:
         "python -m prunebench.analysis head-ablation --experiment {params.exp:q} --task {wildcards.task}"
-        " --dense-dir {input.dense} --out {output} --threads {threads} > {log} 2>&1"
+        " --dense-dir {input.dense} --disable {params.mode} --out {output} --threads {threads} > {log} 2>&1"

@@ -23,7 +23,7 @@ def job_experiment(task, method="dense"):
     measurement settings, so adding a method, budget or seed, or changing how latency is
     timed, does not re-train finished models."""
     exp = for_task(EXP, task)
-    skip = ("methods", "budgets", "seeds", "tasks", "method_settings", "measure", "threads")
+    skip = ("methods", "budgets", "seeds", "tasks", "method_settings", "measure", "threads", "head_ablation_modes")
     job = {k: v for k, v in exp.items() if k not in skip}
     job["method_settings"] = {method: EXP.get("method_settings", {}).get(method, {})} if method != "dense" else {}
     return json.dumps(job, sort_keys=True)
@@ -93,11 +93,18 @@ def model_dir(task, method, budget, seed):
 
 
 def prune_inputs(w):
-    inputs = {"dense": model_dir(w.task, "dense", "1", w.seed)}
+    """The dense checkpoint (for methods that start from it) and a reference method's summary."""
+    inputs = {}
+    if methods.get(w.method).starts_from == "dense":
+        inputs["dense"] = model_dir(w.task, "dense", "1", w.seed)
     ref = reference_of(w.method)
     if ref is not None:
         inputs["reference"] = training_summary(w.task, ref, w.budget, w.seed)
     return inputs
+
+
+def dense_arg(w, input):
+    return f"--dense-dir {input.dense}" if "dense" in input.keys() else ""
 
 
 def reference_arg(w, input):

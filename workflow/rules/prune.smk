@@ -1,5 +1,7 @@
 rule prune:
     """One method at one budget and seed: prune during the common fine-tuning budget and evaluate."""
+    wildcard_constraints:
+        method=_alternatives(METHODS),  # not "dense": finetune_dense makes that one
     input:
         unpack(prune_inputs),
     output:
@@ -7,6 +9,7 @@ rule prune:
         summary=f"{RESULTS}/summaries/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
     params:
         exp=lambda w: job_experiment(w.task, w.method),
+        dense=dense_arg,
         reference=reference_arg,
     threads: EXP["threads"]["train"]
     resources:
@@ -19,5 +22,5 @@ rule prune:
         f"{RESULTS}/benchmarks/{{task}}/{{method}}/{{budget}}/seed{{seed}}.tsv"
     shell:
         "python -m prunebench prune --experiment {params.exp:q} --task {wildcards.task} --method {wildcards.method}"
-        " --budget {wildcards.budget} --seed {wildcards.seed} --dense-dir {input.dense} {params.reference}"
+        " --budget {wildcards.budget} --seed {wildcards.seed} {params.dense} {params.reference}"
         " --model-dir {output.model} --summary {output.summary} --threads {threads} > {log} 2>&1"
