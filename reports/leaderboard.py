@@ -1,5 +1,10 @@
 """The leaderboard: methods ranked per budget by the task's primary metric (mean over seeds).
 
+Only entries that met the budget (encoder weights remaining <= budget + BUDGET_TOLERANCE) are
+ranked; a method whose structure cannot reach a budget (head pruning keeps ~0.69 of MiniLM's
+encoder) is listed after the ranked ones, unranked, with the fraction it reached, so it can
+never outrank a method that met the budget.
+
 Pareto-optimal entries are marked: ★ in ``pareto_optimal`` = no other entry of the task has
 a better score with fewer remaining encoder weights; the ``pareto_disk``,
 ``pareto_latency_b1`` and ``pareto_latency_bmax`` columns do the same against bytes on disk
@@ -16,7 +21,9 @@ from pathlib import Path
 from prunebench.records import write_json_atomic
 from reports.collect import Problem, aggregate, load_record_set, pareto_front
 
-COLUMNS = ["task", "budget", "rank", "method", "seeds", "score_metric", "score_mean", "score_std",
+BUDGET_TOLERANCE = 0.005  # absolute, in fraction of encoder weights remaining
+
+COLUMNS = ["task", "budget", "rank", "met_budget", "method", "seeds", "score_metric", "score_mean", "score_std",
            "encoder_remaining", "latency_b1_ms", "speedup_b1", "bmax", "latency_bmax_ms", "speedup_bmax",
            "disk_mb_dense_format", "disk_mb_sparse_format", "pareto_optimal", "pareto_disk", "pareto_latency_b1",
            "pareto_latency_bmax", "hardware"]
@@ -39,12 +46,16 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
     for task in sorted({r.task for r in rows}):
         for budget in sorted({r.budget for r in rows if r.task == task}, reverse=True):
             group = [r for r in rows if r.task == task and r.budget == budget]
-            group.sort(key=lambda r: (-(r.score if r.score is not None else float("-inf")), r.method))
-            for rank, r in enumerate(group, start=1):
+            met = {r.key: met_budget(r) for r in group}
+            group.sort(key=lambda r: (not met[r.key], -(r.score if r.score is not None else float("-inf")), r.method))
+            ranks = iter(range(1, len(group) + 1))
+            for r in group:
+                rank = next(ranks) if met[r.key] else None
                 bmax = r.bmax
                 disk_d, disk_s = r.mean("disk_bytes_dense_format"), r.mean("disk_bytes_sparse_format")
                 out.append({
-                    "task": task, "budget": budget, "rank": rank, "method": r.method, "seeds": len(r.seeds),
+                    "task": task, "budget": budget, "rank": rank, "met_budget": met[r.key], "method": r.method,
+                    "seeds": len(r.seeds),
                     "score_metric": r.metric, "score_mean": r.score, "score_std": r.std(r.metric),
                     "encoder_remaining": r.mean("encoder_remaining"),
                     "latency_b1_ms": r.mean("latency_b1"), "speedup_b1": r.mean("speedup_b1"), "bmax": bmax,
@@ -59,6 +70,18 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
                     "hardware": hardware_text(r.hardware),
                 })
     return out
+
+
+def met_budget(row) -> bool:
+    """Whether an entry reached its budget: budget-free rows (budget 1) always do."""
+    remaining = row.mean("encoder_remaining")
+    return row.budget >= 1.0 or (remaining is not None and remaining <= row.budget + BUDGET_TOLERANCE)
+
+
+def _rank_cell(row: dict) -> str:
+    if row["rank"] is not None:
+        return str(row["rank"])
+    return "– (budget not reached)"
 
 
 def _fmt(value, digits=3) -> str:
@@ -79,14 +102,16 @@ def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] |
         f"Hardware: {hardware_text(hw)}; "
         f"latency backend {m.get('backend', '?')}, {m.get('threads', '?')} threads, sequence length {m.get('seq_len', '?')}, "
         f"batch sizes {m.get('batch_sizes', '?')}. ★ = Pareto-optimal: score vs. encoder weights remaining (Pareto), "
-        "vs. bytes on disk in the sparse format (disk), vs. latency at batch 1 (b1) and at the largest batch (bmax).", "",
+        "vs. bytes on disk in the sparse format (disk), vs. latency at batch 1 (b1) and at the largest batch (bmax). "
+        f"Ranked: entries whose remaining fraction is within {BUDGET_TOLERANCE} of the budget; a method whose "
+        "structure cannot reach the budget is listed after them, unranked, with the fraction it reached.", "",
         "| task | budget | rank | method | seeds | score (mean ± std) | remaining | latency b1 (ms) | speed-up b1 | "
         "latency bmax (ms) | speed-up bmax | disk MB (dense fmt / sparse fmt) | Pareto | disk | b1 | bmax |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['budget']:g} | {r['rank']} | {r['method']} | {r['seeds']} | "
+            f"| {r['task']} | {r['budget']:g} | {_rank_cell(r)} | {r['method']} | {r['seeds']} | "
             f"{r['score_metric']} {_fmt(r['score_mean'], 4)} ± {_fmt(r['score_std'], 4)} | {_fmt(r['encoder_remaining'], 4)} | "
             f"{_fmt(r['latency_b1_ms'], 2)} | {_fmt(r['speedup_b1'], 2)} | {_fmt(r['latency_bmax_ms'], 1)} | "
             f"{_fmt(r['speedup_bmax'], 2)} | {_fmt(r['disk_mb_dense_format'], 1)} / {_fmt(r['disk_mb_sparse_format'], 1)} | "

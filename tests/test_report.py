@@ -19,11 +19,11 @@ import pytest
 
 from reports.analysis import read_head_ablation
 from reports.collect import aggregate, load_record_set, pareto_front, read_benchmarks, wall_time_per_rule
-from reports.leaderboard import write_leaderboard
+from reports.leaderboard import to_markdown, write_leaderboard
 from reports.render import render_report
 from reports.survey import categorize, load_survey, survey_rows, unmeasured_cells
 from tests.conftest import REPO
-from tests.report_records import FRONT_REMAINING, TASK, build_results
+from tests.report_records import FRONT_REMAINING, RUNS, TASK, build_results, make_record
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +235,21 @@ def test_leaderboard_marks_fronts_hardware_and_problems(results, tmp_path):
     with (tmp_path / "lb.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 11
     assert json.loads((tmp_path / "lb.json").read_text())[0]["rank"] == 1
+
+
+def test_leaderboard_ranks_only_entries_that_met_the_budget(tmp_path):
+    from reports.leaderboard import leaderboard_rows
+
+    over = dict(acc=(0.95, 0.95), rem=0.694, disk=(78e6, 79e6), lat=(8.0, 70.0), gran="head")  # head floor
+    met = dict(acc=(0.70, 0.70), rem=0.1, disk=(90e6, 52e6), lat=(10.0, 100.0), gran="element")
+    near = dict(acc=(0.60, 0.60), rem=0.104, disk=(90e6, 52e6), lat=(10.0, 100.0), gran="element")
+    records = [make_record("head_importance", 0.1, 0, over), make_record("magnitude_global", 0.1, 0, met),
+               make_record("random", 0.1, 0, near), make_record("dense", 1.0, 0, RUNS[("dense", 1.0)])]
+    rows = [r for r in leaderboard_rows(records) if r["budget"] == 0.1]
+    assert [(r["method"], r["rank"], r["met_budget"]) for r in rows] == [
+        ("magnitude_global", 1, True), ("random", 2, True), ("head_importance", None, False)]
+    md = to_markdown(rows, records)
+    assert "| – (budget not reached) | head_importance |" in md
 
 
 # ----- paper figures --------------------------------------------------------------------------------
