@@ -23,8 +23,8 @@ from reports.collect import Problem, aggregate, load_record_set, pareto_front
 
 BUDGET_TOLERANCE = 0.005  # absolute, in fraction of encoder weights remaining
 
-COLUMNS = ["task", "budget", "rank", "met_budget", "method", "seeds", "score_metric", "score_mean", "score_std",
-           "encoder_remaining", "latency_b1_ms", "speedup_b1", "bmax", "latency_bmax_ms", "speedup_bmax",
+COLUMNS = ["task", "budget", "rank", "method", "seeds", "score_metric", "score_mean", "score_std",
+           "encoder_remaining", "met_budget", "latency_b1_ms", "speedup_b1", "bmax", "latency_bmax_ms", "speedup_bmax",
            "disk_mb_dense_format", "disk_mb_sparse_format", "pareto_optimal", "pareto_disk", "pareto_latency_b1",
            "pareto_latency_bmax", "hardware"]
 

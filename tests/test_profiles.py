@@ -30,14 +30,17 @@ def test_paper_profile_plans_every_task_method_budget_and_seed():
     assert out.returncode == 0, text[-3000:]
     assert _job_count(text, "finetune_dense") == 4 * 3  # tasks x seeds
     assert _job_count(text, "prune") == 4 * 3 * 3 * 3  # tasks x methods x budgets x seeds
+    assert _job_count(text, "measure") == 4 * 3 * (1 + 3 * 3)  # every record, dense included
     assert "bert-base-uncased" in text and '"precision": "bf16"' in text
     assert '"max_seq_len": 384' in text  # SQuAD's task override reached its jobs
 
 
 def test_slurm_profile_plans_the_smoke_workflow(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    out = _dry_run("--profile", "workflow/profiles/slurm", "--config", "profile=smoke", f"results_dir={tmp_path}")
+    out = _dry_run("--workflow-profile", "none", "--profile", "workflow/profiles/slurm", "--config", "profile=smoke",
+                   f"results_dir={tmp_path}")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert _job_count(text, "prune") == 8
+    assert _job_count(text, "measure") == 9  # dense + 8: every record has its measure job
     assert "mem_mb=6000" in text and "runtime=120" in text  # rules declare their resources
