@@ -144,8 +144,9 @@ def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, rec
     start = time.perf_counter()
     summary = records.read_training_summary(summary_path)
     spec = get_task(summary["task"])
-    m = measure if measure is not None else _configured(spec.name)["measure"]
-    threads = threads or _configured(spec.name)["threads"]["measure"]
+    configured = _configured(spec.name) if measure is None or not threads else None
+    m = measure if measure is not None else configured["measure"]
+    threads = threads or configured["threads"]["measure"]
     exp = {**summary["config"], "measure": m, "threads": {"train": summary["details"]["training"]["threads"],
                                                           "measure": threads}}
     torch.set_num_threads(threads)

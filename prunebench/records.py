@@ -65,39 +65,38 @@ def write_record(record: dict, path: str | Path) -> Path:
     return write_json_atomic(validate(record, str(path)), path)
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file; a missing or truncated file raises ``RecordError`` naming ``what`` and the path."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{what} {path} is corrupt or truncated (not valid JSON: {exc})") from None
+
+
 def read_record(path: str | Path) -> dict:
     """Read and validate one record; a truncated or invalid file raises ``RecordError``."""
     path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecordError(f"result record not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"result record {path} is corrupt or truncated (not valid JSON: {exc})") from None
-    return validate(record, str(path))
+    return validate(_read_json(path, "result record"), str(path))
 
 
 SUMMARY_KEYS = ("task", "method", "budget", "seed", "metrics", "details", "config", "wall_time_s")
 
 
+def _check_summary(summary: Any, where: str) -> dict:
+    missing = [k for k in SUMMARY_KEYS if k not in summary] if isinstance(summary, dict) else list(SUMMARY_KEYS)
+    if missing:
+        raise RecordError(f"training summary {where} lacks {missing}")
+    return summary
+
+
 def write_training_summary(summary: dict, path: str | Path) -> Path:
     """Write the training job's half of a record (see ``prunebench.experiment``) atomically."""
-    missing = [k for k in SUMMARY_KEYS if k not in summary]
-    if missing:
-        raise RecordError(f"training summary for {path} lacks {missing}")
-    return write_json_atomic(summary, path)
+    return write_json_atomic(_check_summary(summary, f"for {path}"), path)
 
 
 def read_training_summary(path: str | Path) -> dict:
     """Read a training summary; a missing, truncated or incomplete file raises ``RecordError``."""
     path = Path(path)
-    try:
-        summary = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecordError(f"training summary not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"training summary {path} is corrupt or truncated (not valid JSON: {exc})") from None
-    missing = [k for k in SUMMARY_KEYS if k not in summary] if isinstance(summary, dict) else list(SUMMARY_KEYS)
-    if missing:
-        raise RecordError(f"training summary {path} lacks {missing}")
-    return summary
+    return _check_summary(_read_json(path, "training summary"), str(path))

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from prunebench.budget import prunable_linears
-from prunebench.measure.latency import summarize, time_once
+from prunebench.measure.latency import compare_latency, summarize
 
 BACKEND = "torch-csr-cpu (MKL sparse BLAS via torch.addmm)"
 #: Default: matrices with fewer zeros than this stay dense (CSR is slower there; see above).
@@ -105,16 +105,8 @@ def sparse_latency(model: nn.Module, batch: dict[str, torch.Tensor], threads: in
     encoder matrices ran sparse; 0 means the timing is of dense kernels only).
     """
     sparse = to_sparse_backend(model, min_sparsity)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for _ in range(warmup):
-            time_once(sparse, batch)
-        samples = [time_once(sparse, batch) for _ in range(repeats)]
-    finally:
-        torch.set_num_threads(previous)
-    return {**summarize(samples), "backend": BACKEND, "min_sparsity": min_sparsity,
-            "sparse_matrices": sparse_matrix_count(sparse)}
+    timing = compare_latency({"sparse": sparse}, batch, threads, warmup, repeats)["sparse"]
+    return {**timing, "backend": BACKEND, "min_sparsity": min_sparsity, "sparse_matrices": sparse_matrix_count(sparse)}
 
 
 # ----- microbenchmark: python -m prunebench.measure.sparse_backend ------------------------
