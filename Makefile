@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 BIN := $(VENV)/bin
 
-.PHONY: run test install clean-results
+.PHONY: run test install clean-results publish-leaderboard check-leaderboard
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ run: install
 
 test: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(ARGS)
+
+# The published leaderboard (reports/leaderboard.*) from the records committed under reports/records,
+# and the CI check that the committed leaderboard is what those records give (python -m reports.published).
+publish-leaderboard: install
+	$(BIN)/python -m prunebench leaderboard --records reports/records --markdown reports/leaderboard.md --csv reports/leaderboard.csv
+
+check-leaderboard: install
+	$(BIN)/python -m reports.published --records reports/records --published reports
 
 clean-results:
 	rm -rf results .snakemake

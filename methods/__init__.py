@@ -11,6 +11,10 @@ Where is ...?
 - movement pruning, hard and soft (Sanh et al. 2020): ``methods/movement.py``
 - reweighted proximal pruning (Guo et al. 2019): ``methods/rpp.py``
 - random pruning with matched per-matrix proportions (Blalock et al. 2020): ``methods/random_matched.py``
+- beyond the survey: Wanda (Sun et al. 2023) ``methods/wanda.py``, SparseGPT (Frantar & Alistarh 2023)
+  ``methods/sparsegpt.py``, oBERT (Kurtic et al. 2022) ``methods/obert.py``, 2:4 semi-structured
+  magnitude pruning and the one-shot fixed-mask scaffold ``methods/semi_structured.py``
+  (calibration batches of the training split: ``prunebench/calibration.py``)
 
 A new method is one new module plus one import line below.
 """
@@ -25,6 +29,10 @@ from methods import fixed_attention  # noqa: F401  (registers fixed_attention)
 from methods import movement  # noqa: F401  (registers movement_hard, movement_soft)
 from methods import rpp  # noqa: F401  (registers rpp)
 from methods import random_matched  # noqa: F401  (registers random_matched)
+from methods import semi_structured  # noqa: F401  (registers magnitude_2to4)
+from methods import wanda  # noqa: F401  (registers wanda, wanda_oneshot)
+from methods import sparsegpt  # noqa: F401  (registers sparsegpt)
+from methods import obert  # noqa: F401  (registers obert)
 from methods.base import PruningMethod, TrainingPlan
 from methods.registry import available, build, get, register
 

@@ -8,6 +8,8 @@ adds to it, through five hooks, all optional except ``finalize``:
 ``parameter_groups(model)``   extra optimiser parameter groups (e.g. movement scores).
 ``penalty(model, step)``      a term added to the task loss (e.g. an L0 or L1 regulariser).
 ``after_step(model, step)``   after each optimiser step (e.g. update a mask, proximal step).
+                              Before calling it the trainer sets ``method.current_lr`` to the
+                              learning rate of the step just taken (RPP scales its proximal step by it).
 ``finalize(model)``           make the pruning permanent and return a plain model whose
                               zeros (or smaller shapes) *are* the pruning; scores, gates
                               and masks are dropped.
@@ -19,6 +21,30 @@ prunes during fine-tuning), and the workflow hands it the right weights.
 
 Register a method with ``@register("name")`` (``methods.registry``); duplicate names are
 refused.
+
+How much of the pruning did the method's own rule do? (the guard of issue 10)
+Many methods end with a ``finalize`` that enforces the budget exactly (a top-k by score, a
+trim of gates, a fill-up). When the method's own mechanism stopped far from the budget,
+that final enforcement -- a truncation with no training after it -- does most of the
+pruning, and the row measures the truncation, not the paper's method. Convention: every
+method whose ``finalize`` can prune sets ``self.remaining_before_finalize`` inside
+``finalize``, *before* any final enforcement: the fraction of encoder weights its own rule
+had reached, counted with ``prunebench.budget``'s definition where possible (non-zero
+encoder weights over the dense reference; a method whose model is not countable that way
+at that moment -- gates, factors -- says in its docstring how it counts). Methods whose own
+rule *is* the final selection (one-shot magnitude, head importance, LayerDrop) set it to
+what the rule chose, so nothing is flagged. The class attribute ``finalize_enforcement``
+says in a few words what ``finalize`` does. ``describe()`` emits both
+(``remaining_before_finalize``, ``finalize_enforcement``); the report compares the first
+with the record's ``encoder_remaining`` and flags a row where finalize removed more than a
+quarter of what the method had kept.
+
+Calibration. A method whose default constants were tuned on one profile declares it in
+``calibrated_on`` (e.g. ``{"model": "embedded", "task": "sst2", "steps": 200,
+"batch_size": 32}``). The training job calls ``note_run`` with the run's values;
+``calibration_check`` compares them and ``describe()`` then carries the comparison as
+``calibration`` (``matches`` false and ``differs`` listing the keys when the profile moved
+away from the calibration).
 """
 
 from __future__ import annotations
@@ -26,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -40,6 +66,10 @@ class TrainingPlan:
 
     total_steps: int
     seed: int
+    #: Calibration examples of the task's training split for one-shot / second-order methods:
+    #: ``calibration(n, batch_size=16, draw=0)`` -> ``prunebench.calibration.CalibrationSet``
+    #: (padded batches with labels, and the indices used). ``None`` outside the trainer.
+    calibration: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,15 @@ class PruningMethod(ABC):
     #: named by its ``reference`` setting (e.g. random pruning with matched proportions);
     #: the workflow makes that record an input and the job calls ``use_reference``.
     needs_reference: ClassVar[bool] = False
+    #: What ``finalize`` does to reach the budget, in a few words (reported with
+    #: ``remaining_before_finalize``); empty for a method whose finalize prunes nothing.
+    finalize_enforcement: ClassVar[str] = ""
+    #: The profile the method's default constants were calibrated on (keys as in
+    #: ``note_run``), or ``None`` for a method without calibrated constants.
+    calibrated_on: ClassVar[dict[str, Any] | None] = None
+    #: Encoder remaining fraction the method's own rule reached before ``finalize`` enforced
+    #: the budget (set by ``finalize`` of every method whose finalize can prune).
+    remaining_before_finalize: float | None = None
 
     def __init__(self, target_remaining: float, settings: dict[str, Any] | None = None):
         self.target_remaining = check_budget(target_remaining)
@@ -107,10 +146,28 @@ class PruningMethod(ABC):
     def finalize(self, model: nn.Module) -> nn.Module:
         """Make the pruning permanent and return the plain pruned model."""
 
+    # ----- calibration -----------------------------------------------------------------
+    def note_run(self, run: dict[str, Any]) -> None:
+        """Record the profile of this run (model, task, steps, batch size) for ``calibration_check``."""
+        if not isinstance(run, dict):
+            raise TypeError(f"method {self.name!r}: note_run expects a dict of run settings, got {type(run).__name__}")
+        self._run = dict(run)
+
+    def calibration_check(self, run: dict[str, Any]) -> dict[str, Any] | None:
+        """Compare ``run`` with ``calibrated_on``; ``None`` for a method without calibrated constants.
+
+        ``differs`` lists the calibration keys whose value in ``run`` differs (a key missing
+        from ``run`` counts as different).
+        """
+        if self.calibrated_on is None:
+            return None
+        differs = sorted(k for k, v in self.calibrated_on.items() if run.get(k, object()) != v)
+        return {"calibrated_on": dict(self.calibrated_on), "run": dict(run), "matches": not differs, "differs": differs}
+
     # ----- reporting -------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        """What the result record stores about the method."""
-        return {
+        """What the result record stores about the method (with the guard's fields, see the module docstring)."""
+        out = {
             "name": self.name,
             "paper": self.paper,
             "starts_from": self.starts_from,
@@ -118,3 +175,10 @@ class PruningMethod(ABC):
             "target_remaining": self.target_remaining,
             "settings": dataclasses.asdict(self.settings),
         }
+        if self.finalize_enforcement:
+            out["finalize_enforcement"] = self.finalize_enforcement
+        if self.remaining_before_finalize is not None:
+            out["remaining_before_finalize"] = float(self.remaining_before_finalize)
+        if getattr(self, "_run", None) is not None:
+            out["calibration"] = self.calibration_check(self._run)
+        return out

@@ -44,6 +44,9 @@ of width ``d`` with ``d_ff = 4 d`` the dense encoder has ``12 d^2`` weights and 
 heads drop ``2 x 11/12 x d^2`` of them, so ``1 - 11/72 ~ 0.847`` remains (MiniLM and BERT alike). The method is ``budget_free``: the workflow runs it once per (task, seed) and the
 record's ``encoder_remaining`` gives the reached fraction.
 
+Guard (``methods.base``): ``finalize`` prunes nothing (the Q/K rows go in ``prepare``);
+``remaining_before_finalize`` is the fraction reached, so no truncation is flagged.
+
 Surgery op ``fixed_attention``: args ``{"layers": {"<layer>": [pattern or "learnable" per head]}}``;
 ``checkpoints.load_model`` replays it to rebuild the shapes.
 """
@@ -248,6 +251,7 @@ class FixedAttention(PruningMethod):
     granularity = "head"
     budget_free = True
     Settings = FixedAttentionSettings
+    finalize_enforcement = "none: the fixed heads' query/key rows are removed in prepare, finalize prunes nothing"
 
     def __init__(self, target_remaining: float, settings: dict[str, Any] | None = None):
         super().__init__(target_remaining, settings)
@@ -266,6 +270,7 @@ class FixedAttention(PruningMethod):
     def finalize(self, model: nn.Module) -> nn.Module:
         self.report = {"patterns": self.layer_patterns,
                        "reached_remaining": count_encoder_weights(model).remaining_fraction}
+        self.remaining_before_finalize = self.report["reached_remaining"]  # finalize prunes nothing
         return model
 
     def describe(self) -> dict[str, Any]:

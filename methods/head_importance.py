@@ -13,10 +13,12 @@ so the saved model is smaller and faster.
 Adaptation to the benchmark (the method hooks see ``(model, step)``, never a batch): the
 gradient of the gates comes free with the trainer's own backward pass, so |dL/dxi| is
 accumulated in ``after_step`` over the normal training steps. The absolute value is taken
-per training batch (of the batch-mean loss), as the head-mask-gradient estimator of the
-bertology example in transformers does, not per example as the paper's expectation reads
-(that would need per-example gradients); the constant 1/tokens factor is dropped (it does
-not change the order). Pruning steps are spread
+per token by default (``abs_over``), as the authors' code does (|<dL/dctx_h, ctx_h>| per token,
+summed), so signs cannot cancel inside a batch: a probe gate of ones with one entry per
+(example, token, head) multiplies each head's context (``_probe_hook``), and one backward of
+the batch-mean loss gives every per-token gradient ((1/B) x the example's, same order).
+``abs_over: example`` takes |.| per example, ``batch`` per batch (the bertology example of
+transformers); the constant 1/tokens factor is dropped. Pruning steps are spread
 evenly from the end of a warm-up (``warmup_fraction``, importance only) to the start of a
 cool-down (``cooldown_fraction``, fine-tuning at the final head count), like the gradual
 schedule of Zhu & Gupta 2017, all inside the common fine-tuning budget. The paper prunes
@@ -57,6 +59,9 @@ from prunebench.budget import count_encoder_weights
 from prunebench.surgery import encoder_layers, head_counts, head_gate_hooks, remove_heads
 
 
+ABS_OVER = ("token", "example", "batch")
+
+
 @dataclass(frozen=True)
 class HeadPruningSettings:
     step_fraction: float = field(default=0.05, metadata={
@@ -73,6 +78,8 @@ class HeadPruningSettings:
         "help": "heads every layer keeps (0 allows removing a layer's whole attention)"})
     normalize_per_layer: bool = field(default=True, metadata={
         "help": "divide importance by its L2 norm within each layer (Michel et al.'s code default)"})
+    abs_over: str = field(default="token", metadata={
+        "help": "where |dL/dgate| is taken before summing: 'token' (the authors' code), 'example' or 'batch'"})
 
     def __post_init__(self):
         if not 0.0 < self.step_fraction <= 1.0:
@@ -80,6 +87,8 @@ class HeadPruningSettings:
         if not (0.0 <= self.warmup_fraction < 1.0 and 0.0 <= self.cooldown_fraction < 1.0
                 and self.warmup_fraction + self.cooldown_fraction < 1.0):
             raise ValueError("warmup_fraction and cooldown_fraction must be in [0, 1) with a sum below 1")
+        if self.abs_over not in ABS_OVER:
+            raise ValueError(f"abs_over must be one of {ABS_OVER}, got {self.abs_over!r}")
         if self.min_heads_per_layer < 0:
             raise ValueError("min_heads_per_layer must be >= 0")
         if self.reestimate and not self.finetune_between:
@@ -114,6 +123,9 @@ class HeadImportancePruning(PruningMethod):
     starts_from = "dense"
     granularity = "head"
     Settings = HeadPruningSettings
+    #: Guard (methods.base): the schedule is the rule's own selection; finalize only removes the
+    #: heads it masked, and prunes the rest itself only if the training budget ended before the schedule.
+    finalize_enforcement = "removes the heads the schedule pruned; prunes the rest by importance only if the schedule did not finish"
     #: whether importance comes from the gates' gradients (controls override ``scores``).
     uses_gradients: ClassVar[bool] = True
 
@@ -130,6 +142,10 @@ class HeadImportancePruning(PruningMethod):
         self.gates: dict[int, torch.Tensor] = {}
         self._new_gates()
         self.handles = head_gate_hooks(model, self.gates)
+        self.probes: dict[int, torch.Tensor] = {}
+        if self.uses_gradients:
+            self.handles += [layer.attention.output.dense.register_forward_pre_hook(self._probe_hook(l))
+                             for l, layer in enumerate(encoder_layers(model))]
         self.to_prune, self.reached, self.reachable = heads_for_budget(model, self.target_remaining, s.min_heads_per_layer)
         self.schedule = self._schedule(plan.total_steps)
         self.accumulating = self.uses_gradients
@@ -153,19 +169,33 @@ class HeadImportancePruning(PruningMethod):
 
     def _new_gates(self) -> None:
         for l, mask in self.masks.items():
-            self.gates[l] = mask.float().requires_grad_(self.uses_gradients)
+            self.gates[l] = mask.float()  # masks only; gradients come from the probes
+
+    def _probe_hook(self, layer: int):
+        """Forward pre-hook: context x [B, T, n*d] times a probe of ones [B|1, T|1, n, 1] that records gradients."""
+        def hook(module, args):
+            if not (self.accumulating and torch.is_grad_enabled()):
+                return None
+            x, n = args[0], self.counts[layer]
+            shape = {"token": (x.shape[0], x.shape[1]), "example": (x.shape[0], 1), "batch": (1, 1)}[self.settings.abs_over]
+            probe = torch.ones(*shape, n, 1, device=x.device, requires_grad=True)
+            self.probes[layer] = probe
+            out = x.reshape(*x.shape[:-1], n, -1) * probe.to(x.dtype)
+            return (out.reshape(x.shape),) + tuple(args[1:])
+        return hook
 
     def after_step(self, model: nn.Module, step: int) -> None:
         if self.accumulating:
-            for l, gate in self.gates.items():
-                if gate.grad is not None:
-                    self.importance[l] += gate.grad.detach().abs() * self.masks[l]
-                    gate.grad = None
+            for l, probe in self.probes.items():
+                if probe.grad is not None:  # |d L / d probe| per token/example/batch, summed per head
+                    self.importance[l] += probe.grad.detach().abs().sum(dim=(0, 1)).flatten() * self.masks[l]
+            self.probes = {}
             self.batches_seen += 1
         if step in self.schedule:
             self._prune_to(self.schedule[step], step)
 
     def finalize(self, model: nn.Module) -> nn.Module:
+        by_schedule = self.pruned  # heads the method's own schedule pruned (the guard, methods.base)
         if self.pruned < self.to_prune:  # a budget shorter than the schedule: prune the rest now
             self._prune_to(self.to_prune, None)
         for handle in self.handles:
@@ -176,6 +206,9 @@ class HeadImportancePruning(PruningMethod):
         self.removed_heads = {str(l): hs for l, hs in removed.items()}
         if removed:
             remove_heads(model, removed)
+        per_head = 4 * model.config.hidden_size * (model.config.hidden_size // model.config.num_attention_heads)
+        self.remaining_before_finalize = (count_encoder_weights(model).remaining_fraction
+                                          + (self.pruned - by_schedule) * per_head / count_encoder_weights(model).dense_reference)
         self.gates = {}
         return model
 
@@ -217,8 +250,7 @@ class HeadImportancePruning(PruningMethod):
                 self.batches_seen = 0
             else:  # importance estimated once (the warm-up's); stop paying for gate gradients
                 self.accumulating = False
-                for gate in self.gates.values():
-                    gate.requires_grad_(False)
+                self.probes = {}
 
     def describe(self) -> dict:
         out = super().describe()

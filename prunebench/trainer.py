@@ -7,8 +7,11 @@ length-grouped batches (examples of similar length batched together, batch order
 a fixed thread count. Embeddings can be frozen, as Sanh et al. 2020 do; the budget says.
 
 Mixed precision: ``precision: bf16`` runs forward and backward under ``torch.autocast`` with
-bfloat16 (CPUs with AVX512-BF16/AMX and GPUs); weights and optimiser state stay fp32, and
-the model is returned in fp32 on the CPU for evaluation and measurement.
+bfloat16; weights and optimiser state stay fp32, and the model is returned in fp32 on the CPU
+for evaluation and measurement. ``precision: auto`` (``resolve_precision``) picks bf16 only
+where the device runs it natively -- a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX --
+and fp32 elsewhere: on an AVX2-only CPU bf16 autocast is emulated and ~12x slower (issue 11).
+The precision actually used, the CPU capability and the throughput are in ``TrainResult``.
 
 A loss that becomes NaN or infinite stops the run with ``TrainingDiverged``.
 """
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from methods.base import PruningMethod, TrainingPlan
+from prunebench.calibration import CalibrationSource
 
 log = logging.getLogger("prunebench.trainer")
 
@@ -44,7 +48,7 @@ class FinetuneBudget:
     doc_stride: int = field(default=128, metadata={"help": "overlap of context windows (extractive QA)"})
     freeze_embeddings: bool = field(default=True, metadata={"help": "keep embeddings fixed (Sanh et al. 2020)"})
     eval_batch_size: int = field(default=64, metadata={"help": "examples per evaluation batch"})
-    precision: str = field(default="fp32", metadata={"help": "'fp32' or 'bf16' (autocast mixed precision)"})
+    precision: str = field(default="fp32", metadata={"help": "'auto' (bf16 where native, else fp32), 'fp32' or 'bf16' (autocast)"})
     device: str = field(default="cpu", metadata={"help": "'cpu', 'cuda' or 'auto' (cuda when available)"})
 
     def torch_device(self) -> torch.device:
@@ -54,9 +58,52 @@ class FinetuneBudget:
             raise RuntimeError("finetune.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
         return torch.device(self.device)
 
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"finetune.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"finetune.steps of one training job must be a positive integer, got {self.steps!r}")
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FinetuneBudget":
         return cls(**values)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+#: Markers of native bf16 in ``cpu_capability()``: AVX512-BF16 (Cooper Lake, Zen 4) or AMX (Sapphire Rapids).
+NATIVE_BF16_CPU = ("AVX512_BF16", "AMX")
+
+
+def cpu_capability() -> str:
+    """The CPU's vector capability as torch sees it, e.g. ``"AVX2"`` or ``"AVX512+AVX512_BF16"``.
+
+    ``torch.backends.cpu.get_cpu_capability()`` names only the kernel level torch dispatches to
+    (torch 2.13: ``"DEFAULT"``, ``"AVX2"``, ``"AVX512"``, ...) -- it says ``"AVX512"`` on a CPU with
+    AVX512-BF16 too -- so the bf16 and AMX extensions torch detects are appended.
+    """
+    parts = [torch.backends.cpu.get_cpu_capability()]
+    probes = (("AVX512_BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+    for name, probe in probes:
+        fn = getattr(torch.cpu, probe, None)
+        if fn is not None and fn():
+            parts.append(name)
+    return "+".join(parts)
+
+
+def resolve_precision(precision: str, device: torch.device, capability: str | None = None) -> str:
+    """The precision a job runs in: ``auto`` -> ``bf16`` where bf16 is native, else ``fp32``.
+
+    Native bf16: a CUDA device that supports it, or a CPU whose capability (``cpu_capability()``)
+    includes AVX512-BF16 or AMX. ``fp32`` and ``bf16`` are taken as given.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"finetune.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    capability = cpu_capability() if capability is None else capability
+    return "bf16" if any(marker in capability.upper().split("+") for marker in NATIVE_BF16_CPU) else "fp32"
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,6 +116,17 @@ class TrainResult:
     wall_time_s: float
     final_loss: float
     loss_curve: list[float]
+    precision: str = "fp32"  # the precision actually used (``auto`` resolved)
+    cpu_capability: str = ""
+    examples: int = 0  # training examples seen (sum of batch sizes)
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.wall_time_s if self.wall_time_s > 0 else float("nan")
 
 
 def seed_everything(seed: int) -> None:
@@ -107,17 +165,60 @@ def _collate(dataset, indices, tokenizer) -> dict[str, torch.Tensor]:
     return batch
 
 
+class PrePadded:
+    """Batches sliced from the training split's Arrow buffers: a batch is a few numpy index
+    operations instead of ``dataset[indices]`` and ``tokenizer.pad`` on Python lists.
+
+    Set-up is zero-copy (the flat token buffer and row offsets of each column); each batch
+    gathers its rows into a right-padded array. Gives exactly the tensors ``_collate`` gives
+    (pad id in ``input_ids``, zeros in ``attention_mask``/``token_type_ids``), so the same seed
+    trains on the same batches.
+    """
+
+    def __init__(self, dataset, tokenizer):
+        if tokenizer.padding_side != "right":
+            raise ValueError(f"PrePadded pads on the right; the tokenizer pads on the {tokenizer.padding_side!r}")
+        table = dataset.with_format("arrow")
+        self.inputs = {}
+        for c in (c for c in INPUT_COLUMNS if c in dataset.column_names):
+            col = table[c]
+            col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+            offsets = col.offsets.to_numpy().astype(np.int64)
+            self.inputs[c] = (col.values.to_numpy().astype(np.int64), offsets)
+        _, offsets = self.inputs["input_ids"]
+        self.lengths = np.diff(offsets)
+        self.pad = {"input_ids": tokenizer.pad_token_id or 0}
+        self.labels = {arg: np.asarray(table[col].to_numpy()) for col, arg in LABEL_COLUMNS.items()
+                       if col in dataset.column_names}
+
+    def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices)
+        lengths = self.lengths[idx]
+        positions = np.arange(int(lengths.max()))
+        inside = positions[None, :] < lengths[:, None]
+        out = {}
+        for c, (values, offsets) in self.inputs.items():
+            gather = np.where(inside, offsets[idx][:, None] + positions[None, :], 0)
+            out[c] = torch.from_numpy(np.where(inside, values[gather], self.pad.get(c, 0)))
+        out.update({arg: torch.from_numpy(a[idx]) for arg, a in self.labels.items()})
+        return out
+
+
 def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: PruningMethod | None,
           seed: int, log_every: int = 50) -> TrainResult:
     """Fine-tune ``model`` on the tokenized ``dataset`` for ``budget.steps`` steps."""
     seed_everything(seed)
     device = budget.torch_device()
+    capability = cpu_capability()
+    precision = resolve_precision(budget.precision, device, capability)
+    log.info("precision %s (configured %s, device %s, CPU capability %s)", precision, budget.precision, device, capability)
     model.to(device)
     if budget.freeze_embeddings:
         for p in model.base_model.embeddings.parameters():
             p.requires_grad_(False)
     if method is not None:
-        method.prepare(model, TrainingPlan(total_steps=budget.steps, seed=seed))
+        calibration = CalibrationSource(len(dataset), lambda idx: _collate(dataset, idx, tokenizer), seed, device)
+        method.prepare(model, TrainingPlan(total_steps=budget.steps, seed=seed, calibration=calibration))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -131,12 +232,14 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (budget.steps - s) / max(1, budget.steps - warmup)))
     # Each group keeps its own peak lr (e.g. movement scores); LambdaLR scales them all alike.
     batches = length_grouped_batches(dataset["length"], budget.batch_size, seed)
+    collate = _collator(dataset, tokenizer)
     trainable = [p for g in groups for p in g["params"]]
     model.train()
-    curve, running, start = [], 0.0, time.perf_counter()
+    curve, running, examples, start = [], 0.0, 0, time.perf_counter()
     for step in range(1, budget.steps + 1):
-        batch = {k: v.to(device) for k, v in _collate(dataset, next(batches), tokenizer).items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=budget.precision == "bf16"):
+        batch = {k: v.to(device) for k, v in collate(next(batches)).items()}
+        examples += int(batch["input_ids"].shape[0])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = model(**batch).loss
         extra = method.penalty(model, step) if method is not None else None
         total = loss + extra if extra is not None else loss
@@ -146,6 +249,8 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
         total.backward()
         torch.nn.utils.clip_grad_norm_(trainable, budget.max_grad_norm)
         optimizer.step()
+        if method is not None:  # the lr of the step just taken, for after_step (e.g. RPP's proximal step)
+            method.current_lr = optimizer.param_groups[0]["lr"]
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if method is not None:
@@ -158,7 +263,16 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
             running = 0.0
     model.eval()
     model.to("cpu")
-    return TrainResult(budget.steps, time.perf_counter() - start, curve[-1] if curve else float("nan"), curve)
+    return TrainResult(budget.steps, time.perf_counter() - start, curve[-1] if curve else float("nan"), curve,
+                       precision, capability, examples)
+
+
+def _collator(dataset, tokenizer):
+    """Batches by ``PrePadded`` (fast) where the tokenizer pads on the right, else by ``_collate``."""
+    if getattr(tokenizer, "padding_side", "right") == "right" and "input_ids" in dataset.column_names:
+        padded = PrePadded(dataset, tokenizer)
+        return padded.batch
+    return lambda indices: _collate(dataset, indices, tokenizer)
 
 
 def tokenize(dataset, tokenizer, text_fields: tuple[str, ...], max_seq_len: int):

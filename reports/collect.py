@@ -34,6 +34,15 @@ class Row:
     hardware: dict = field(default_factory=dict)
     per_matrix: dict[str, list[float]] = field(default_factory=dict)
     method_info: dict = field(default_factory=dict)
+    #: per seed: the fraction of the weights the method's own rule had kept that ``finalize``
+    #: removed, (before - after) / before (issue 10's guard); only seeds whose record says
+    #: ``details.method.remaining_before_finalize``
+    finalize_removed: list[float] = field(default_factory=list)
+    #: ``details.method.calibration`` of the seeds whose profile moved away from the calibration
+    calibration_mismatches: list[dict] = field(default_factory=list)
+    #: uncertainty, tests and tied rank of the entry (``reports.uncertainty.EntryStats``), set by
+    #: ``reports.uncertainty.attach``; ``None`` when the records have no predictions
+    stats: object | None = None
 
     def mean(self, key: str) -> float | None:
         vals = [v for v in self.values.get(key, []) if v is not None]
@@ -86,7 +95,20 @@ class RecordSet:
     expected: list[str]
 
 
-_RECORD_RE = re.compile(r"records/(?P<task>[^/]+)/(?P<method>[^/]+)/(?P<budget>[^/]+)/seed(?P<seed>\d+)\.json$")
+def expand_record_paths(paths) -> list[str]:
+    """Record paths, with a folder standing for every ``seed{N}.json`` under it (not the
+    ``seed{N}.predictions.json`` beside them): ``--records reports/records`` works."""
+    out = []
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        p = Path(p)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("seed*.json") if re.fullmatch(r"seed\d+(?:_steps\d+)?\.json", f.name))
+        else:
+            out.append(str(p))
+    return out
+
+
+_RECORD_RE = re.compile(r"records/(?P<task>[^/]+)/(?P<method>[^/]+)/(?P<budget>[^/]+)/seed(?P<seed>\d+(?:_steps\d+)?)\.json$")  # seed '0_steps800' in a steps sweep
 
 
 def parse_record_path(path: str | Path) -> dict[str, str] | None:
@@ -133,8 +155,8 @@ def load_records(paths) -> list[dict]:
 
 def load_record_set(paths, expected=None) -> RecordSet:
     """Load what exists of ``paths`` (and of ``expected``, default: ``paths``); list the rest."""
-    given = [str(p) for p in paths]
-    expected = [str(p) for p in expected] if expected is not None else list(given)
+    given = expand_record_paths(paths)
+    expected = expand_record_paths(expected) if expected is not None else list(given)
     wanted = sorted(set(given) | set(expected))
     records, ok_paths, problems = [], [], []
     for p in wanted:
@@ -173,7 +195,30 @@ def aggregate(records: list[dict]) -> list[Row]:
         for name, frac in (details.get("per_matrix_remaining") or {}).items():
             if isinstance(frac, (int, float)):
                 row.per_matrix.setdefault(name, []).append(float(frac))
+        _add_guard(row, rec)
     return sorted(rows.values(), key=lambda r: (r.task, -r.budget, r.method))
+
+
+def finalize_removed_fraction(rec: dict) -> float | None:
+    """Issue 10's guard: the share of the weights the method's own rule had kept that ``finalize``
+    removed, ``(before - after) / before`` with before = ``details.method.remaining_before_finalize``
+    and after = the record's measured ``encoder_remaining``; ``None`` when the record does not say."""
+    before = ((rec.get("details") or {}).get("method") or {}).get("remaining_before_finalize")
+    after = (rec.get("metrics", {}).get("encoder_remaining") or {}).get("value")
+    if not (_finite(before) and _finite(after)) or before <= 0:
+        return None
+    return (before - after) / before
+
+
+def _add_guard(row: Row, rec: dict) -> None:
+    removed = finalize_removed_fraction(rec)
+    if removed is not None:
+        row.finalize_removed.append(removed)
+        before = rec["details"]["method"]["remaining_before_finalize"]
+        row.values.setdefault("remaining_before_finalize", []).append(float(before))
+    calibration = ((rec.get("details") or {}).get("method") or {}).get("calibration")
+    if isinstance(calibration, dict) and calibration.get("matches") is False and calibration not in row.calibration_mismatches:
+        row.calibration_mismatches.append(calibration)
 
 
 def higher_is_better(metric: str) -> bool:

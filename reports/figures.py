@@ -43,18 +43,35 @@ def _metric_label(rows: list[Row]) -> str:
     return f"dev {rows[0].metric}" if rows else "dev accuracy"
 
 
+def score_error(r: Row) -> tuple[float, float]:
+    """(below, above) the mean score for an error bar: the entry's 95% interval when its
+    predictions gave one (``row.stats.score``, ``reports.uncertainty``), else ± std over seeds."""
+    iv = getattr(r.stats, "score", None) if r.stats is not None else None
+    low, high = (getattr(iv, "low", None), getattr(iv, "high", None)) if iv is not None else (None, None)
+    if r.score is not None and _finite(low) and _finite(high):
+        return max(0.0, r.score - low), max(0.0, high - r.score)
+    sd = r.std(r.metric) or 0.0
+    return sd, sd
+
+
+def _yerr(rows: list[Row]) -> np.ndarray:
+    """Asymmetric error bars (2 x N) for ``errorbar``."""
+    return np.array([score_error(r) for r in rows], dtype=float).T.reshape(2, len(rows))
+
+
 def _dense_lines(ax, rows: list[Row], task: str) -> None:
     for d in (r for r in rows if r.method == "dense" and r.task == task and r.score is not None):
         colour, _ = method_style("dense")
         ax.axhline(d.score, color=colour, linestyle="--", linewidth=1, label="dense")
-        sd = d.std(d.metric) or 0.0
-        if sd > 0:
-            ax.axhspan(d.score - sd, d.score + sd, color=colour, alpha=0.08, linewidth=0)
+        below, above = score_error(d)
+        if below > 0 or above > 0:
+            ax.axhspan(d.score - below, d.score + above, color=colour, alpha=0.08, linewidth=0)
 
 
 def accuracy_vs_remaining(rows: list[Row], task: str | None = None, rc=None):
-    """Task score vs. fraction of encoder weights remaining: one line per method (± std over
-    seeds), the dense score as a dashed line (± std band), the random floor shaded."""
+    """Task score vs. fraction of encoder weights remaining: one line per method (error bars: the
+    95% interval, ``score_error``), the dense score as a dashed line (band: its interval), the
+    random floor shaded."""
     task = task or (rows[0].task if rows else None)
     rows = [r for r in rows if r.task == task]
     with plt.rc_context(rc or RC):
@@ -75,7 +92,7 @@ def accuracy_vs_remaining(rows: list[Row], task: str | None = None, rc=None):
                 continue
             colour, marker = method_style(method)
             ax.errorbar([r.mean("encoder_remaining") for r in pts], [r.score for r in pts],
-                        yerr=[r.std(r.metric) or 0 for r in pts], color=colour, marker=marker, capsize=3,
+                        yerr=_yerr(pts), color=colour, marker=marker, capsize=3,
                         linestyle=linestyle(method), label=method + (" (floor)" if method == "random" else ""))
         ax.set_xscale("log")
         ax.set_xlabel("encoder weights remaining (fraction, log scale)")
@@ -131,7 +148,8 @@ PARETO_KINDS = {"remaining": "accuracy vs. encoder weights remaining",
 
 
 def pareto_plot(rows: list[Row], kind: str, task: str | None = None, rc=None):
-    """Score vs. a cost for every (method, budget), error bars over seeds, Pareto front drawn."""
+    """Score vs. a cost for every (method, budget), Pareto front drawn; vertical error bars the
+    score's 95% interval (``score_error``), horizontal ± std of the cost over seeds."""
     task = task or (rows[0].task if rows else None)
     rows = [r for r in rows if r.task == task]
     cost, xlabel, logx = _cost_spec(kind, rows)
@@ -145,7 +163,7 @@ def pareto_plot(rows: list[Row], kind: str, task: str | None = None, rc=None):
             colour, marker = method_style(method)
             mine = [r for r in pts if r.method == method]
             ax.errorbar([cost(r)[0] for r in mine], [r.score for r in mine],
-                        xerr=[cost(r)[1] or 0 for r in mine], yerr=[r.std(r.metric) or 0 for r in mine],
+                        xerr=[cost(r)[1] or 0 for r in mine], yerr=_yerr(mine),
                         color=colour, marker=marker, linestyle="none", capsize=2, label=method)
         fr = sorted((r for r in pts if r.key in front), key=lambda r: cost(r)[0])
         if fr:

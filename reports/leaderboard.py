@@ -11,6 +11,18 @@ a better score with fewer remaining encoder weights; the ``pareto_disk``,
 (sparse format) and measured latency. Written as Markdown, CSV and JSON, with the hardware
 it ran on; records that are missing or do not load are listed under the table instead of
 stopping the leaderboard.
+
+Uncertainty (issue 11; ``reports.uncertainty``, from the per-example predictions beside each
+record): a 95% interval of every score and of its difference to the dense model, tied ranks
+("1=": not significantly different from the group's leader; paired permutation test on the
+examples, Holm correction per budget, alpha 0.05) and whether the entry is significantly better
+than random pruning and worse than dense. Records without predictions render with "n/a" and a
+warning line.
+
+Guard (issue 10): ``enforced_by_truncation`` (mark †) when ``finalize`` removed more than
+``TRUNCATION_LIMIT`` of the weights the method's own rule had kept, (before - after) / before
+with before = ``details.method.remaining_before_finalize`` and after = the measured
+``encoder_remaining``; mark ‡ with a note when the method's calibration profile differs from the run.
 """
 
 from __future__ import annotations
@@ -19,12 +31,20 @@ import csv
 from pathlib import Path
 
 from prunebench.records import write_json_atomic
-from reports.collect import Problem, aggregate, load_record_set, pareto_front
+from reports import uncertainty
+from reports.collect import Problem, Row, aggregate, load_record_set, pareto_front
 
 BUDGET_TOLERANCE = 0.005  # absolute, in fraction of encoder weights remaining
+TRUNCATION_LIMIT = 0.25  # finalize removing more than this share of what the method kept = "enforced by truncation"
+TRUNCATION_MARK, CALIBRATION_MARK = "†", "‡"
 
-COLUMNS = ["task", "budget", "rank", "method", "seeds", "score_metric", "score_mean", "score_std",
-           "encoder_remaining", "met_budget", "latency_b1_ms", "speedup_b1", "bmax", "latency_bmax_ms", "speedup_bmax",
+COLUMNS = ["task", "budget", "rank", "method", "rank_label", "seeds", "score_metric", "score_mean", "score_std",
+           "score_low", "score_high", "score_interval", "score_seed_example_low", "score_seed_example_high",
+           "diff_dense", "diff_dense_low", "diff_dense_high", "p_vs_leader",
+           "better_than_random", "p_vs_random", "worse_than_dense", "p_vs_dense",
+           "encoder_remaining", "met_budget", "remaining_before_finalize", "finalize_removed", "enforced_by_truncation",
+           "calibration_note",
+           "latency_b1_ms", "speedup_b1", "bmax", "latency_bmax_ms", "speedup_bmax",
            "disk_mb_dense_format", "disk_mb_sparse_format", "pareto_optimal", "pareto_disk", "pareto_latency_b1",
            "pareto_latency_bmax", "hardware"]
 
@@ -36,8 +56,22 @@ def hardware_text(hw: dict) -> str:
     return f"{hw.get('cpu', '?')}, {hw.get('logical_cores', '?')} logical cores{mem}, GPU: {hw.get('gpu') or 'none'}"
 
 
-def leaderboard_rows(records: list[dict]) -> list[dict]:
+def leaderboard_rows(records: list[dict], predictions: dict | None = None) -> list[dict]:
+    """One dict per (task, budget, method), ranked per budget; ``predictions`` as
+    ``reports.uncertainty.load_predictions`` gives them (none: intervals and tests are n/a)."""
     rows = aggregate(records)
+    attach_stats(rows, predictions)
+    return board_from_rows(rows)
+
+
+def attach_stats(rows: list[Row], predictions: dict | None) -> None:
+    """Set every row's ``stats`` (intervals, tests, tied rank) from the predictions."""
+    uncertainty.attach(rows, predictions or {}, {r.key: met_budget(r) for r in rows})
+
+
+def board_from_rows(rows: list[Row]) -> list[dict]:
+    """The leaderboard's rows from aggregated rows whose ``stats`` are attached (``attach_stats``)."""
+    met = {r.key: met_budget(r) for r in rows}
     front = pareto_front(rows, "encoder_remaining")
     front_disk = pareto_front(rows, "disk_bytes_sparse_format")
     front_b1 = pareto_front(rows, "latency_b1")
@@ -46,18 +80,16 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
     for task in sorted({r.task for r in rows}):
         for budget in sorted({r.budget for r in rows if r.task == task}, reverse=True):
             group = [r for r in rows if r.task == task and r.budget == budget]
-            met = {r.key: met_budget(r) for r in group}
-            group.sort(key=lambda r: (not met[r.key], -(r.score if r.score is not None else float("-inf")), r.method))
-            ranks = iter(range(1, len(group) + 1))
-            for r in group:
-                rank = next(ranks) if met[r.key] else None
+            for r, rank, label in ranked(group, met):
                 bmax = r.bmax
                 disk_d, disk_s = r.mean("disk_bytes_dense_format"), r.mean("disk_bytes_sparse_format")
                 out.append({
-                    "task": task, "budget": budget, "rank": rank, "met_budget": met[r.key], "method": r.method,
-                    "seeds": len(r.seeds),
+                    "task": task, "budget": budget, "rank": rank, "rank_label": label, "met_budget": met[r.key],
+                    "method": r.method, "seeds": len(r.seeds),
                     "score_metric": r.metric, "score_mean": r.score, "score_std": r.std(r.metric),
+                    **stats_columns(r),
                     "encoder_remaining": r.mean("encoder_remaining"),
+                    **guard_columns(r),
                     "latency_b1_ms": r.mean("latency_b1"), "speedup_b1": r.mean("speedup_b1"), "bmax": bmax,
                     "latency_bmax_ms": r.mean(f"latency_b{bmax}") if bmax else None,
                     "speedup_bmax": r.mean(f"speedup_b{bmax}") if bmax else None,
@@ -72,6 +104,77 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
     return out
 
 
+def ranked(group: list[Row], met: dict) -> list[tuple[Row, int | None, str | None]]:
+    """(row, rank, rank label) of one budget: the entries that met the budget first, by tied rank
+    when every one has predictions (``reports.uncertainty``), else in plain order of the score;
+    then the others, unranked."""
+    tied = all(r.stats is not None and r.stats.rank is not None for r in group if met[r.key])
+
+    def order(r):
+        score = -(r.score if r.score is not None else float("-inf"))
+        return (not met[r.key], r.stats.rank if tied and met[r.key] else 0, score, r.method)
+
+    out, plain = [], iter(range(1, len(group) + 1))
+    for r in sorted(group, key=order):
+        if not met[r.key]:
+            out.append((r, None, None))
+        elif tied:
+            out.append((r, r.stats.rank, r.stats.rank_label))
+        else:
+            rank = next(plain)
+            out.append((r, rank, str(rank)))
+    return out
+
+
+def _interval(iv, name: str) -> dict:
+    """``{name: value, name_low: low, name_high: high}`` of a ``stats.Interval`` (or Nones)."""
+    get = (lambda k: None) if iv is None else (lambda k: _float(getattr(iv, k, None)))
+    return {name: get("value"), f"{name}_low": get("low"), f"{name}_high": get("high")}
+
+
+def _float(x):
+    return None if x is None else float(x)
+
+
+def stats_columns(r: Row) -> dict:
+    """The uncertainty columns of a row (all None without predictions)."""
+    s = r.stats
+    score = _interval(s.score if s else None, "score")
+    seed_example = _interval(s.seed_example if s else None, "score_seed_example")
+    return {
+        "score_low": score["score_low"], "score_high": score["score_high"],
+        "score_interval": s.score_interval if s else None,
+        "score_seed_example_low": seed_example["score_seed_example_low"],
+        "score_seed_example_high": seed_example["score_seed_example_high"],
+        **_interval(s.diff_dense if s else None, "diff_dense"),
+        "p_vs_leader": _float(s.p_vs_leader) if s else None,
+        "better_than_random": s.better_than_random if s else None, "p_vs_random": _float(s.p_vs_random) if s else None,
+        "worse_than_dense": s.worse_than_dense if s else None, "p_vs_dense": _float(s.p_vs_dense) if s else None,
+    }
+
+
+def guard_columns(r: Row) -> dict:
+    """Issue 10's guard: how much of the pruning ``finalize`` did (worst seed), and calibration."""
+    removed = max(r.finalize_removed) if r.finalize_removed else None
+    return {
+        "remaining_before_finalize": r.mean("remaining_before_finalize"),
+        "finalize_removed": removed,
+        "enforced_by_truncation": bool(removed is not None and removed > TRUNCATION_LIMIT),
+        "calibration_note": calibration_note(r.calibration_mismatches),
+    }
+
+
+def calibration_note(mismatches: list[dict]) -> str | None:
+    """"calibrated on steps=300, run on steps=200" for each calibration the run moved away from."""
+    notes = []
+    for c in mismatches:
+        keys = c.get("differs") or sorted(c.get("calibrated_on") or {})
+        on = ", ".join(f"{k}={(c.get('calibrated_on') or {}).get(k)}" for k in keys)
+        run = ", ".join(f"{k}={(c.get('run') or {}).get(k)}" for k in keys)
+        notes.append(f"calibrated on {on}, run on {run}")
+    return "; ".join(dict.fromkeys(notes)) or None
+
+
 def met_budget(row) -> bool:
     """Whether an entry reached its budget: budget-free rows (budget 1) always do."""
     remaining = row.mean("encoder_remaining")
@@ -80,7 +183,7 @@ def met_budget(row) -> bool:
 
 def _rank_cell(row: dict) -> str:
     if row["rank"] is not None:
-        return str(row["rank"])
+        return row.get("rank_label") or str(row["rank"])
     return "– (budget not reached)"
 
 
@@ -94,7 +197,62 @@ def _fmt(value, digits=3) -> str:
     return str(value)
 
 
-def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] | None = None) -> str:
+def _ci(low, high, digits=4) -> str:
+    return "[n/a]" if low is None or high is None else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _score_cell(r: dict) -> str:
+    spread = f" ± {_fmt(r['score_std'], 4)}" if r["seeds"] > 1 else ""
+    return f"{r['score_metric']} {_fmt(r['score_mean'], 4)}{spread} {_ci(r['score_low'], r['score_high'])}"
+
+
+def _diff_cell(r: dict) -> str:
+    if r["diff_dense"] is None:
+        return "n/a"
+    return f"{100 * r['diff_dense']:+.1f} pt [{100 * r['diff_dense_low']:+.1f}, {100 * r['diff_dense_high']:+.1f}]" \
+        if r["diff_dense_low"] is not None else f"{100 * r['diff_dense']:+.1f} pt [n/a]"
+
+
+def _verdict_cell(flag, p) -> str:
+    if flag is None:
+        return "n/a"
+    return f"{'yes' if flag else 'no'} (p={p:.3g})"
+
+
+def _method_cell(r: dict) -> str:
+    marks = [TRUNCATION_MARK] * bool(r.get("enforced_by_truncation")) + [CALIBRATION_MARK] * bool(r.get("calibration_note"))
+    return " ".join([r["method"], *marks])
+
+
+def footnotes(rows: list[dict]) -> list[str]:
+    """One line per row flagged by issue 10's guard (truncation, calibration)."""
+    lines = []
+    for r in rows:
+        where = f"{r['task']} {r['method']} at {r['budget']:g}"
+        if r.get("enforced_by_truncation"):
+            lines.append(f"- {TRUNCATION_MARK} {where}: budget enforced by truncation: finalize removed "
+                         f"{100 * r['finalize_removed']:.0f}% of the weights the method's own rule had kept "
+                         f"(remaining {r['remaining_before_finalize']:.3f} before finalize, "
+                         f"{r['encoder_remaining']:.3f} after).")
+        if r.get("calibration_note"):
+            lines.append(f"- {CALIBRATION_MARK} {where}: {r['calibration_note']}.")
+    return lines
+
+
+def prediction_warning(warnings: list[str], limit: int = 10) -> list[str]:
+    """The warning under the table for records without (matching) predictions."""
+    if not warnings:
+        return []
+    lines = ["", f"Warning: {len(warnings)} record(s) without a usable predictions file: their entries' intervals and "
+             "tests are n/a, and the ranks of their budgets follow the plain order of the scores.", ""]
+    lines += [f"- {w}" for w in warnings[:limit]]
+    if len(warnings) > limit:
+        lines.append(f"- ... and {len(warnings) - limit} more")
+    return lines
+
+
+def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] | None = None,
+                prediction_warnings: list[str] | None = None) -> str:
     hw = records[0]["provenance"]["hardware"] if records else {}
     m = (records[0].get("details") or {}).get("measurement", {}) if records else {}
     lines = [
@@ -105,18 +263,27 @@ def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] |
         "vs. bytes on disk in the sparse format (disk), vs. latency at batch 1 (b1) and at the largest batch (bmax). "
         f"Ranked: entries whose remaining fraction is within {BUDGET_TOLERANCE} of the budget; a method whose "
         "structure cannot reach the budget is listed after them, unranked, with the fraction it reached.", "",
-        "| task | budget | rank | method | seeds | score (mean ± std) | remaining | latency b1 (ms) | speed-up b1 | "
-        "latency bmax (ms) | speed-up bmax | disk MB (dense fmt / sparse fmt) | Pareto | disk | b1 | bmax |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        uncertainty.TEST_TEXT + f" {TRUNCATION_MARK}: budget enforced by truncation (finalize removed more than "
+        f"{TRUNCATION_LIMIT:.0%} of the weights the method's own rule had kept); {CALIBRATION_MARK}: the method's "
+        "settings were calibrated on another profile (notes below the table).", "",
+        "| task | budget | rank | method | seeds | score (mean ± std over seeds) [95% CI] | Δ dense [95% CI] | > random | "
+        "< dense | remaining | latency b1 (ms) | speed-up b1 | latency bmax (ms) | speed-up bmax | "
+        "disk MB (dense fmt / sparse fmt) | Pareto | disk | b1 | bmax |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['budget']:g} | {_rank_cell(r)} | {r['method']} | {r['seeds']} | "
-            f"{r['score_metric']} {_fmt(r['score_mean'], 4)} ± {_fmt(r['score_std'], 4)} | {_fmt(r['encoder_remaining'], 4)} | "
+            f"| {r['task']} | {r['budget']:g} | {_rank_cell(r)} | {_method_cell(r)} | {r['seeds']} | {_score_cell(r)} | "
+            f"{_diff_cell(r)} | {_verdict_cell(r['better_than_random'], r['p_vs_random'])} | "
+            f"{_verdict_cell(r['worse_than_dense'], r['p_vs_dense'])} | {_fmt(r['encoder_remaining'], 4)} | "
             f"{_fmt(r['latency_b1_ms'], 2)} | {_fmt(r['speedup_b1'], 2)} | {_fmt(r['latency_bmax_ms'], 1)} | "
             f"{_fmt(r['speedup_bmax'], 2)} | {_fmt(r['disk_mb_dense_format'], 1)} / {_fmt(r['disk_mb_sparse_format'], 1)} | "
             f"{_fmt(r['pareto_optimal'])} | {_fmt(r['pareto_disk'])} | {_fmt(r['pareto_latency_b1'])} | "
             f"{_fmt(r['pareto_latency_bmax'])} |")
+    notes = footnotes(rows)
+    if notes:
+        lines += ["", *notes]
+    lines += prediction_warning(prediction_warnings or [])
     if problems:
         lines += ["", f"Runs missing or failed ({len(problems)}):", ""]
         lines += [f"- `{p.path}`: {p.status}: {p.error.splitlines()[0] if p.error else ''}" for p in problems]
@@ -124,13 +291,15 @@ def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] |
 
 
 def write_leaderboard(record_paths, markdown: Path, csv_path: Path, expected=None) -> list[dict]:
-    """Markdown + CSV (+ JSON beside the CSV) from whatever of ``record_paths`` loads."""
+    """Markdown + CSV (+ JSON beside the CSV) from whatever of ``record_paths`` loads (a folder
+    stands for every record under it), with the predictions beside the records."""
     rs = load_record_set(record_paths, expected)
-    rows = leaderboard_rows(rs.records)
+    predictions, warnings = uncertainty.load_predictions(rs.paths, rs.records)
+    rows = leaderboard_rows(rs.records, predictions)
     markdown = Path(markdown)
     csv_path = Path(csv_path)
     markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(to_markdown(rows, rs.records, rs.problems))
+    markdown.write_text(to_markdown(rows, rs.records, rs.problems, warnings))
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)

@@ -25,8 +25,10 @@ import jinja2
 
 from reports import figures
 from reports.analysis import find_head_ablations
+from reports.convergence import convergence_section, keep_longest_steps
 from reports.collect import (aggregate, load_record_set, read_benchmarks, results_dir_of, wall_time_per_rule)
-from reports.leaderboard import hardware_text, leaderboard_rows
+from reports.leaderboard import TRUNCATION_LIMIT, attach_stats, board_from_rows, footnotes, hardware_text
+from reports.uncertainty import TEST_TEXT, load_predictions
 from reports.style import method_style
 from reports.survey import COLUMN_TITLES, COLUMNS, load_survey, survey_rows, unmeasured_cells
 
@@ -94,6 +96,8 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
                   generated: str | None = None) -> Path:
     record_paths = [str(p) for p in record_paths]
     rs = load_record_set(record_paths, expected)
+    convergence, convergence_error = _safe(convergence_section, rs.records)  # all lengths; the rest: the longest
+    rs = keep_longest_steps(rs)
     if results_dir is None:
         roots = [results_dir_of(p) for p in (rs.expected or record_paths)]
         results_dir = next((r for r in roots if r is not None), None)
@@ -104,7 +108,10 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         analysis_dir = results_dir / "analysis"
 
     records = rs.records
+    predictions, prediction_warnings = load_predictions(rs.paths, records)
     rows = aggregate(records)
+    attach_stats(rows, predictions)
+    board = board_from_rows(rows)
     tasks = sorted({r.task for r in rows})
     methods_run = sorted({r.method for r in rows})
     budgets = sorted({r.budget for r in rows}, reverse=True)
@@ -117,8 +124,9 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         if task == tasks[0] and fig is not None and figure_path is not None:
             figures.save(fig, Path(figure_path))
         main_figs.append(_figure(fig, f"acc-{task}", f"{task}: accuracy vs. encoder weights remaining",
-                                 "Mean over seeds, error bars one standard deviation; dashed: dense model (band: ± std); "
-                                 "shaded: below the random-pruning floor."))
+                                 "Mean over seeds, error bars the 95% interval (bootstrap over the examples for one seed, "
+                                 "t over seeds for several; ± std where a record has no predictions); dashed: dense model "
+                                 "(band: its interval); shaded: below the random-pruning floor."))
         if err:
             notes.append(err)
         for kind, title in figures.PARETO_KINDS.items():
@@ -126,7 +134,8 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
             if err:
                 notes.append(err)
             f = _figure(fig, f"pareto-{kind}-{task}", f"{task}: {title}",
-                        "Every (method, budget) mean over seeds with ± std error bars on both axes; circled and joined: "
+                        "Every (method, budget) mean over seeds; vertical error bars the score's 95% interval (± std "
+                        "without predictions), horizontal ± std over seeds; circled and joined: "
                         "the Pareto front (no other point has a better score at a lower cost).")
             if f:
                 pareto_figs.append(f)
@@ -206,7 +215,11 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
     first = records[0] if records else {}
     provenance = first.get("provenance", {})
     html = env.get_template("report.html.j2").render(
-        board=leaderboard_rows(records),
+        board=board,
+        board_notes=footnotes(board),
+        prediction_warnings=prediction_warnings,
+        test_text=TEST_TEXT,
+        truncation_limit=TRUNCATION_LIMIT,
         records=records,
         n_records=len(records),
         n_expected=len(rs.expected),
@@ -228,6 +241,7 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         benchmarks_dir=str(benchmarks_dir) if benchmarks_dir else None,
         results_dir=str(results_dir) if results_dir else None,
         notes=notes,
+        convergence=convergence, convergence_error=convergence_error,
         generated=generated or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         status_counts=Counter(c.status for row in table for c in row.cells.values()),
     )

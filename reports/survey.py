@@ -337,6 +337,25 @@ def pretrain_cell(paper, rows, dense) -> Cell:
     return cell
 
 
+def _interval_of(r: Row, name: str):
+    """``row.stats.<name>`` as (low, high), or ``None`` (no predictions, or one seed's t interval)."""
+    iv = getattr(r.stats, name, None) if r.stats is not None else None
+    low, high = (getattr(iv, "low", None), getattr(iv, "high", None)) if iv is not None else (None, None)
+    return (low, high) if low is not None and high is not None else None
+
+
+def score_ci_text(r: Row) -> str:
+    """" [88.1, 91.9]": the score's 95% interval in points (``reports.uncertainty``), or ""."""
+    iv = _interval_of(r, "score")
+    return f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else ""
+
+
+def diff_ci_text(r: Row) -> str:
+    """" [-3.1, -0.9]": 95% interval of the difference to dense of the same seeds, in points, or ""."""
+    iv = _interval_of(r, "diff_dense")
+    return f" [{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]" if iv else ""
+
+
 def performance_cell(paper, rows, dense) -> Cell:
     cell = Cell("performance", _survey_cell(paper, "performance"), _claim(paper, "performance"))
     if dense is None or dense.score is None:
@@ -350,7 +369,8 @@ def performance_cell(paper, rows, dense) -> Cell:
         delta = 100 * (r.score - d)
         sd = 100 * (r.std(r.metric) or 0.0)
         spread = f" ± {sd:.1f}" if len(r.seeds) > 1 else ""
-        cell.measured.append(f"{_label(r)}: {100 * r.score:.1f} ({delta:+.1f}{spread} pt, {categorize(delta).replace('_', ' ')})")
+        cell.measured.append(f"{_label(r)}: {100 * r.score:.1f}{score_ci_text(r)} ({delta:+.1f}{spread} pt"
+                             f"{diff_ci_text(r)}, {categorize(delta).replace('_', ' ')})")
     if not rows:
         return cell
     claim = cell.claim or {}
@@ -377,7 +397,7 @@ def performance_cell(paper, rows, dense) -> Cell:
         cell.status = "caveat"
     else:
         cell.status = "disagree"
-    cell.reason = (f"claimed {category.replace('_', ' ')}; {_label(best)} is {delta:+.1f} pt vs dense"
+    cell.reason = (f"claimed {category.replace('_', ' ')}; {_label(best)} is {delta:+.1f} pt{diff_ci_text(best)} vs dense"
                    f" ({got.replace('_', ' ')}){where}")
     deltas = claim.get("deltas") or {}
     if deltas and claim.get("task") == dense.task:

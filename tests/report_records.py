@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prunebench.records import metric, write_record
+import numpy as np
+
+from prunebench.records import metric, predictions_path, predictions_payload, write_predictions, write_record
 
 TASK = "sst2"
 SEEDS = (0, 1)
@@ -36,6 +38,21 @@ RUNS = {
 }
 #: Pareto front on accuracy vs. encoder weights remaining (method, budget).
 FRONT_REMAINING = {("dense", 1.0), ("int8_dynamic", 1.0), ("magnitude_global", 0.5), ("movement_soft", 0.1)}
+
+
+#: evaluation examples of the synthetic predictions files (every accuracy in RUNS x N_EXAMPLES is a whole number)
+N_EXAMPLES = 400
+
+
+def write_record_predictions(record: dict, path: Path, n: int = N_EXAMPLES) -> Path:
+    """The predictions file beside the record at ``path``: right on the first round(accuracy * n)
+    examples of one fixed order, wrong on the rest, so two models disagree only on the examples
+    between their two counts (all in the better model's favour): the paired tests' answers are known."""
+    references = np.random.default_rng(123).integers(0, 2, n)
+    k = round(record["metrics"]["accuracy"]["value"] * n)
+    predicted = np.where(np.arange(n) < k, references, 1 - references)
+    payload = predictions_payload(record, "accuracy", "labels", predicted.tolist(), references.tolist())
+    return write_predictions(payload, predictions_path(path))
 
 
 def budget_label(b: float) -> str:
@@ -110,14 +127,18 @@ def head_ablation_json(layers: int = 2, heads: int = 4) -> dict:
             "eval_examples": 64}
 
 
-def build_results(root: Path) -> dict:
-    """Write the synthetic results folder under ``root``; return the expected record paths etc."""
+def build_results(root: Path, predictions: bool = True) -> dict:
+    """Write the synthetic results folder under ``root``; return the expected record paths etc.
+    ``predictions``: also write each record's predictions file (``write_record_predictions``)."""
     root = Path(root)
     expected = []
     for (method, budget), spec in RUNS.items():
         for seed in SEEDS:
             path = record_path(root, method, budget, seed)
-            write_record(make_record(method, budget, seed, spec), path)
+            record = make_record(method, budget, seed, spec)
+            write_record(record, path)
+            if predictions:
+                write_record_predictions(record, path)
             expected.append(path)
     corrupt = record_path(root, "magnitude_local", 0.5, 0)
     corrupt.parent.mkdir(parents=True, exist_ok=True)

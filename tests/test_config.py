@@ -78,3 +78,29 @@ def test_unreachable_hub_accepts_a_well_formed_id(raw, monkeypatch):
     monkeypatch.setattr(HfApi, "model_info", offline)
     raw["model"] = "bert-base-uncased"
     assert resolve(raw)["model"] == "bert-base-uncased"
+
+
+def test_steps_list_is_swept_and_precision_auto_accepted(raw):
+    from prunebench.config import finetune_steps, steps_suffix
+
+    raw.update(profile="smoke", finetune={"steps": [3, 5], "precision": "auto"})
+    exp = resolve(raw)
+    assert finetune_steps(exp) == [3, 5]
+    assert [steps_suffix(s, True) for s in (3, 5)] == ["_steps3", "_steps5"]
+    assert steps_suffix(200, False) == ""  # one length: paths as before
+    raw["profile"] = "convergence"
+    raw.pop("finetune")
+    assert finetune_steps(resolve(raw)) == [200, 800, 3200]
+
+
+@pytest.mark.parametrize("steps, needle", [([200, 0], "finetune.steps"), ([], "finetune.steps"), ([5, 5], "non-unique")])
+def test_bad_steps_list_is_a_clear_error(raw, steps, needle):
+    raw.update(profile="smoke", finetune={"steps": steps})
+    with pytest.raises(ConfigError, match=needle):
+        resolve(raw)
+
+
+def test_unknown_precision_is_a_clear_error(raw):
+    raw.update(profile="smoke", finetune={"precision": "fp16"})
+    with pytest.raises(ConfigError, match=r"finetune\.precision.*'fp16'"):
+        resolve(raw)

@@ -47,18 +47,16 @@ def test_lagrangian_moves_expected_size_to_target_and_lambda_grows(tiny_model):
     method.prepare(tiny_model, TrainingPlan(total_steps=100, seed=0))
     # the multipliers are plain floats owned by the method, never trainable model parameters
     assert isinstance(method.lambda1, float) and isinstance(method.lambda2, float)
-    gate_params = [p for g in method.parameter_groups(tiny_model) for p in g["params"]]
+    gate_params = method.gate_parameters()
     model_params = {id(p) for p in tiny_model.parameters()}
     assert gate_params and not any(id(p) in model_params for p in gate_params)
-    opt = torch.optim.Adam(gate_params, lr=0.1)
+    assert method.parameter_groups(tiny_model) == []  # the gates have their own optimiser
     s_start = float(method.expected_size().detach())
     assert s_start > 0.3
     lambdas = []
     for step in range(1, 31):
-        opt.zero_grad()
         method.penalty(tiny_model, step).backward()
-        opt.step()
-        method.after_step(tiny_model, step)
+        method.after_step(tiny_model, step)  # steps the gates' own optimiser
         lambdas.append(method.lambda1)
     s_end = float(method.expected_size().detach())
     assert abs(s_end - 0.3) < abs(s_start - 0.3) - 0.2
@@ -148,3 +146,40 @@ def test_factorize_op_rejects_non_linear(tiny_model):
     with pytest.raises(TypeError, match="nn.Linear"):
         replay(tiny_model, [{"op": "factorize", "args": {"ranks": {"bert.encoder.layer.0.attention": 3}}}])
     assert isinstance(FactorizedLinear(4, 3, 2), torch.nn.Module)
+
+
+def test_gates_reach_the_target_although_the_task_lr_decays_to_zero(tiny_model, tokenizer, sst2_small):
+    """Issue 10: the trainer's lr decays linearly to 0; the gates' own constant-lr optimiser still
+    brings the expected size within ``target_tolerance`` of the budget before finalize."""
+    from prunebench.trainer import FinetuneBudget, train
+
+    budget = FinetuneBudget(steps=60, batch_size=8, learning_rate=1e-4, max_seq_len=64)
+    method = methods.build("flop", 0.2)
+    train(tiny_model, sst2_small["train"], tokenizer, budget, method, seed=0, log_every=1000)
+    size = float(method.expected_size().detach())
+    assert abs(size - 0.2) <= 0.05  # the stated tolerance (the default target_tolerance)
+    assert method.settings.target_tolerance == 0.05
+    method.finalize(tiny_model)
+    result = method.describe()["result"]
+    assert result["gates_reached_target"] and result["expected_size_before_finalize"] == pytest.approx(size)
+    assert method.describe()["remaining_before_finalize"] == pytest.approx(result["paper_rule_stored_remaining"])
+    assert result["paper_rule_stored_remaining"] <= result["paper_rule_remaining"] + 1e-9
+
+
+def test_gates_that_miss_the_target_are_reported_loudly(tiny_model, caplog):
+    method = methods.build("flop", 0.2)
+    method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))  # no training: s stays at s0 >> 0.2
+    with caplog.at_level("WARNING", logger="prunebench.methods.flop"):
+        method.finalize(tiny_model)
+    result = method.describe()["result"]
+    assert not result["gates_reached_target"] and result["target_gap"] > 0.05
+    assert "finalize's truncation" in caplog.text
+
+
+def test_flop_declares_its_calibration_and_flags_another_profile():
+    method = methods.build("flop", 0.5)
+    method.note_run({"model": "embedded", "task": "sst2", "steps": 800, "batch_size": 32})
+    calibration = method.describe()["calibration"]
+    assert calibration["calibrated_on"]["steps"] == 200
+    assert calibration["matches"] is False and calibration["differs"] == ["steps"]
+    assert method.calibration_check(dict(method.calibrated_on))["matches"] is True

@@ -150,3 +150,56 @@ def test_random_control_is_seeded(tiny_model):
 
     assert order(0) == order(0)
     assert order(0) != order(1)
+
+
+def _gate_gradients_one_by_one(model, batch):
+    """d loss_b / d gate per example b, by a separate backward per example (the reference)."""
+    from prunebench.surgery import head_counts, head_gate_hooks
+
+    grads = []
+    for b in range(batch["input_ids"].shape[0]):
+        gates = {l: torch.ones(n, requires_grad=True) for l, n in enumerate(head_counts(model))}
+        handles = head_gate_hooks(model, gates)
+        model(**{k: v[b:b + 1] for k, v in batch.items()}).loss.backward()
+        for h in handles:
+            h.remove()
+        grads.append({l: g.grad.detach().clone() for l, g in gates.items()})
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def _importance_of_one_batch(model, batch, settings):
+    method = methods.build("head_importance", 0.9, settings)
+    method.prepare(model, TrainingPlan(total_steps=100, seed=0))
+    model(**batch).loss.backward()  # the batch-mean loss, as the trainer's
+    method.after_step(model, 1)
+    model.zero_grad(set_to_none=True)
+    return method.importance
+
+
+def test_per_example_importance_is_the_mean_of_per_example_abs_gradients(tiny_model, tokenizer):
+    # Michel et al.'s estimator takes |dL/dgate| per example: with abs_over 'example' one backward
+    # of the batch-mean loss must give (1/B) sum_b |d loss_b / d gate|.
+    batch = tokenizer(["a fine and moving film", "dull , long and empty", "it works"], padding=True,
+                      return_tensors="pt")
+    batch["labels"] = torch.tensor([1, 0, 1])
+    per_example = _gate_gradients_one_by_one(tiny_model, batch)
+    importance = _importance_of_one_batch(tiny_model, batch, {"abs_over": "example"})
+    for l, imp in importance.items():
+        expected = sum(g[l].abs() for g in per_example) / len(per_example)
+        torch.testing.assert_close(imp, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_signs_do_not_cancel_inside_a_batch(tiny_model, tokenizer):
+    # The same sentence twice with opposite labels: the two examples' gate gradients nearly cancel
+    # (the tiny model predicts ~0.5), so a per-batch |sum| is tiny while the per-token default
+    # (and per-example) importance is not.
+    batch = tokenizer(["a fine and moving film"] * 2, return_tensors="pt")
+    batch["labels"] = torch.tensor([0, 1])
+    per_batch = _importance_of_one_batch(tiny_model, batch, {"abs_over": "batch"})
+    default = _importance_of_one_batch(tiny_model, batch, {})
+    per_example = _gate_gradients_one_by_one(tiny_model, batch)
+    for l in per_batch:
+        reference = (per_example[0][l] + per_example[1][l]).abs() / 2
+        torch.testing.assert_close(per_batch[l], reference, rtol=1e-4, atol=1e-8)
+        assert bool((default[l] > 5 * per_batch[l]).all()), (l, default[l], per_batch[l])

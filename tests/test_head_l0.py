@@ -107,7 +107,7 @@ def test_finalize_removes_closed_heads_reports_fraction_and_reloads(tiny_model, 
 
 def test_untrimmed_finalize_equals_gated_eval_model(tiny_model):
     """Gate values strictly between 0 and 1 are folded into the output projection exactly."""
-    method = methods.build("head_l0", 1.0)
+    method = methods.build("head_l0", 0.9)  # k = floor(8 - 0.1 x 16) = 6: the 6 open heads, none reopened
     method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))
     with torch.no_grad():
         for g in method.gates:
@@ -132,3 +132,37 @@ def test_budget_below_reach_is_reported_honestly(tiny_model):
 def test_unknown_control_is_refused():
     with pytest.raises(ValueError, match="control"):
         methods.build("head_l0", 0.5, {"control": "magic"})
+
+
+def test_heads_shut_by_the_deterministic_gate_are_reopened_up_to_k(tiny_model):
+    """Issue 10: expected open count 1.28 of k = 2 but every deterministic gate 0 -> still k heads kept."""
+    method = methods.build("head_l0", 0.1)  # out of reach: k = ceil(0.2 x 8) = 2
+    method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))
+    with torch.no_grad():
+        for g in method.gates:
+            g.log_alpha.fill_(-2.45)
+        method.gates[1].log_alpha[3] = -2.40  # the highest log_alpha ...
+        method.gates[0].log_alpha[2] = -2.42  # ... and the next: these two are reopened
+    assert float(method.expected_open().detach()) == pytest.approx(1.28, abs=0.02)
+    assert all(float(g.eval_gate().detach().max()) == 0.0 for g in method.gates)
+    gates = method.final_gates()
+    assert [torch.nonzero(g).flatten().tolist() for g in gates] == [[2], [3]]
+    # a reopened head carries its mean training gate, between 0 and P(open)
+    assert 0.0 < float(gates[1][3]) < float(method.gates[1].prob_open().detach()[3])
+    model = method.finalize(tiny_model)
+    result = method.describe()["result"]
+    assert method.k == 2 and result["kept_heads"] == 2 and head_counts(model) == [1, 1]
+    assert result["deterministic_open_heads"] == 0
+    assert method.describe()["remaining_before_finalize"] == pytest.approx(0.5)  # all 8 heads shut: 1 - 8/16
+
+
+def test_reachable_budget_keeps_exactly_k_heads(tiny_model):
+    method = methods.build("head_l0", 0.8)  # k = 4 of 8
+    method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))
+    with torch.no_grad():
+        for g in method.gates:
+            g.log_alpha.copy_(torch.tensor([3.0, -20.0, -5.0, -3.0]))  # 1 head open per layer
+    model = method.finalize(tiny_model)
+    assert head_counts(model) == [2, 2]  # heads 0 and 3 (the highest log_alpha of the shut ones)
+    assert recorded_ops(model)[-1] == {"op": "remove_heads", "args": {"heads": {"0": [1, 2], "1": [1, 2]}}}
+    assert method.describe()["result"]["deterministic_open_heads"] == 2

@@ -95,7 +95,22 @@ def test_budget_met_and_saved_model_is_plain(name, tiny_model, tokenizer, sst2_s
     with torch.no_grad():
         torch.testing.assert_close(again(**batch).logits, model.eval()(**batch).logits, rtol=0, atol=1e-6)
     info = method.describe()
-    assert 0.0 < info["mask_remaining_before_finalize"] <= 1.0
+    assert 0.0 < info["remaining_before_finalize"] <= 1.0
+    assert "mask_remaining_before_finalize" not in info, "the guard's key is remaining_before_finalize (base describe)"
+    assert info["finalize_enforcement"]
+    if name == "movement_hard":  # the cool-down holds the budget: finalize prunes nothing extra
+        assert info["remaining_before_finalize"] == pytest.approx(0.2, abs=0.005)
+
+
+def test_soft_declares_its_calibration_profile():
+    from methods.movement import HardMovement, SoftMovement
+
+    assert SoftMovement.calibrated_on == {"model": "embedded", "task": "sst2", "steps": 200, "batch_size": 32}
+    assert HardMovement.calibrated_on is None, "hard movement keeps the paper's constants: nothing calibrated"
+    method = methods.build("movement_soft", 0.1)
+    assert method.calibration_check({"model": "embedded", "task": "sst2", "steps": 200, "batch_size": 32})["matches"]
+    moved = method.calibration_check({"model": "embedded", "task": "sst2", "steps": 800, "batch_size": 32})
+    assert not moved["matches"] and moved["differs"] == ["steps"]
 
 
 def test_score_group_has_its_own_lr_and_no_weight_decay(tiny_model):

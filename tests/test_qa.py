@@ -80,3 +80,34 @@ def test_tiny_qa_model_trains_and_is_scored(squad_file, tokenizer):
     assert result.loss_curve[-1] < result.loss_curve[0]
     scores = task_metrics(model, eval_features(data["eval"], tokenizer, 64, 16), tokenizer, SQUAD, 8, data["eval"])
     assert set(scores) == {"exact_match", "f1"} and all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_question_scores_are_per_question_squad_scores():
+    from prunebench.qa import question_scores
+
+    scores = question_scores(["Paris", "in 1889.", "Curie", "London"],
+                             [["Paris"], ["1889"], ["Marie Curie"], ["Paris", "in Paris"]])
+    assert scores["exact_match"] == [1.0, 0.0, 0.0, 0.0]
+    # "in 1889" vs "1889": precision 1/2, recall 1 -> 2/3; "curie" vs "marie curie": 1, 1/2 -> 2/3
+    assert scores["f1"] == pytest.approx([1.0, 2 / 3, 2 / 3, 0.0])
+    with pytest.raises(ValueError, match="2 answers for 1 questions"):
+        question_scores(["a", "b"], [["a"]])
+
+
+def test_qa_predictions_file_holds_scores_whose_mean_is_the_metric(squad_file, tokenizer, tmp_path):
+    from prunebench.measure.accuracy import evaluate_task
+    from prunebench.records import metric, predictions_payload, read_predictions, write_predictions
+
+    data = load_task_data(SQUAD, DataConfig(source="local", train=str(squad_file), eval=str(squad_file)))
+    model = load_pretrained("tiny-random", 0, seed=0, kind="extractive_qa")
+    ev = evaluate_task(model, eval_features(data["eval"], tokenizer, 64, 16), tokenizer, SQUAD, 8, data["eval"])
+    assert ev.kind == "scores" and ev.references == [["Paris"], ["1889"], ["Marie Curie"], ["1911"]]
+    for name in ("exact_match", "f1"):
+        assert len(ev.predictions[name]) == 4
+        assert np.mean(ev.predictions[name]) == pytest.approx(ev.metrics[name], abs=1e-12)
+    summary = {"task": "squad", "method": "dense", "budget": 1.0, "seed": 0,
+               "metrics": {k: metric(v, "fraction") for k, v in ev.metrics.items()}}
+    payload = predictions_payload(summary, SQUAD.primary_metric, ev.kind, ev.predictions, ev.references)
+    assert payload["references"] is None and payload["metric"] == "f1"
+    p = read_predictions(write_predictions(payload, tmp_path / "seed0.predictions.json"), summary)
+    assert p.value() == pytest.approx(ev.metrics["f1"], abs=1e-12)

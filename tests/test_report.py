@@ -294,3 +294,241 @@ def test_paper_figures_target_is_not_in_all(tmp_path):
     assert "paper_figures" in stats and "report " not in stats
     default = _snakemake("--dry-run", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}")
     assert "paper_figures" not in (default.stdout + default.stderr).split("Job stats")[-1]
+
+
+# ----- uncertainty, tied ranks and tests (issue 11) --------------------------------------------------
+
+def _by(rows, method, budget):
+    return next(r for r in rows if r["method"] == method and r["budget"] == budget)
+
+
+@pytest.fixture(scope="module")
+def board(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("board")
+    rows = write_leaderboard(results["expected"], out / "lb.md", out / "lb.csv")
+    return {"rows": rows, "md": (out / "lb.md").read_text()}
+
+
+def test_leaderboard_ties_entries_the_paired_test_cannot_separate(board):
+    rows = board["rows"]
+    # dense and int8 disagree on 1 and 3 of 400 examples: a tie; at 0.1 the entries differ on 12-84 examples
+    assert [(r["method"], r["rank"], r["rank_label"]) for r in rows if r["budget"] == 1.0] == [
+        ("dense", 1, "1="), ("int8_dynamic", 1, "1=")]
+    assert [(r["method"], r["rank_label"]) for r in rows if r["budget"] == 0.1] == [
+        ("movement_soft", "1"), ("magnitude_global", "2"), ("random", "3")]
+    assert _by(rows, "int8_dynamic", 1.0)["p_vs_leader"] >= 0.05
+    assert "| 1= | dense |" in board["md"] and "| 1= | int8_dynamic |" in board["md"]
+    assert "paired permutation test on the evaluation examples" in board["md"] and "Holm" in board["md"]
+
+
+def test_leaderboard_says_better_than_random_and_worse_than_dense(board):
+    rows = board["rows"]
+    soft = _by(rows, "movement_soft", 0.1)
+    assert soft["better_than_random"] is True and soft["p_vs_random"] < 0.05
+    assert soft["worse_than_dense"] is True  # 20 of 400 examples fewer in each seed, all against it
+    assert _by(rows, "random", 0.1)["better_than_random"] is None  # random is not tested against itself
+    int8 = _by(rows, "int8_dynamic", 1.0)
+    assert int8["worse_than_dense"] is False and int8["p_vs_dense"] >= 0.05
+    assert _by(rows, "dense", 1.0)["worse_than_dense"] is None
+    assert _by(rows, "head_importance", 0.7)["better_than_random"] is None  # no random run at 0.7
+
+
+def test_leaderboard_intervals_over_seeds_and_to_dense(board):
+    from scipy import stats as st
+
+    rows = board["rows"]
+    dense = _by(rows, "dense", 1.0)  # seeds 0.90, 0.91: t interval with 1 degree of freedom
+    half = st.t.ppf(0.975, 1) * 0.005  # standard error of the mean of 0.90 and 0.91
+    assert dense["score_interval"] == "t over seeds"
+    assert (dense["score_low"], dense["score_high"]) == pytest.approx((0.905 - half, 0.905 + half), abs=1e-9)
+    assert dense["score_seed_example_low"] <= 0.905 <= dense["score_seed_example_high"]
+    mg = _by(rows, "magnitude_global", 0.5)  # per-seed differences to dense: -0.01, -0.03
+    half = st.t.ppf(0.975, 1) * 0.01  # standard error of the mean of -0.01 and -0.03
+    assert mg["diff_dense"] == pytest.approx(-0.02)
+    assert (mg["diff_dense_low"], mg["diff_dense_high"]) == pytest.approx((-0.02 - half, -0.02 + half), abs=1e-9)
+
+
+def test_single_seed_interval_is_a_bootstrap_over_examples(tmp_path):
+    from reports.leaderboard import write_leaderboard as write
+    from tests.report_records import N_EXAMPLES, record_path, write_record_predictions
+    from prunebench.records import write_record
+
+    for method, budget in [("dense", 1.0), ("magnitude_global", 0.5), ("random", 0.5)]:
+        rec = make_record(method, budget, 0, RUNS[(method, budget)])
+        write_record(rec, record_path(tmp_path, method, budget, 0))
+        write_record_predictions(rec, record_path(tmp_path, method, budget, 0))
+    rows = write(tmp_path / "records", tmp_path / "lb.md", tmp_path / "lb.csv")  # a folder stands for its records
+    mg = _by(rows, "magnitude_global", 0.5)
+    assert mg["score_interval"] == "bootstrap over examples" and mg["score_seed_example_low"] is None
+    normal = 1.96 * (0.89 * 0.11 / N_EXAMPLES) ** 0.5  # the binomial interval the bootstrap approximates
+    assert mg["score_low"] < 0.89 < mg["score_high"]
+    assert (mg["score_high"] - mg["score_low"]) / 2 == pytest.approx(normal, rel=0.2)
+    # paired: the two models differ on 4 examples only, so the difference is much tighter than either score
+    assert -0.01 == pytest.approx(mg["diff_dense"])
+    assert mg["diff_dense_low"] >= -0.02 - 1e-9 and mg["diff_dense_high"] <= 0.0
+    assert mg["better_than_random"] is True
+
+
+def test_records_without_predictions_render_with_na_and_a_warning(tmp_path):
+    info = build_results(tmp_path / "results", predictions=False)
+    rows = write_leaderboard(info["expected"], tmp_path / "lb.md", tmp_path / "lb.csv")
+    assert all(r["score_low"] is None and r["better_than_random"] is None for r in rows)
+    assert [(r["method"], r["rank_label"]) for r in rows if r["budget"] == 1.0] == [("dense", "1"), ("int8_dynamic", "2")]
+    md = (tmp_path / "lb.md").read_text()
+    assert "Warning: 22 record(s) without a usable predictions file" in md and "[n/a]" in md
+    html = render_report(info["expected"], tmp_path / "r.html").read_text()
+    assert 'id="prediction-warnings"' in html and "22 record(s) without a usable" in html
+
+
+def test_a_predictions_file_that_does_not_match_its_record_is_named(tmp_path):
+    from tests.report_records import record_path
+
+    info = build_results(tmp_path / "results")
+    bad = record_path(tmp_path / "results", "random", 0.1, 0).with_name("seed0.predictions.json")
+    data = json.loads(bad.read_text())
+    data["predictions"][0] = 1 - data["predictions"][0]  # the accuracy no longer equals the record's
+    bad.write_text(json.dumps(data))
+    rows = write_leaderboard(info["expected"], tmp_path / "lb.md", tmp_path / "lb.csv")
+    md = (tmp_path / "lb.md").read_text()
+    assert "Warning: 1 record(s)" in md and str(bad) in md
+    assert _by(rows, "random", 0.1)["score_low"] is None and _by(rows, "random", 0.5)["score_low"] is not None
+
+
+def test_report_shows_intervals_tied_ranks_and_error_bars(html, rows):
+    board = html.split('id="leaderboard-table"')[1].split("</table>")[0]
+    assert board.count(">1=</td>") == 2 and "95% CI" in html.split('id="leaderboard-table"')[1].split("</thead>")[0]
+    assert re.search(r'class="nowrap ci"[^>]*>\[0\.8\d{3}, 0\.9\d{3}\]', board)
+    assert "paired permutation test" in html.split('id="leaderboard"')[1].split('id="pareto"')[0]
+    survey = html.split('id="survey-table"')[1].split("</table>")[0]
+    assert re.search(r"movement_soft @ 0\.1: 85\.5 \[\d+\.\d, \d+\.\d\] \(-5\.0 ± 0\.7 pt \[[-+]\d", survey)
+
+
+def test_error_bars_are_the_interval_when_there_is_one(results):
+    from reports.figures import score_error
+    from reports.leaderboard import attach_stats
+    from reports.uncertainty import load_predictions
+
+    rs = load_record_set(results["expected"])
+    rows = aggregate(rs.records)
+    mg = next(r for r in rows if r.method == "magnitude_global" and r.budget == 0.1)
+    assert score_error(mg) == pytest.approx((0.0141421, 0.0141421), rel=1e-4)  # no predictions: ± std
+    attach_stats(rows, load_predictions(rs.paths, rs.records)[0])
+    below, above = score_error(mg)
+    assert below == pytest.approx(mg.score - mg.stats.score.low) and above == pytest.approx(mg.stats.score.high - mg.score)
+    assert below > 0.1  # two seeds: the t interval (12.7 x the standard error) is far wider than ± std
+
+
+# ----- issue 10's guard ------------------------------------------------------------------------------
+
+def _guarded(before, after, calibration=None):
+    spec = dict(RUNS[("magnitude_global", 0.1)], rem=after)
+    rec = make_record("flop", 0.1, 0, spec)
+    rec["details"]["method"]["remaining_before_finalize"] = before
+    if calibration is not None:
+        rec["details"]["method"]["calibration"] = calibration
+    return rec
+
+
+def test_leaderboard_flags_budget_enforced_by_truncation_and_calibration(tmp_path):
+    from reports.leaderboard import leaderboard_rows
+
+    calib = {"calibrated_on": {"steps": 300, "task": "sst2"}, "run": {"steps": 200, "task": "sst2"},
+             "matches": False, "differs": ["steps"]}
+    truncated = leaderboard_rows([_guarded(0.465, 0.1, calib)])[0]
+    assert truncated["enforced_by_truncation"] is True
+    assert truncated["finalize_removed"] == pytest.approx((0.465 - 0.1) / 0.465)
+    assert truncated["calibration_note"] == "calibrated on steps=300, run on steps=200"
+    mild = leaderboard_rows([_guarded(0.13, 0.1, {**calib, "matches": True, "differs": []})])[0]
+    assert mild["enforced_by_truncation"] is False and mild["calibration_note"] is None  # 23% <= a quarter
+    assert leaderboard_rows([make_record("random", 0.1, 0, RUNS[("random", 0.1)])])[0]["finalize_removed"] is None
+    md = to_markdown([truncated, mild], [_guarded(0.465, 0.1)])
+    assert "| flop † ‡ |" in md and "| flop |" in md
+    assert "budget enforced by truncation: finalize removed 78% of the weights" in md
+    assert "‡ sst2 flop at 0.1: calibrated on steps=300, run on steps=200." in md
+
+
+def test_report_flags_truncation_and_calibration(tmp_path):
+    from prunebench.records import write_record
+
+    calib = {"calibrated_on": {"steps": 300}, "run": {"steps": 200}, "matches": False, "differs": ["steps"]}
+    path = tmp_path / "results" / "records" / TASK / "flop" / "0.1" / "seed0.json"
+    write_record(_guarded(0.465, 0.1, calib), path)
+    html = render_report([path], tmp_path / "r.html").read_text()
+    board = html.split('id="leaderboard-table"')[1].split("</table>")[0]
+    assert 'class="flag truncation"' in board and 'class="flag calibration"' in board
+    notes = html.split('id="leaderboard-notes"')[1].split("</ul>")[0]
+    assert "budget enforced by truncation" in notes and "calibrated on steps=300, run on steps=200" in notes
+
+
+# ----- the published leaderboard, regenerated from committed records (issue 11, part 8) ----------------
+
+def _small_record_folder(root: Path) -> Path:
+    from prunebench.records import write_record
+    from tests.report_records import record_path, write_record_predictions
+
+    for method, budget in [("dense", 1.0), ("magnitude_global", 0.5), ("random", 0.5)]:
+        rec = make_record(method, budget, 0, RUNS[(method, budget)])
+        write_record(rec, record_path(root, method, budget, 0))
+        write_record_predictions(rec, record_path(root, method, budget, 0))
+    return root / "records"
+
+
+def test_published_leaderboard_check_passes_skips_and_fails_with_a_diff(tmp_path):
+    from reports.published import check, regenerate
+
+    status, message = check(tmp_path / "absent", tmp_path)
+    assert status == 0 and message.startswith("SKIP: no committed records")
+    records, published = _small_record_folder(tmp_path), tmp_path / "published"
+    regenerate(records, published)
+    assert check(records, published) == (0, f"OK: {published}/leaderboard.{{md,csv,json}} match the records under {records}")
+    md = published / "leaderboard.md"
+    md.write_text(md.read_text() + "\nGenerated 2031-01-01T00:00:00+00:00\n")  # volatile: ignored
+    assert check(records, published)[0] == 0
+    md.write_text(md.read_text().replace("accuracy 0.8900", "accuracy 0.9900"))
+    rows = json.loads((published / "leaderboard.json").read_text())
+    rows[1]["score_low"] += 0.01
+    (published / "leaderboard.json").write_text(json.dumps(rows))
+    status, message = check(records, published)
+    assert status == 1 and message.startswith("FAIL")
+    assert "-| sst2 | 0.5 | 1 | magnitude_global | 1 | accuracy 0.9900" in message
+    assert "+| sst2 | 0.5 | 1 | magnitude_global | 1 | accuracy 0.8900" in message
+    assert "leaderboard.json row 1 (magnitude_global @ 0.5), score_low" in message
+
+
+def test_publish_copies_records_with_predictions_and_the_check_then_passes(tmp_path):
+    from reports.published import check, publish
+    from reports.stats import predictions_path
+
+    run = _small_record_folder(tmp_path / "run")
+    run_records = sorted(p for p in run.rglob("seed*.json") if not p.name.endswith(".predictions.json"))
+    records, published = tmp_path / "reports" / "records", tmp_path / "reports"
+    (records / "stale").mkdir(parents=True)  # what an earlier publication left is replaced
+    publish(run_records, records, published)
+    assert not (records / "stale").exists()
+    copied = sorted(p.relative_to(records) for p in records.rglob("*.json"))
+    assert len(copied) == 2 * len(run_records)
+    assert check(records, published)[0] == 0
+    predictions_path(run_records[0]).unlink()
+    with pytest.raises(FileNotFoundError, match="predictions"):
+        publish(run_records, tmp_path / "other", tmp_path / "other")
+
+
+def test_cli_leaderboard_takes_a_records_folder(tmp_path):
+    from prunebench.cli import main
+
+    records = _small_record_folder(tmp_path)
+    assert main(["leaderboard", "--records", str(records), "--markdown", str(tmp_path / "a.md"), "--csv",
+                 str(tmp_path / "a.csv")]) == 0
+    rows = json.loads((tmp_path / "a.json").read_text())
+    assert [r["method"] for r in rows] == ["dense", "magnitude_global", "random"]
+    assert "predictions" not in (tmp_path / "a.md").read_text().split("| task |")[1]  # no .predictions.json as a record
+
+
+def test_committed_leaderboard_is_what_the_committed_records_give(monkeypatch):
+    from reports.published import check, has_records
+
+    if not has_records(REPO / "reports" / "records"):
+        pytest.skip("no records committed under reports/records yet: the published leaderboard cannot be regenerated")
+    monkeypatch.chdir(REPO)
+    status, message = check(Path("reports/records"), Path("reports"))
+    assert status == 0, message

@@ -1,5 +1,6 @@
-"""Reweighted proximal pruning: the proximal step is exactly the formula, the sparsity floor
-holds, the calibrated gamma reaches the budget, and trained models meet it exactly."""
+"""Reweighted proximal pruning: the proximal step is exactly the formula and scales with the lr,
+the sparsity floor holds, the calibrated gamma reaches the budget (uncapped) or keeps survivors' size
+(capped), the loss gradient can change the survivors, and trained models meet the budget exactly."""
 
 import pytest
 import torch
@@ -42,6 +43,7 @@ def test_after_step_applies_the_formula_to_every_encoder_matrix(tiny_model):
 def test_floor_stops_a_strong_penalty_at_the_schedule(tiny_model):
     method = methods.build("rpp", 0.3, {"gamma": 1e3, "warmup_fraction": 0.0, "cooldown_fraction": 0.3})
     method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))
+    method.current_lr = 1e-4
     method.after_step(tiny_model, 1)
     assert method.limited_steps == 1
     assert remaining_fraction(tiny_model) == pytest.approx(method.floor_at(1), abs=1e-4)
@@ -55,16 +57,98 @@ def test_no_proximal_step_during_warmup(tiny_model):
     assert all(torch.equal(b, m.weight) for b, m in zip(before, prunable_linears(tiny_model).values()))
 
 
-def test_calibrated_gamma_reaches_the_budget_by_the_end_of_pruning(tiny_model):
-    # Proximal steps alone (no loss gradient): the calibrated gamma should bring the model close
-    # to the budget by the end of the pruning phase, never below the floor.
-    method = methods.build("rpp", 0.3, {"reweight_every": 1, "warmup_fraction": 0.1, "cooldown_fraction": 0.3})
+def trainer_lr(step: int, total: int, peak: float = 1e-4, warmup_ratio: float = 0.1) -> float:
+    """The lr the trainer uses in ``step`` (1-based): linear warm-up, then linear decay to 0."""
+    warmup = int(warmup_ratio * total)
+    s = step - 1
+    return peak * ((s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+
+
+def proximal_only(method, model, total: int, last: int) -> None:
+    """Run ``after_step`` alone (no loss gradient) with the trainer's lr for steps 1..last."""
+    for step in range(1, last + 1):
+        method.current_lr = trainer_lr(step, total)
+        method.after_step(model, step)
+        assert remaining_fraction(model) >= method.floor_at(step) - 1e-4
+
+
+def test_uncapped_calibration_reaches_the_budget_by_the_end_of_pruning(tiny_model):
+    # min_survivor_scale 0: the proximal steps alone, with the lr-scaled step of a linearly decaying
+    # lr, bring the model close to the budget by the end of the pruning phase, never below the floor.
+    method = methods.build("rpp", 0.3, {"reweight_every": 1, "min_survivor_scale": 0.0})
     method.prepare(tiny_model, TrainingPlan(total_steps=100, seed=0))
-    assert method.gamma > 0
-    for step in range(1, 71):
-        method.after_step(tiny_model, step)
-        assert remaining_fraction(tiny_model) >= method.floor_at(step) - 1e-4
+    proximal_only(method, tiny_model, 100, 70)
+    assert method.gamma > 0 and method.lr_integral == pytest.approx(sum(trainer_lr(s, 100) for s in range(11, 71)))
     assert remaining_fraction(tiny_model) == pytest.approx(0.3, abs=0.03)
+
+
+def test_proximal_step_scales_with_the_lr_of_the_step(tiny_model):
+    # Guo et al.: the proximal operator is taken with the optimiser's step size. Same gamma and
+    # alpha, lr 10x smaller -> threshold 10x smaller.
+    settings = {"gamma": 0.05, "warmup_fraction": 0.0, "reweight_every": 1000}
+    shrink = []
+    for lr in (1e-4, 1e-5):
+        model = load_pretrained("tiny-random", num_labels=2, seed=0, label_names=("negative", "positive"))
+        method = methods.build("rpp", 0.3, settings)
+        method.prepare(model, TrainingPlan(total_steps=10, seed=0))
+        w = next(iter(prunable_linears(model).values())).weight
+        big = w.detach().abs() > 0.05  # shrunk, not zeroed, at both lrs
+        before = w.detach().clone()
+        method.current_lr = lr
+        method.after_step(model, 1)
+        shrink.append(float((before.abs() - w.detach().abs())[big].mean()))
+    assert shrink[0] == pytest.approx(10 * shrink[1], rel=1e-3)
+
+
+def test_kept_weights_are_not_shrunk_beyond_the_stated_factor(tiny_model):
+    # Proximal steps only, through the whole budget and finalize: the median survivor keeps at
+    # least min_survivor_scale (0.9) of its start size, minus a small tolerance for the discrete
+    # steps; the proximal steps still do most of the pruning (remaining well below 1).
+    start = {n: m.weight.detach().clone() for n, m in prunable_linears(tiny_model).items()}
+    method = methods.build("rpp", 0.3, {"reweight_every": 1})
+    method.prepare(tiny_model, TrainingPlan(total_steps=100, seed=0))
+    proximal_only(method, tiny_model, 100, 100)
+    model = method.finalize(tiny_model)
+    ratios = torch.cat([(m.weight.detach().abs() / start[n].abs())[m.weight != 0]
+                        for n, m in prunable_linears(model).items()])
+    assert float(ratios.median()) >= 0.88
+    assert method.remaining_before_finalize < 0.65
+
+
+def test_loss_gradient_changes_which_weights_survive(tiny_model):
+    # Weights ranked just below the budget's cut-off are needed by the loss (its gradient pushes
+    # them outward), weights just above are not (pushed to zero). AdamW on that loss with the
+    # trainer's lr schedule, then RPP's proximal step: the needed ones survive, so the surviving
+    # set is not the magnitude top-k of the start weights. Peak lr 5e-5: with a constant proximal
+    # step (old code) 16% of the needed weights die and 16% of the unneeded ones survive.
+    linears = prunable_linears(tiny_model)
+    flat = torch.cat([m.weight.detach().abs().flatten() for m in linears.values()])
+    order = flat.argsort(descending=True)
+    keep, band = round(0.3 * flat.numel()), round(0.05 * flat.numel())
+    needed, unneeded = order[keep:keep + band], order[keep - band:keep]  # ranks 30-35% / 25-30%
+    sign = torch.cat([m.weight.detach().sign().flatten() for m in linears.values()])
+    push = torch.zeros_like(flat)
+    push[needed], push[unneeded] = -sign[needed], sign[unneeded]  # d loss / d w
+    total = 100
+    method = methods.build("rpp", 0.3, {})
+    method.prepare(tiny_model, TrainingPlan(total_steps=total, seed=0))
+    params = [m.weight for m in linears.values()]
+    optimizer = torch.optim.AdamW(params, lr=1.0, weight_decay=0.0)
+    for step in range(1, total + 1):
+        lr = trainer_lr(step, total, peak=5e-5)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        loss = (torch.cat([p.flatten() for p in params]) * push).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        method.current_lr = lr
+        method.after_step(tiny_model, step)
+    method.finalize(tiny_model)
+    alive = torch.cat([m.weight.detach().flatten() != 0 for m in linears.values()])
+    assert float(alive[needed].float().mean()) > 0.95
+    assert float(alive[unneeded].float().mean()) < 0.05
+    assert float(alive[order[:keep]].float().mean()) < 0.95  # not the magnitude top-k
 
 
 def test_budget_met_and_saved_model_is_plain(tiny_model, tokenizer, sst2_small, tmp_path):
@@ -89,3 +173,12 @@ def test_settings_are_checked():
         methods.build("rpp", 0.5, {"gamma": -1.0})
     with pytest.raises(ValueError, match="reweight_every"):
         methods.build("rpp", 0.5, {"reweight_every": 0})
+    with pytest.raises(ValueError, match="min_survivor_scale"):
+        methods.build("rpp", 0.5, {"min_survivor_scale": 1.0})
+
+
+def test_missing_lr_is_a_clear_error(tiny_model):
+    method = methods.build("rpp", 0.3, {"warmup_fraction": 0.0})
+    method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))
+    with pytest.raises(RuntimeError, match="current_lr"):
+        method.after_step(tiny_model, 1)

@@ -57,3 +57,63 @@ def test_bf16_autocast_trains_and_returns_fp32(tokenizer, sst2_small):
     model = _trained(0, tokenizer, sst2_small, budget=budget)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model.classifier.weight.device.type == "cpu"
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ("AVX2", "fp32"), ("DEFAULT", "fp32"), ("AVX512", "fp32"),  # AVX-512 without BF16: emulated, slow
+    ("AVX512+AVX512_BF16", "bf16"), ("AVX512+AVX512_BF16+AMX", "bf16"), ("AVX512+AMX", "bf16"),
+])
+def test_auto_precision_is_bf16_only_where_native(capability, expected):
+    from prunebench.trainer import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cpu"), capability) == expected
+    assert resolve_precision("fp32", torch.device("cpu"), capability) == "fp32"  # explicit choices kept
+    assert resolve_precision("bf16", torch.device("cpu"), capability) == "bf16"
+
+
+def test_auto_precision_uses_the_cpu_capability(monkeypatch):
+    from prunebench import trainer
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert trainer.cpu_capability() == "AVX2"
+    assert trainer.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert trainer.cpu_capability() == "AVX512+AVX512_BF16"
+    assert trainer.resolve_precision("auto", torch.device("cpu")) == "bf16"
+
+
+def test_bad_precision_and_steps_are_clear_errors():
+    with pytest.raises(ValueError, match="precision.*'fp16'"):
+        FinetuneBudget(steps=10, precision="fp16")
+    with pytest.raises(ValueError, match=r"steps.*\[3, 5\]"):
+        FinetuneBudget(steps=[3, 5])
+
+
+def test_train_result_reports_precision_and_throughput(tokenizer, sst2_small, monkeypatch):
+    from prunebench import trainer
+
+    monkeypatch.setattr(trainer, "cpu_capability", lambda: "AVX2")
+    budget = FinetuneBudget(steps=4, batch_size=8, learning_rate=1e-3, freeze_embeddings=False, precision="auto")
+    model = load_pretrained("tiny-random", 2, 0)
+    result = train(model, sst2_small["train"], tokenizer, budget, None, seed=0)
+    assert result.precision == "fp32" and result.cpu_capability == "AVX2"
+    assert result.examples == 4 * 8
+    assert result.examples_per_s == pytest.approx(32 / result.wall_time_s)
+    assert result.steps_per_s == pytest.approx(4 / result.wall_time_s)
+
+
+def test_prepadded_batches_equal_tokenizer_pad(tokenizer, sst2_small):
+    from prunebench.trainer import PrePadded, _collate
+
+    data = sst2_small["train"]
+    padded = PrePadded(data, tokenizer)
+    stream = length_grouped_batches(data["length"], 8, seed=0)
+    for _ in range(20):
+        idx = next(stream)
+        old, new = _collate(data, idx, tokenizer), padded.batch(idx)
+        assert old.keys() == new.keys()
+        for k in old:
+            assert old[k].dtype == new[k].dtype and torch.equal(old[k], new[k]), k

@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from prunebench.records import read_record
+from prunebench.records import predictions_path, read_predictions, read_record
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.workflow
+
+
+def _records(folder: Path) -> list[Path]:
+    """The result records under ``folder`` (not their ``*.predictions.json`` companions)."""
+    return sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".predictions.json"))
 
 
 def _snakemake(*args, results: Path, check=True):
@@ -34,10 +39,12 @@ def smoke_run(tmp_path_factory):
 
 
 def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
-    records = sorted((smoke_run / "records").rglob("*.json"))
+    records = _records(smoke_run / "records")
     assert len(records) == 1 + 4 * 2  # dense + 4 methods x 2 budgets, 1 seed
     for path in records:
         rec = read_record(path)
+        # per-example predictions beside every record, matching it (n, references, metric value)
+        assert read_predictions(predictions_path(path), rec).n == rec["details"]["training"]["eval_examples"]
         if rec["method"] != "dense":
             # measured sparsity matches the budget within 0.5 points
             assert abs(rec["metrics"]["encoder_remaining"]["value"] - rec["budget"]) <= 0.005
@@ -105,16 +112,16 @@ def test_killed_run_resumes_and_keeps_finished_results(tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 900
-    while time.time() < deadline and len(list((tmp_path / "records").rglob("*.json"))) < 3:
+    while time.time() < deadline and len(_records(tmp_path / "records")) < 3:
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "records").rglob("*.json")}
+    finished = {p: p.stat().st_mtime_ns for p in _records(tmp_path / "records")}
     assert 3 <= len(finished) < 9, "the run was interrupted part-way"
     subprocess.run([*cmd, "--unlock"], cwd=REPO, env=env, capture_output=True, timeout=300, check=True)
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert len(list((tmp_path / "records").rglob("*.json"))) == 9
+    assert len(_records(tmp_path / "records")) == 9
     # the newest record may belong to the job that was still finishing when killed: Snakemake reruns that job
     newest = max(finished, key=finished.get)
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items() if p != newest), "finished records were not redone"

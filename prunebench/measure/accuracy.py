@@ -2,16 +2,22 @@
 
 Classification: accuracy (and F1 where the task reports it) of the arg-max class.
 Extractive QA (SQuAD): exact match and F1 of the best span per example (``prunebench.qa``).
+
+``evaluate_task`` also returns the per-example predictions in dataset order (evaluation runs
+in length-sorted batches; the order is restored): predicted and gold labels, or each
+question's exact match and F1. They are saved beside the record (``prunebench.records``) for
+the intervals and paired tests of ``reports.stats``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from prunebench.qa import best_answers
+from prunebench.qa import best_answers, question_scores
 from prunebench.tasks import TaskSpec
 from prunebench.trainer import INPUT_COLUMNS
 
@@ -64,8 +70,23 @@ def span_logits(model: torch.nn.Module, features, tokenizer, batch_size: int) ->
     return _restore_order(starts, order), _restore_order(ends, order)
 
 
-def task_metrics(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None) -> dict[str, float]:
-    """The task's metric values (fractions), e.g. ``{"accuracy": 0.91}``.
+@dataclass
+class Evaluation:
+    """A model's task metrics and its per-example predictions (dataset order).
+
+    ``kind`` "labels": ``predictions`` are predicted label indices, ``references`` gold ones;
+    ``kind`` "scores": ``predictions`` maps each metric to per-question scores, ``references``
+    are each question's gold answers.
+    """
+
+    metrics: dict[str, float]
+    kind: str
+    predictions: list | dict[str, list[float]]
+    references: list
+
+
+def evaluate_task(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None) -> Evaluation:
+    """The task's metric values (fractions) and the per-example predictions behind them.
 
     For extractive QA ``dataset`` holds the evaluation windows and ``examples`` the raw
     examples (question, context, gold answers).
@@ -74,11 +95,18 @@ def task_metrics(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, exa
 
     metric = load_metric(spec.metric)
     if spec.kind == "classification":
-        return metric.compute(predictions=predict(model, dataset, tokenizer, batch_size),
-                              references=list(dataset["label"]))
+        preds, refs = predict(model, dataset, tokenizer, batch_size), [int(r) for r in dataset["label"]]
+        return Evaluation(metric.compute(predictions=preds, references=refs), "labels", preds, refs)
     if examples is None:
         raise ValueError("extractive QA evaluation needs the raw examples")
     starts, ends = span_logits(model, dataset, tokenizer, batch_size)
     answers = best_answers(examples, dataset, starts, ends)
-    return metric.compute(predictions=[answers[e["id"]] for e in examples],
-                          references=[e["answers"]["text"] for e in examples])
+    texts = [answers[e["id"]] for e in examples]
+    golds = [list(e["answers"]["text"]) for e in examples]
+    return Evaluation(metric.compute(predictions=texts, references=golds), "scores",
+                      question_scores(texts, golds), golds)
+
+
+def task_metrics(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None) -> dict[str, float]:
+    """The task's metric values (fractions), e.g. ``{"accuracy": 0.91}`` (see ``evaluate_task``)."""
+    return evaluate_task(model, dataset, tokenizer, spec, batch_size, examples).metrics

@@ -3,7 +3,7 @@ import re
 import sys
 
 import methods
-from prunebench.config import ConfigError, budget_label, for_task, resolve
+from prunebench.config import ConfigError, budget_label, finetune_steps, for_task, resolve, steps_suffix
 
 try:
     EXP = resolve(config)
@@ -15,17 +15,29 @@ TASKS = EXP["tasks"]
 METHODS = EXP["methods"]
 BUDGETS = [budget_label(b) for b in EXP["budgets"]]
 SEEDS = [str(s) for s in EXP["seeds"]]
+# Fine-tuning lengths: one (every path as before) or a list swept like budgets, each length its
+# own dense model and method runs, named by the `steps` wildcard ('_steps800' after the seed).
+STEPS = finetune_steps(EXP)
+SWEPT = len(STEPS) > 1
+STEP_SUFFIXES = [steps_suffix(s, SWEPT) for s in STEPS]
+LONGEST = steps_suffix(max(STEPS), SWEPT)  # the length the leaderboard and head ablation use
 
 
-def job_experiment(task, method="dense"):
+def steps_of(suffix):
+    """The fine-tuning steps a `steps` wildcard names ('' = the one configured length)."""
+    return int(suffix[len("_steps"):]) if suffix else STEPS[0]
+
+
+def job_experiment(task, method="dense", steps=""):
     """The experiment as one training job sees it (JSON): its task's overrides merged in, without
     the fan-out lists, other methods' settings, thread counts (given by Snakemake) and the
     measurement settings, so adding a method, budget or seed, or changing how latency is
-    timed, does not re-train finished models."""
+    timed, does not re-train finished models. `finetune.steps` is this job's one length (an int)."""
     exp = for_task(EXP, task)
     skip = ("methods", "budgets", "seeds", "tasks", "method_settings", "measure", "threads", "head_ablation_modes")
     job = {k: v for k, v in exp.items() if k not in skip}
     job["method_settings"] = {method: EXP.get("method_settings", {}).get(method, {})} if method != "dense" else {}
+    job["finetune"] = {**job["finetune"], "steps": steps_of(steps)}
     return json.dumps(job, sort_keys=True)
 
 
@@ -44,6 +56,7 @@ wildcard_constraints:
     method=_alternatives(METHODS + ["dense"]),
     budget=_alternatives(BUDGETS + ["1"]),
     seed=r"\d+",
+    steps="(?:" + "|".join(re.escape(s) for s in STEP_SUFFIXES) + ")",
 
 
 # Latency is timed on a quiet machine: a measure job takes every unit of the `timing`
@@ -53,12 +66,12 @@ wildcard_constraints:
 TIMING_UNITS = 1000
 
 
-def dense_record(task, seed):
-    return f"{RESULTS}/records/{task}/dense/1/seed{seed}.json"
+def dense_record(task, seed, steps=""):
+    return f"{RESULTS}/records/{task}/dense/1/seed{seed}{steps}.json"
 
 
-def method_record(task, method, budget, seed):
-    return f"{RESULTS}/records/{task}/{method}/{budget}/seed{seed}.json"
+def method_record(task, method, budget, seed, steps=""):
+    return f"{RESULTS}/records/{task}/{method}/{budget}/seed{seed}{steps}.json"
 
 
 def method_budgets(method):
@@ -66,10 +79,13 @@ def method_budgets(method):
     return ["1"] if methods.get(method).budget_free else BUDGETS
 
 
-def all_records():
-    """Every record the experiment produces: dense per (task, seed), methods per (task, budget, seed)."""
-    paths = [dense_record(t, s) for t in TASKS for s in SEEDS]
-    paths += [method_record(t, m, b, s) for t in TASKS for m in METHODS for b in method_budgets(m) for s in SEEDS]
+def all_records(step_suffixes=None):
+    """Every record the experiment produces: dense per (task, seed, steps), methods per (task, budget,
+    seed, steps); only the lengths in `step_suffixes` when given."""
+    lengths = STEP_SUFFIXES if step_suffixes is None else step_suffixes
+    paths = [dense_record(t, s, n) for t in TASKS for s in SEEDS for n in lengths]
+    paths += [method_record(t, m, b, s, n) for t in TASKS for m in METHODS for b in method_budgets(m) for s in SEEDS
+              for n in lengths]
     return paths
 
 
@@ -81,25 +97,25 @@ def reference_of(method):
     return cls.make_settings(EXP.get("method_settings", {}).get(method, {})).reference
 
 
-def training_summary(task, method, budget, seed):
+def training_summary(task, method, budget, seed, steps=""):
     """The training job's half of a record (metric, remaining weights, training details)."""
-    return f"{RESULTS}/summaries/{task}/{method}/{budget}/seed{seed}.json"
+    return f"{RESULTS}/summaries/{task}/{method}/{budget}/seed{seed}{steps}.json"
 
 
-def model_dir(task, method, budget, seed):
+def model_dir(task, method, budget, seed, steps=""):
     if method == "dense":
-        return f"{RESULTS}/models/{task}/dense/seed{seed}"
-    return f"{RESULTS}/models/{task}/{method}/{budget}/seed{seed}"
+        return f"{RESULTS}/models/{task}/dense/seed{seed}{steps}"
+    return f"{RESULTS}/models/{task}/{method}/{budget}/seed{seed}{steps}"
 
 
 def prune_inputs(w):
     """The dense checkpoint (for methods that start from it) and a reference method's summary."""
     inputs = {}
     if methods.get(w.method).starts_from == "dense":
-        inputs["dense"] = model_dir(w.task, "dense", "1", w.seed)
+        inputs["dense"] = model_dir(w.task, "dense", "1", w.seed, w.steps)
     ref = reference_of(w.method)
     if ref is not None:
-        inputs["reference"] = training_summary(w.task, ref, w.budget, w.seed)
+        inputs["reference"] = training_summary(w.task, ref, w.budget, w.seed, w.steps)
     return inputs
 
 
@@ -112,9 +128,11 @@ def reference_arg(w, input):
 
 
 def measure_inputs(w):
-    return {"summary": training_summary(w.task, w.method, w.budget, w.seed),
-            "model": model_dir(w.task, w.method, w.budget, w.seed),
-            "dense": model_dir(w.task, "dense", "1", w.seed)}
+    return {"summary": training_summary(w.task, w.method, w.budget, w.seed, w.steps),
+            "predictions": training_summary(w.task, w.method, w.budget, w.seed, w.steps)[:-len(".json")]
+            + ".predictions.json",
+            "model": model_dir(w.task, w.method, w.budget, w.seed, w.steps),
+            "dense": model_dir(w.task, "dense", "1", w.seed, w.steps)}
 
 
 def final_outputs():

@@ -4,7 +4,8 @@ rule measure:
     input:
         unpack(measure_inputs),
     output:
-        f"{RESULTS}/records/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
+        record=f"{RESULTS}/records/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.json",
+        predictions=f"{RESULTS}/records/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.predictions.json",
     params:
         measure=lambda w: job_measurement(w.task),
     threads: EXP["threads"]["measure"]
@@ -13,9 +14,9 @@ rule measure:
         runtime=30,
         timing=TIMING_UNITS,
     log:
-        f"{RESULTS}/logs/measure/{{task}}/{{method}}/{{budget}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/measure/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/measure/{{task}}/{{method}}/{{budget}}/seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/measure/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.tsv"
     shell:
         "python -m prunebench measure --summary {input.summary} --model-dir {input.model} --dense-dir {input.dense}"
-        " --measure {params.measure:q} --record {output} --threads {threads} > {log} 2>&1"
+        " --measure {params.measure:q} --record {output.record} --threads {threads} > {log} 2>&1"

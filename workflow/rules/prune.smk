@@ -5,10 +5,11 @@ rule prune:
     input:
         unpack(prune_inputs),
     output:
-        model=directory(f"{RESULTS}/models/{{task}}/{{method}}/{{budget}}/seed{{seed}}"),
-        summary=f"{RESULTS}/summaries/{{task}}/{{method}}/{{budget}}/seed{{seed}}.json",
+        model=directory(f"{RESULTS}/models/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}"),
+        summary=f"{RESULTS}/summaries/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.json",
+        predictions=f"{RESULTS}/summaries/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.predictions.json",
     params:
-        exp=lambda w: job_experiment(w.task, w.method),
+        exp=lambda w: job_experiment(w.task, w.method, w.steps),
         dense=dense_arg,
         reference=reference_arg,
     threads: EXP["threads"]["train"]
@@ -17,9 +18,9 @@ rule prune:
         runtime=120,
         timing=1,
     log:
-        f"{RESULTS}/logs/{{task}}/{{method}}/{{budget}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/{{task}}/{{method}}/{{budget}}/seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.tsv"
     shell:
         "python -m prunebench prune --experiment {params.exp:q} --task {wildcards.task} --method {wildcards.method}"
         " --budget {wildcards.budget} --seed {wildcards.seed} {params.dense} {params.reference}"

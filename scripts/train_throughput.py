@@ -1,0 +1,146 @@
+"""Speed of the benchmark's training jobs, in one run: today's step vs. the pre-padded batches.
+
+Prints (1 thread, as a default-profile training job runs):
+
+- job start-up: importing prunebench, loading the model, loading and tokenizing the task data;
+- batch building: ``_collate`` (``dataset[indices]`` + ``tokenizer.pad``) vs. ``PrePadded.batch``
+  (the split padded once into numpy arrays), per batch, and whether the tensors are identical;
+- training throughput (examples/s) of the whole step with each collator, fp32 and bf16, and the ratio;
+- same seed -> same model: the smoke budget trained with each collator gives identical weights.
+
+    python scripts/train_throughput.py                     # embedded MiniLM on SST-2, batch 32
+    python scripts/train_throughput.py --steps 10 --model tiny-random
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def import_time() -> float:
+    """Seconds a fresh interpreter takes to import what a training job imports."""
+    code = "import time; t = time.perf_counter(); import prunebench.experiment, methods; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def collate_times(dataset, tokenizer, batch_size: int, n: int) -> dict:
+    """Per-batch seconds of the two collators on the same index batches; checks equal tensors."""
+    import torch
+
+    from prunebench.trainer import PrePadded, _collate, length_grouped_batches
+
+    padded, prepad_s = timed(PrePadded, dataset, tokenizer)
+    stream = length_grouped_batches(dataset["length"], batch_size, seed=0)
+    batches = [next(stream) for _ in range(n)]
+    old, old_s = timed(lambda: [_collate(dataset, b, tokenizer) for b in batches])
+    new, new_s = timed(lambda: [padded.batch(b) for b in batches])
+    same = all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(old, new))
+    return {"old_ms": 1e3 * old_s / n, "new_ms": 1e3 * new_s / n, "prepad_s": prepad_s, "identical": same}
+
+
+def step_throughput(model_name, spec, dataset, tokenizer, steps: int, batch_size: int, precision: str, old: bool) -> float:
+    """Examples/s of ``steps`` training steps of a fresh model (old = ``_collate`` batches)."""
+    from prunebench import trainer
+    from prunebench.modeling import load_pretrained
+
+    model = load_pretrained(model_name, spec.num_labels, 0, spec.label_names, spec.kind)
+    budget = trainer.FinetuneBudget(steps=steps, batch_size=batch_size, learning_rate=1e-4, precision=precision)
+    original = trainer._collator
+    if old:
+        trainer._collator = lambda ds, tok: (lambda idx: trainer._collate(ds, idx, tok))
+    try:
+        result = trainer.train(model, dataset, tokenizer, budget, None, seed=0, log_every=10**9)
+    finally:
+        trainer._collator = original
+    return result.examples_per_s
+
+
+def same_model_check(dataset, tokenizer, spec) -> bool:
+    """The smoke budget (tiny model, 30 steps) with each collator: identical weights."""
+    import torch
+
+    from prunebench import trainer
+    from prunebench.modeling import load_pretrained
+
+    budget = trainer.FinetuneBudget(steps=30, batch_size=16, learning_rate=2e-3, freeze_embeddings=False, precision="fp32")
+    weights = []
+    for old in (True, False):
+        model = load_pretrained("tiny-random", spec.num_labels, 0, spec.label_names, spec.kind)
+        original = trainer._collator
+        if old:
+            trainer._collator = lambda ds, tok: (lambda idx: trainer._collate(ds, idx, tok))
+        try:
+            trainer.train(model, dataset, tokenizer, budget, None, seed=0, log_every=10**9)
+        finally:
+            trainer._collator = original
+        weights.append(model.state_dict())
+    return all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded", help="model to time (default: the default profile's)")
+    p.add_argument("--train", default=str(REPO / "../shared/data/sst2/train.tsv"), help="SST-2 training TSV")
+    p.add_argument("--eval", default=str(REPO / "../shared/data/sst2/dev.tsv"), help="SST-2 dev TSV")
+    p.add_argument("--steps", type=int, default=15, help="timed training steps per variant")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size")
+    p.add_argument("--max-seq-len", type=int, default=128, help="truncation length")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="precisions to time")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from prunebench.data import DataConfig, load_task_data
+    from prunebench.modeling import load_pretrained, load_tokenizer
+    from prunebench.tasks import get_task
+    from prunebench.trainer import cpu_capability, resolve_precision, tokenize
+
+    spec = get_task("sst2")
+    print(f"CPU capability: {cpu_capability()}; precision 'auto' resolves to "
+          f"{resolve_precision('auto', torch.device('cpu'))}; 1 thread")
+    print("\n== job start-up ==")
+    print(f"import prunebench.experiment + methods (fresh interpreter): {import_time():.2f} s")
+    tokenizer, t_tok = timed(load_tokenizer, args.model)
+    _, t_model = timed(load_pretrained, args.model, spec.num_labels, 0, spec.label_names, spec.kind)
+    data, t_data = timed(load_task_data, spec, DataConfig.from_dict({"source": "local", "train": args.train, "eval": args.eval}))
+    train_ds, t_tokenize = timed(tokenize, data["train"], tokenizer, spec.text_fields, args.max_seq_len)
+    print(f"load tokenizer {t_tok:.2f} s, load model {t_model:.2f} s, load data {t_data:.2f} s, "
+          f"tokenize {len(train_ds)} training examples {t_tokenize:.2f} s")
+
+    print("\n== batch building (per batch) ==")
+    c = collate_times(train_ds, tokenizer, args.batch_size, 200)
+    print(f"_collate (dataset[idx] + tokenizer.pad): {c['old_ms']:.2f} ms; PrePadded.batch: {c['new_ms']:.3f} ms "
+          f"(ratio {c['old_ms'] / c['new_ms']:.0f}x; padding the split once: {c['prepad_s']:.2f} s); "
+          f"identical tensors: {c['identical']}")
+
+    print(f"\n== training step, {args.model}, batch {args.batch_size}, {args.steps} steps ==")
+    for precision in args.precisions:
+        old = step_throughput(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, old=True)
+        new = step_throughput(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, old=False)
+        print(f"{precision}: today {old:.1f} examples/s, pre-padded {new:.1f} examples/s, ratio {new / old:.3f}")
+
+    print("\n== same seed, same model ==")
+    small = tokenize(load_task_data(spec, DataConfig.from_dict({"source": "local", "train": args.train, "eval": args.eval,
+                                                                 "train_limit": 4000, "eval_limit": 64}))["train"],
+                     load_tokenizer("tiny-random"), spec.text_fields, 64)
+    print(f"tiny model, 30 steps, old vs pre-padded batches: identical weights: {same_model_check(small, load_tokenizer('tiny-random'), spec)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
