@@ -26,6 +26,7 @@ import jinja2
 from reports import figures
 from reports.analysis import find_head_ablations
 from reports.convergence import convergence_section, keep_longest_steps
+from reports.reference import budget_gaps, load_references
 from reports.collect import (aggregate, load_record_set, read_benchmarks, results_dir_of, wall_time_per_rule)
 from reports.leaderboard import TRUNCATION_LIMIT, attach_stats, board_from_rows, footnotes, hardware_text
 from reports.uncertainty import TEST_TEXT, load_predictions
@@ -93,7 +94,7 @@ def _seed_table(rows) -> list[dict]:
 def render_report(record_paths, out: Path, figure_path: Path | None = None, *, expected=None,
                   benchmarks_dir: Path | str | None = None, analysis_dir: Path | str | None = None,
                   survey_path: Path | str | None = None, results_dir: Path | str | None = None,
-                  generated: str | None = None) -> Path:
+                  generated: str | None = None, reference_dir: Path | str | None = None) -> Path:
     record_paths = [str(p) for p in record_paths]
     rs = load_record_set(record_paths, expected)
     convergence, convergence_error = _safe(convergence_section, rs.records)  # all lengths; the rest: the longest
@@ -108,6 +109,7 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         analysis_dir = results_dir / "analysis"
 
     records = rs.records
+    budget_gap, budget_gap_error = _safe(lambda: budget_gaps(records, load_references(reference_dir)))
     predictions, prediction_warnings = load_predictions(rs.paths, records)
     rows = aggregate(records)
     attach_stats(rows, predictions)
@@ -193,7 +195,8 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
             if f:
                 head_curves.append(f)
     expected_ablations = sorted({f"{results_dir / 'analysis' / t}/head_ablation_seed{s}.json"
-                                 for t in tasks for s in {r['seed'] for r in records if r['task'] == t}}) if results_dir else []
+                                 for t in tasks for s in {min(r['seed'] for r in records if r['task'] == t)}}) \
+        if results_dir else []  # the workflow analyses the first seed's dense model
     found = {a["a"].path for a in ablations}
     ablations_missing = [p for p in expected_ablations if p not in found]
 
@@ -242,6 +245,7 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         results_dir=str(results_dir) if results_dir else None,
         notes=notes,
         convergence=convergence, convergence_error=convergence_error,
+        budget_gap=budget_gap or [], budget_gap_error=budget_gap_error,
         generated=generated or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         status_counts=Counter(c.status for row in table for c in row.cells.values()),
     )

@@ -532,3 +532,32 @@ def test_committed_leaderboard_is_what_the_committed_records_give(monkeypatch):
     monkeypatch.chdir(REPO)
     status, message = check(Path("reports/records"), Path("reports"))
     assert status == 0, message
+
+
+# ----- converged dense reference: how short is the fine-tuning budget? (issue 11, part 6) -------------
+
+def test_report_states_the_gap_to_the_converged_dense_reference(tmp_path):
+    from reports.reference import budget_gaps, load_references
+
+    info = build_results(tmp_path / "results", predictions=False)
+    ref_dir = tmp_path / "reference"
+    ref_dir.mkdir()
+    dense = [json.loads(Path(p).read_text()) for p in info["expected"] if "/dense/" in str(p)]
+    summary = {"task": TASK, "method": "dense", "budget": 1.0, "seed": 0,
+               "metrics": {"accuracy": {"value": 0.95, "unit": "fraction"}},
+               "details": {"training": {"steps": 6315, "precision": "bf16"}},
+               "config": {"model": "tiny-random", "finetune": {"steps": 6315, "batch_size": 32}}}
+    (ref_dir / f"{TASK}_dense_steps6315_seed0.json").write_text(json.dumps(summary))
+    refs = load_references(ref_dir)
+    gaps = budget_gaps(dense, refs)
+    run_mean = sum(r["metrics"]["accuracy"]["value"] for r in dense) / len(dense)
+    assert len(gaps) == 1 and gaps[0]["gap_points"] == pytest.approx(100 * (0.95 - run_mean))
+    assert budget_gaps(dense, [refs[0].__class__(**{**refs[0].__dict__, "model": "embedded"})]) == []  # other model
+    html = render_report(info["expected"], tmp_path / "r.html", reference_dir=ref_dir).read_text()
+    assert 'id="finetune-budget"' in html and "fine-tuned for 6315 steps" in html
+    assert "Verdicts at a short fine-tuning budget" in html
+    (ref_dir / "broken.json").write_text(json.dumps({"task": TASK, "method": "random"}))
+    with pytest.raises(ValueError, match="broken.json"):
+        load_references(ref_dir)
+    html = render_report(info["expected"], tmp_path / "r2.html", reference_dir=ref_dir).read_text()
+    assert "Converged reference not shown" in html and 'id="finetune-budget"' not in html
