@@ -37,7 +37,7 @@ publish-leaderboard: install
 	$(BIN)/python -m prunebench leaderboard --records reports/records --markdown reports/leaderboard.md --csv reports/leaderboard.csv
 
 check-leaderboard: install
-	$(BIN)/python -m reports.published --records reports/records --published reports
+	$(BIN)/python -m reports.published --records reports/records --published reports --render-report
 
 clean-results:
 	rm -rf results .snakemake

@@ -109,16 +109,30 @@ def has_records(records: Path) -> bool:
     return records.is_dir() and any(records.rglob("seed*.json"))
 
 
-def check(records: Path, published: Path) -> tuple[int, str]:
-    """(exit status, message): 0 and "SKIP ..." without records, 0 when equal, 1 with the differences."""
+def render_published_report(records: Path, out: Path) -> Path:
+    """The HTML report of the committed records, with the project's own command (``prunebench report``)."""
+    from prunebench.cli import main
+
+    paths = sorted(str(p) for p in records.rglob("seed*.json") if not p.name.endswith(".predictions.json"))
+    if main(["report", "--records", *paths, "--out", str(out)]) != 0:
+        raise RuntimeError(f"prunebench report failed on the records under {records}")
+    return out
+
+
+def check(records: Path, published: Path, render: bool = False) -> tuple[int, str]:
+    """(exit status, message): 0 and "SKIP ..." without records, 0 when equal, 1 with the differences.
+    With ``render``, the HTML report of the records is also rendered (it must not fail)."""
     if not has_records(records):
         return 0, (f"SKIP: no committed records under {records}: the published leaderboard cannot be checked "
                    "until the records behind it are committed there (with their .predictions.json)")
     with tempfile.TemporaryDirectory(prefix="leaderboard-check-") as tmp:
         regenerate(records, Path(tmp))
         problems = compare(published, Path(tmp))
+        if render:
+            render_published_report(records, Path(tmp) / "report.html")
     if not problems:
-        return 0, f"OK: {published}/leaderboard.{{md,csv,json}} match the records under {records}"
+        return 0, (f"OK: {published}/leaderboard.{{md,csv,json}} match the records under {records}"
+                   + (" (and their report renders)" if render else ""))
     shown = problems[:MAX_REPORTED] + ([f"... and {len(problems) - MAX_REPORTED} more"] if len(problems) > MAX_REPORTED else [])
     return 1, (f"FAIL: the published leaderboard in {published} differs from what the records under {records} give "
                "(regenerate it with: make publish-leaderboard):\n" + "\n".join(shown))
@@ -151,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.published", description=__doc__.splitlines()[0])
     parser.add_argument("--records", default="reports/records", help="folder of the committed records")
     parser.add_argument("--published", default="reports", help="folder of the committed leaderboard.{md,csv,json}")
+    parser.add_argument("--render-report", action="store_true",
+                        help="also render the HTML report of the records (it must render without error)")
     parser.add_argument("--publish", nargs="+", metavar="RECORD", type=Path,
                         help="instead of checking: copy these run records (with predictions) under --records "
                              "and write the leaderboard from them into --published")
@@ -159,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         written = publish(args.publish, Path(args.records), Path(args.published))
         print(f"published {len(args.publish)} records under {args.records}: " + ", ".join(map(str, written)))
         return 0
-    status, message = check(Path(args.records), Path(args.published))
+    status, message = check(Path(args.records), Path(args.published), render=args.render_report)
     print(message, file=sys.stderr if status else sys.stdout)
     return status
 

@@ -481,6 +481,8 @@ def test_published_leaderboard_check_passes_skips_and_fails_with_a_diff(tmp_path
     records, published = _small_record_folder(tmp_path), tmp_path / "published"
     regenerate(records, published)
     assert check(records, published) == (0, f"OK: {published}/leaderboard.{{md,csv,json}} match the records under {records}")
+    status, message = check(records, published, render=True)
+    assert status == 0 and message.endswith("(and their report renders)")
     md = published / "leaderboard.md"
     md.write_text(md.read_text() + "\nGenerated 2031-01-01T00:00:00+00:00\n")  # volatile: ignored
     assert check(records, published)[0] == 0
