@@ -90,7 +90,7 @@ def test_steps_list_is_swept_and_precision_auto_accepted(raw):
     assert steps_suffix(200, False) == ""  # one length: paths as before
     raw["profile"] = "convergence"
     raw.pop("finetune")
-    assert finetune_steps(resolve(raw)) == [200, 800, 3200]
+    assert finetune_steps(resolve(raw)) == [200, 800, 1600]
 
 
 @pytest.mark.parametrize("steps, needle", [([200, 0], "finetune.steps"), ([], "finetune.steps"), ([5, 5], "non-unique")])

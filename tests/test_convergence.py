@@ -89,7 +89,7 @@ def test_convergence_profile_dry_runs():
     counts = {p[0]: int(p[1]) for p in (line.split() for line in stats.splitlines()) if len(p) == 2 and p[1].isdigit()}
     assert counts["finetune_dense"] == 3 and counts["prune"] == 5 * 3 and counts["measure"] == 6 * 3
     assert "head_ablation" not in counts
-    for steps in (200, 800, 3200):
+    for steps in (200, 800, 1600):
         assert f'seed0_steps{steps}.json' in text and f'"steps": {steps},' in text
 
 
