@@ -216,8 +216,9 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
     if budget.freeze_embeddings:
         for p in model.base_model.embeddings.parameters():
             p.requires_grad_(False)
+    collate = _collator(dataset, tokenizer)  # one batch builder for training and calibration
     if method is not None:
-        calibration = CalibrationSource(len(dataset), lambda idx: _collate(dataset, idx, tokenizer), seed, device)
+        calibration = CalibrationSource(len(dataset), collate, seed, device)
         method.prepare(model, TrainingPlan(total_steps=budget.steps, seed=seed, calibration=calibration))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -232,7 +233,6 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (budget.steps - s) / max(1, budget.steps - warmup)))
     # Each group keeps its own peak lr (e.g. movement scores); LambdaLR scales them all alike.
     batches = length_grouped_batches(dataset["length"], budget.batch_size, seed)
-    collate = _collator(dataset, tokenizer)
     trainable = [p for g in groups for p in g["params"]]
     model.train()
     curve, running, examples, start = [], 0.0, 0, time.perf_counter()
