@@ -32,6 +32,7 @@ from torch import nn
 from methods.base import PruningMethod, TrainingPlan
 from methods.registry import register
 from prunebench.budget import prunable_linears, remaining_fraction
+from prunebench.calibration import require_calibration
 from prunebench.masks import apply_masks
 
 PATTERNS = ("unstructured", "2:4")
@@ -77,6 +78,15 @@ class OneShotPruning(PruningMethod):
     def prune_oneshot(self, model: nn.Module, plan: TrainingPlan) -> dict[str, torch.Tensor]:
         """Prune ``self.linears`` in place and return the boolean keep-mask of each (by name)."""
 
+    def draw_calibration(self, plan: TrainingPlan):
+        """The calibration batches of the training split that the settings' ``calibration_examples`` and
+        ``calibration_batch_size`` ask for (Wanda, SparseGPT); which examples were used goes into the
+        record (``calibration_data``)."""
+        s = self.settings
+        calibration = require_calibration(plan, self.name)(s.calibration_examples, s.calibration_batch_size)
+        self.calibration_used = calibration.describe()
+        return calibration
+
     def pattern(self) -> tuple[int, int] | None:
         """The N:M pattern the method imposes, or ``None`` (unstructured)."""
         return parse_pattern(getattr(self.settings, "pattern", "unstructured"))
@@ -103,6 +113,8 @@ class OneShotPruning(PruningMethod):
     def describe(self) -> dict:
         out = super().describe()
         out["oneshot_remaining"] = getattr(self, "oneshot_remaining", None)
+        if hasattr(self, "calibration_used"):
+            out["calibration_data"] = self.calibration_used
         out["finetuned"] = bool(self.settings.finetune)
         nm = self.pattern()
         if nm is not None:

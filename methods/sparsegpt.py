@@ -36,7 +36,7 @@ from torch import nn
 from methods.base import TrainingPlan
 from methods.registry import register
 from methods.semi_structured import OneShotPruning, OneShotSettings
-from prunebench.calibration import collect_layer_inputs, linears_by_layer, require_calibration
+from prunebench.calibration import collect_layer_inputs, linears_by_layer
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,7 @@ class SparseGPT(OneShotPruning):
         s = self.settings
         if s.block_size <= 0 or s.damping < 0:
             raise ValueError(f"sparsegpt: block_size must be > 0 and damping >= 0, got {s.block_size} and {s.damping}")
-        calibration = require_calibration(plan, self.name)(s.calibration_examples, s.calibration_batch_size)
-        self.calibration_used = calibration.describe()
+        calibration = self.draw_calibration(plan)
         nm = self.pattern()
         masks: dict[str, torch.Tensor] = {}
         for layer in linears_by_layer(self.linears):
@@ -138,6 +137,5 @@ class SparseGPT(OneShotPruning):
 
     def describe(self) -> dict:
         out = super().describe()
-        out["calibration_data"] = getattr(self, "calibration_used", None)
         out["sequential"] = "layer by layer; inputs of layer l computed with layers < l pruned and updated"
         return out

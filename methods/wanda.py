@@ -36,7 +36,7 @@ from torch import nn
 from methods.base import TrainingPlan
 from methods.registry import register
 from methods.semi_structured import OneShotPruning, OneShotSettings, nm_mask
-from prunebench.calibration import collect_layer_inputs, linears_by_layer, require_calibration
+from prunebench.calibration import collect_layer_inputs, linears_by_layer
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,7 @@ class Wanda(OneShotPruning):
     Settings = WandaSettings
 
     def prune_oneshot(self, model: nn.Module, plan: TrainingPlan) -> dict[str, torch.Tensor]:
-        s = self.settings
-        calibration = require_calibration(plan, self.name)(s.calibration_examples, s.calibration_batch_size)
-        self.calibration_used = calibration.describe()
+        calibration = self.draw_calibration(plan)
         nm = self.pattern()
         masks: dict[str, torch.Tensor] = {}
         for layer in linears_by_layer(self.linears):
@@ -104,7 +102,6 @@ class Wanda(OneShotPruning):
 
     def describe(self) -> dict:
         out = super().describe()
-        out["calibration_data"] = getattr(self, "calibration_used", None)
         out["sequential"] = "layer by layer; inputs of layer l computed with layers < l pruned"
         return out
 
