@@ -53,7 +53,8 @@ def hardware_text(hw: dict) -> str:
     if not hw:
         return "unknown"
     mem = f", {hw['memory_gib']} GiB" if hw.get("memory_gib") else ""
-    return f"{hw.get('cpu', '?')}, {hw.get('logical_cores', '?')} logical cores{mem}, GPU: {hw.get('gpu') or 'none'}"
+    cap = f", CPU class {hw['cpu_capability']}" if hw.get("cpu_capability") else ""
+    return f"{hw.get('cpu', '?')}, {hw.get('logical_cores', '?')} logical cores{mem}{cap}, GPU: {hw.get('gpu') or 'none'}"
 
 
 def leaderboard_rows(records: list[dict], predictions: dict | None = None) -> list[dict]:
@@ -251,6 +252,12 @@ def prediction_warning(warnings: list[str], limit: int = 10) -> list[str]:
     return lines
 
 
+def _precisions(records: list[dict]) -> str:
+    """The training precisions the records ran in (``details.training.precision``; older records: unknown)."""
+    found = sorted({str(((r.get("details") or {}).get("training") or {}).get("precision") or "unknown") for r in records})
+    return "/".join(found) or "unknown"
+
+
 def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] | None = None,
                 prediction_warnings: list[str] | None = None) -> str:
     hw = records[0]["provenance"]["hardware"] if records else {}
@@ -259,7 +266,8 @@ def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] |
         "# prunebench leaderboard", "",
         f"Hardware: {hardware_text(hw)}; "
         f"latency backend {m.get('backend', '?')}, {m.get('threads', '?')} threads, sequence length {m.get('seq_len', '?')}, "
-        f"batch sizes {m.get('batch_sizes', '?')}. ★ = Pareto-optimal: score vs. encoder weights remaining (Pareto), "
+        f"batch sizes {m.get('batch_sizes', '?')}; training precision {_precisions(records)}; "
+        f"seeds {sorted({int(r['seed']) for r in records})}. ★ = Pareto-optimal: score vs. encoder weights remaining (Pareto), "
         "vs. bytes on disk in the sparse format (disk), vs. latency at batch 1 (b1) and at the largest batch (bmax). "
         f"Ranked: entries whose remaining fraction is within {BUDGET_TOLERANCE} of the budget; a method whose "
         "structure cannot reach the budget is listed after them, unranked, with the fraction it reached.", "",
