@@ -33,6 +33,7 @@ from methods import semi_structured  # noqa: F401  (registers magnitude_2to4)
 from methods import wanda  # noqa: F401  (registers wanda, wanda_oneshot)
 from methods import sparsegpt  # noqa: F401  (registers sparsegpt)
 from methods import obert  # noqa: F401  (registers obert)
+from methods import torch_pruning_peer  # noqa: F401  (registers torch_pruning: Torch-Pruning/DepGraph peer row)
 from methods.base import PruningMethod, TrainingPlan
 from methods.registry import available, build, get, register
 

@@ -1,8 +1,21 @@
 """Saving and reloading models: the dense checkpoint and the sparse-encoded file.
 
-``save_model`` writes a normal transformers checkpoint (``model.safetensors`` + config +
-tokenizer) and a ``checksums.json``; ``load_model`` verifies the checksum first, so a corrupt
-or truncated checkpoint is reported by name instead of failing deep inside torch.
+``save_model`` writes a transformers-style checkpoint (``model.safetensors`` + ``config.json``
++ tokenizer + ``README.md``) and a ``checksums.json``; ``load_model`` -- the one way prunebench
+reloads a folder -- verifies the checksums first, so a corrupt or truncated checkpoint is
+reported by name instead of failing deep inside torch.
+
+Which folders other tools can load (``prunebench.portable`` decides, and documents the
+mechanism; ``docs/loading_checkpoints.md`` is the user's guide): a model whose structure a
+stock transformers config describes -- dense, element-wise sparse, layers removed, the same
+number of feed-forward units removed in every layer -- is saved as a *stock* checkpoint that
+``AutoModelForSequenceClassification.from_pretrained`` loads exactly. Every other model
+(heads removed, uneven FFN widths, FLOP-factorized, fixed attention, int8) is saved in
+prunebench's own layout with a ``config.json`` that stock ``AutoConfig``/``AutoModel*`` and
+``BertFor*.from_pretrained`` refuse with an error naming ``prunebench.checkpoints.load_model``
+and ``model.onnx``, instead of silently loading random weights. ``portability(folder)`` says
+which kind a folder is (``"stock"`` or ``"prunebench"``); ``config.json`` records it as
+``prunebench_portable_with`` (``"transformers"`` or ``"onnxruntime"``).
 
 ``save_sparse`` writes the same weights with every encoder matrix stored sparsely, in
 whichever of two encodings is smaller for that matrix:
@@ -27,10 +40,14 @@ from safetensors.torch import load_file, save_file
 import transformers
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
+from prunebench import portable
 from prunebench.budget import is_encoder_weight
 
 WEIGHTS = "model.safetensors"
 SPARSE = "model.sparse.safetensors"
+CONFIG = "config.json"
+README = "README.md"
+STOCK, PRUNEBENCH = portable.STOCK, portable.PRUNEBENCH
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -50,10 +67,24 @@ def sha256(path: Path) -> str:
 
 
 def save_model(model: torch.nn.Module, tokenizer, out_dir: str | Path, sparse: bool = True) -> Path:
-    """Save ``model`` (+ tokenizer) as a normal checkpoint, optionally with its sparse encoding."""
+    """Save ``model`` (+ tokenizer) as a checkpoint folder, optionally with its sparse encoding.
+
+    The format is chosen by ``prunebench.portable.plan``: a stock transformers checkpoint where
+    a stock config describes the model (a compacted one is saved with the compacted sizes), else
+    prunebench's layout with a config stock transformers refuses. ``model`` is not modified.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    how = portable.plan(model)
     model.save_pretrained(out, safe_serialization=True)
+    if how.config is not None:  # stock compacted: the config describing the compacted shapes
+        how.config.architectures = list(getattr(model.config, "architectures", None) or [type(model).__name__])
+        how.config.save_pretrained(out)
+    config = json.loads((out / CONFIG).read_text())
+    architecture = (config.get("architectures") or [type(model).__name__])[0]
+    config = portable.mark_stock(config, how) if how.portable == STOCK else portable.wrap_config(config, how)
+    _write_text(out / CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    _write_text(out / README, portable.readme(how, architecture))
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     files = [WEIGHTS]
@@ -62,6 +93,60 @@ def save_model(model: torch.nn.Module, tokenizer, out_dir: str | Path, sparse: b
         files.append(SPARSE)
     (out / CHECKSUMS).write_text(json.dumps({f: sha256(out / f) for f in files}, indent=1))
     return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def portability(folder: str | Path) -> str:
+    """``"stock"`` when stock transformers loads ``folder`` correctly (``from_pretrained``),
+    ``"prunebench"`` when only ``load_model`` (or the exported ``model.onnx``) does.
+
+    Folders saved before this distinction existed count as ``"prunebench"`` when their config
+    carries ``prunebench_surgery`` or ``prunebench_quantization``: stock transformers would load
+    them wrongly.
+    """
+    return portable.portability_of_config(_read_config_dict(Path(folder)))
+
+
+def _read_config_dict(folder: Path) -> dict:
+    path = folder / CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {folder} is incomplete: {CONFIG} is missing") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: {CONFIG} does not load: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {folder}: {CONFIG} is not a JSON object")
+    return config
+
+
+def read_config(folder: str | Path):
+    """The model's transformers config of a checkpoint folder, whichever format it is in.
+
+    A non-stock folder's ``config.json`` is unwrapped first (``prunebench.portable``), so this
+    is the config the model had when it was saved (``prunebench_surgery`` ops included).
+    """
+    folder = Path(folder)
+    raw = _read_config_dict(folder)
+    try:
+        if not portable.is_wrapped(raw):
+            return AutoConfig.from_pretrained(folder)
+        from transformers import CONFIG_MAPPING
+
+        unwrapped = portable.unwrap_config(raw)
+        for key in (portable.PORTABLE_ATTR, portable.KIND_ATTR):
+            unwrapped.pop(key, None)
+        model_type = unwrapped.get("model_type")
+        if model_type not in CONFIG_MAPPING:
+            raise ValueError(f"model type {model_type!r} (prunebench_model_type) is not known to transformers")
+        return CONFIG_MAPPING[model_type].from_dict(unwrapped)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {folder}: {CONFIG} does not load: {type(exc).__name__}: {exc}") from exc
 
 
 def verify(folder: str | Path) -> Path:
@@ -85,30 +170,42 @@ def verify(folder: str | Path) -> Path:
 
 
 def load_model(folder: str | Path) -> torch.nn.Module:
-    """Reload a checkpoint written by ``save_model``, after verifying it.
+    """Reload a checkpoint written by ``save_model`` (any format, old or new), after verifying it.
 
-    A structurally compacted model (its config lists ``prunebench_surgery`` ops, see
-    ``prunebench.surgery``) cannot come from ``from_pretrained``: its shapes differ from the
-    architecture the config describes. It is rebuilt from the config (dense shapes, weights
-    not initialised), the recorded ops are replayed, and ``model.safetensors`` is loaded
-    strictly -- every key present, none unexpected, every shape equal.
+    - a stock folder: ``from_pretrained``, refusing missing, unexpected or mismatched weights;
+    - int8 (``prunebench_quantization``): ``prunebench.quantized.load_quantized_model``;
+    - a structurally compacted model that is not stock (its config lists ``prunebench_surgery``
+      ops, see ``prunebench.surgery``): its shapes differ from the architecture the config
+      describes, so it is rebuilt from the config (dense shapes, weights not initialised), the
+      recorded ops are replayed, and ``model.safetensors`` is loaded strictly -- every key
+      present, none unexpected, every shape equal.
     """
     folder = verify(folder)
-    try:
-        config = AutoConfig.from_pretrained(folder)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {folder}: config.json does not load: {type(exc).__name__}: {exc}") from exc
+    config = read_config(folder)
     if getattr(config, "prunebench_quantization", None):  # int8 encoder (methods/quantization.py)
         from prunebench.quantized import load_quantized_model
 
-        return load_quantized_model(folder)
+        return load_quantized_model(folder, config=config)
     ops = getattr(config, "prunebench_surgery", None)
     if not ops:
-        try:
-            return _auto_class(config).from_pretrained(folder)
-        except Exception as exc:
-            raise CheckpointError(f"checkpoint {folder} does not load: {type(exc).__name__}: {exc}") from exc
+        return _load_stock(folder, config)
     return _load_compacted(folder, config, ops)
+
+
+def _load_stock(folder: Path, config) -> torch.nn.Module:
+    cls = _auto_class(config)
+    try:
+        model, info = cls.from_pretrained(folder, config=config, output_loading_info=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {folder} does not load: {type(exc).__name__}: {exc}") from exc
+    problems = {what: sorted(info.get(key) or []) for what, key in
+                (("missing", "missing_keys"), ("unexpected", "unexpected_keys"), ("shape differs", "mismatched_keys"))}
+    problems = {what: keys for what, keys in problems.items() if keys}
+    if problems:
+        detail = "; ".join(f"{what}: {[str(k) for k in keys[:5]]}{' ...' if len(keys) > 5 else ''}"
+                           for what, keys in problems.items())
+        raise CheckpointError(f"checkpoint {folder}: {WEIGHTS} does not match {cls.__name__} built from its config ({detail})")
+    return model.eval()
 
 
 def _auto_class(config):

@@ -1,10 +1,15 @@
 """Experiment configuration: profiles, command-line overrides and validation.
 
-``workflow/config.yaml`` holds named experiment *profiles* (``smoke``, ``default``, ``paper``).
-``resolve`` takes Snakemake's ``config`` (the file plus ``--config`` overrides), picks the
-profile named by ``profile``, merges top-level overrides into it, validates the result
-against ``workflow/schemas/config.schema.yaml`` and checks what a schema cannot: that
-methods are registered and local data files exist. Every error names the key and value.
+``workflow/config.yaml`` holds named experiment *profiles* (``smoke``, ``default``, ``paper``)
+and the ``task_data`` table: each task's own local files, and what its splits are (official
+dev split or a stand-in) with a note. ``resolve`` takes Snakemake's ``config`` (the file plus
+``--config`` overrides), picks the profile named by ``profile``, merges top-level overrides
+(the ``task_data`` table among them) into it, validates the result against
+``workflow/schemas/config.schema.yaml`` and checks what a schema cannot: that methods are
+registered and every task's local data files exist. Every error names the key and value.
+``for_task`` gives the experiment one task's jobs see, with that task's ``data`` block
+resolved (``task_data``): the files it reads and ``train_split_kind``/``eval_split_kind``/
+``split_note``, which every training summary and record carry in ``config.data``.
 """
 
 from __future__ import annotations
@@ -99,15 +104,63 @@ def resolve(raw: dict, check_files: bool = True) -> dict:
 
 
 def for_task(exp: dict, task: str) -> dict:
-    """The experiment as seen by one task's jobs: ``task_overrides[task]`` merged in."""
+    """The experiment as seen by one task's jobs: ``task_overrides[task]`` merged in, its ``data``
+    block resolved for this task (``task_data``) and the other tasks' table entries left out."""
     overrides = exp.get("task_overrides", {}).get(task, {})
-    return deep_merge({k: v for k, v in exp.items() if k != "task_overrides"}, overrides)
+    out = deep_merge({k: v for k, v in exp.items() if k not in ("task_overrides", "task_data")}, overrides)
+    out["data"] = task_data(exp, task)
+    return out
+
+
+#: the split kinds a data block names (``official``: the complete official split, so a number on it
+#: compares with published dev numbers; ``sample``: a sample of the official train split; ``stand-in``:
+#: anything else, never to be compared with a published dev number unawares)
+SPLIT_KINDS = ("official", "sample", "stand-in", "unspecified")
 
 
 def task_data(exp: dict, task: str) -> dict:
-    """The ``data`` block for one task: ``{task}`` in file paths replaced by its name."""
-    return {k: v.replace("{task}", task) if isinstance(v, str) and k in ("train", "eval") else v
-            for k, v in exp["data"].items()}
+    """The ``data`` block one task's jobs load (``prunebench.data.DataConfig``).
+
+    - ``data.source: local`` and no ``data.train``/``data.eval`` in the experiment: the task's entry
+      of the ``task_data`` table supplies the files, the loading rules and the split description;
+      the experiment's ``data`` keys (source, limits) are laid over it;
+    - ``data.train``/``data.eval`` set (``{task}`` is replaced by the task name): those files, for
+      every task, and the split kinds ``unspecified`` unless ``data`` names them;
+    - ``data.source: hub``: the hub's official splits (kinds ``official``).
+
+    An ``eval_limit`` turns an ``official`` evaluation split into a ``stand-in``, a ``train_limit`` an
+    ``official`` training split into a ``sample`` (the note says so).
+    Applying it to its own result changes nothing, so a job's resolved block resolves to itself.
+    """
+    data = {k: v for k, v in exp["data"].items() if v is not None}
+    source = data.get("source", "local")
+    if source == "local" and not data.get("train") and not data.get("eval"):
+        entry = (exp.get("task_data") or {}).get(task)
+        if entry:
+            data = {**copy.deepcopy(entry), **data}
+    data = {k: v.replace("{task}", task) if isinstance(v, str) and k in ("train", "eval") else v for k, v in data.items()}
+    if isinstance(data.get("extra_eval"), dict):
+        data["extra_eval"] = {name: path.replace("{task}", task) for name, path in data["extra_eval"].items()}
+    default = "official" if source == "hub" else "unspecified"
+    data.setdefault("train_split_kind", default)
+    data.setdefault("eval_split_kind", default)
+    limits = (("train_limit", "train_split_kind", "sample",
+               "training on a fixed random sample of {} examples of that training file (train_limit)"),
+              ("eval_limit", "eval_split_kind", "stand-in",
+               "evaluation on the first {} examples of that evaluation file only (eval_limit)"))
+    for limit, kind, limited_kind, text in limits:
+        if data.get(limit) and f"({limit})" not in (data.get("split_note") or ""):
+            if data[kind] == "official":
+                data[kind] = limited_kind
+            note = text.format(data[limit])
+            data["split_note"] = f"{data['split_note']}; {note}" if data.get("split_note") else note
+    return data
+
+
+def _data_key(exp: dict, task: str, key: str) -> str:
+    """Where a task's data setting comes from, for error messages: ``data.train`` or ``task_data.qqp.train``."""
+    explicit = exp["data"].get("train") or exp["data"].get("eval")
+    return f"data.{key}" if explicit or task not in (exp.get("task_data") or {}) else f"task_data.{task}.{key}"
 
 
 def check_semantics(exp: dict, check_files: bool = True) -> None:
@@ -138,12 +191,17 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
         data = task_data(exp, task)
         if not check_files or data.get("source", "local") != "local":
             continue
-        for key in ("train", "eval"):
-            path = data.get(key)
+        if not data.get("train") and not data.get("eval"):
+            raise ConfigError(f"invalid config: key 'task_data': no data files for task {task!r}: add a "
+                              f"'task_data.{task}' entry (train, eval) or set data.train / data.eval")
+        files = [(key, data.get(key)) for key in ("train", "eval")]
+        files += [(f"extra_eval.{name}", path) for name, path in (data.get("extra_eval") or {}).items()]
+        for key, path in files:
+            where = _data_key(exp, task, key)
             if not path:
-                raise ConfigError(f"invalid config: key 'data.{key}': required when data.source is 'local'")
+                raise ConfigError(f"invalid config: key {where!r}: required when data.source is 'local'")
             if not Path(path).is_file():
-                raise ConfigError(f"invalid config: key 'data.{key}': data file not found for task {task!r}: {path} "
+                raise ConfigError(f"invalid config: key {where!r}: data file not found for task {task!r}: {path} "
                                   f"(resolved: {Path(path).resolve()})")
     check_model(exp["model"])
 

@@ -10,7 +10,9 @@ under the same fine-tuning budget. Training jobs run one thread each, side by si
 The measure job (``measure_and_record``) is the one measurement path: in a fresh process,
 alone on the machine (Snakemake gives it every core), it measures peak memory, counts
 remaining weights and FLOPs, measures bytes on disk, times the compacted model against the
-dense one (and the sparse backend) in the same process, and writes the result record.
+dense one (and the sparse backend) in the same process, times both again in ONNX Runtime
+(``prunebench.measure.onnx_runtime``: the measured model's graph is kept as ``model.onnx`` in
+its model folder), and writes the result record.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from prunebench.measure.disk import bytes_on_disk
 from prunebench.measure.flops import flops_per_example
 from prunebench.measure.latency import compare_latency, fixed_length_batch
 from prunebench.measure.memory import peak_inference_memory_mib
+from prunebench.measure.onnx_runtime import OrtBackend
 from prunebench.measure.sparse_backend import BACKEND as SPARSE_BACKEND
 from prunebench.measure.sparse_backend import DEFAULT_MIN_SPARSITY, sparse_matrix_count, to_sparse_backend
 from prunebench.modeling import describe_model, load_pretrained, load_tokenizer
@@ -169,7 +172,10 @@ def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, rec
 
     Runs first in a fresh process (peak memory needs that) and alone on the machine: the
     compacted model, the dense model and, for element-wise sparsity, the sparse backend are
-    timed in turn in this one process, so their ratio is a same-job speed-up.
+    timed in turn in this one process, so their ratio is a same-job speed-up. Both models are
+    also exported to ONNX and timed in ONNX Runtime (``ort_*`` metrics, details in
+    ``details.measurement.onnx_runtime``; measure key ``onnx: false`` switches it off); a failed
+    export or session is recorded there, never raised.
     """
     start = time.perf_counter()
     summary = records.read_training_summary(summary_path)
@@ -220,6 +226,10 @@ def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, rec
                                               "so its latency is the pruned model's"}
     eval_examples = _eval_examples(exp, spec)
     tokenizer = load_tokenizer(exp["model"])
+    ort_backend, ort_metrics = None, {}
+    if m.get("onnx", True):  # the second backend: both models exported to ONNX and timed in ONNX Runtime
+        sample = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, 2, m["seq_len"])
+        ort_backend = OrtBackend(threads).prepare(model, dense, Path(model_dir), Path(dense_dir), m["seq_len"], sample)
     for bs in m["batch_sizes"]:
         batch = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"])
         timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
@@ -232,6 +242,15 @@ def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, rec
             metrics[f"sparse_backend_latency_b{bs}"] = R(sparse_ms, "ms")
             metrics[f"sparse_backend_speedup_b{bs}"] = R(dense_ms / sparse_ms, "x")
         latency_details[f"b{bs}"] = timing
+        ort = ort_backend.time_batch(bs, batch, m["warmup"], m["repeats"], m.get("min_time_s", 0.0)) \
+            if ort_backend is not None else None
+        if ort is not None:
+            ort_dense_ms, ort_ms = ort["dense"]["median_ms"], ort["model"]["median_ms"]
+            ort_metrics[f"ort_latency_b{bs}"] = R(ort_ms, "ms")
+            ort_metrics[f"ort_dense_latency_b{bs}"] = R(ort_dense_ms, "ms")
+            ort_metrics[f"ort_speedup_b{bs}"] = R(ort_dense_ms / ort_ms, "x")
+    if ort_backend is not None and ort_backend.ok:  # all batch sizes or none: a failure drops them all
+        metrics.update(ort_metrics)
     wall = summary["wall_time_s"] + time.perf_counter() - start
     details = dict(summary["details"])
     details.update({
@@ -241,6 +260,7 @@ def measure_and_record(summary_path: Path, model_dir: Path, dense_dir: Path, rec
                         "seq_len": m["seq_len"], "batch_sizes": m["batch_sizes"], "threads": threads,
                         "warmup": m["warmup"], "repeats": m["repeats"], "min_time_s": m.get("min_time_s", 0.0),
                         "latency": latency_details,
+                        "onnx_runtime": ort_backend.details if ort_backend is not None else {"enabled": False},
                         "wall_time_s": round(time.perf_counter() - start, 3)},
     })
     record = {

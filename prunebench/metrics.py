@@ -3,7 +3,15 @@
 ``evaluate.load("accuracy")`` fetches the metric's script from the hub, which this benchmark
 must not depend on at run time; the metrics are therefore defined here as ``evaluate.Metric``
 subclasses (same interface: ``compute(predictions=..., references=...)``), and tested on
-known inputs. Every metric value is a fraction in [0, 1]; the unit is recorded with it.
+known inputs. Accuracy, F1 and the SQuAD scores are fractions in [0, 1]; Matthews (CoLA),
+Pearson and Spearman (STS-B) are coefficients in [-1, 1], 0 where undefined (constant
+predictions or references). Records store every task metric with the unit ``fraction`` (the
+record schema's dimensionless unit); ``METRIC_META`` gives each metric's range.
+
+GLUE metrics (Wang et al. 2019): CoLA Matthews correlation (``matthews``: ``mcc`` and
+``accuracy``), MRPC/QQP F1 of the positive class and accuracy (``accuracy_f1``), STS-B Pearson
+and Spearman correlation (``pearson_spearman``), accuracy elsewhere. The numeric kernels live in
+``prunebench.records`` so that the statistics recompute exactly the same function on resamples.
 
 SQuAD: exact match and token F1 with the answer normalisation of the official SQuAD v1.1
 evaluation (lower-case, strip punctuation, articles a/an/the and extra whitespace), the
@@ -21,10 +29,14 @@ import datasets
 import evaluate
 
 
+from prunebench.records import matthews, pearson, spearman
+
+
 @dataclass(frozen=True)
 class MetricMeta:
     unit: str
     higher_is_better: bool
+    value_range: tuple[float, float] = (0.0, 1.0)
 
 
 #: Metadata that drives tables and Pareto fronts (no plotting code guesses a direction).
@@ -32,9 +44,14 @@ METRIC_META: dict[str, MetricMeta] = {
     "accuracy": MetricMeta("fraction", True),
     "f1": MetricMeta("fraction", True),
     "exact_match": MetricMeta("fraction", True),
+    "mcc": MetricMeta("fraction", True, (-1.0, 1.0)),
+    "pearson": MetricMeta("fraction", True, (-1.0, 1.0)),
+    "spearman": MetricMeta("fraction", True, (-1.0, 1.0)),
 }
 
 _LABEL_FEATURES = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
+_VALUE_FEATURES = datasets.Features({"predictions": datasets.Value("float64"),
+                                     "references": datasets.Value("float64")})
 
 
 class Accuracy(evaluate.Metric):
@@ -60,6 +77,33 @@ class AccuracyF1(Accuracy):
         fn = sum(1 for p, r in zip(predictions, references) if p != 1 and r == 1)
         out["f1"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
         return out
+
+
+class Matthews(Accuracy):
+    """Matthews correlation of binary labels (label 1 positive), as GLUE reports CoLA, and accuracy."""
+
+    def _compute(self, predictions, references):
+        out = super()._compute(predictions, references)
+        bad = sorted({v for v in (*predictions, *references) if v not in (0, 1)})
+        if bad:
+            raise ValueError(f"Matthews correlation here is binary (labels 0/1), got label(s) {bad}")
+        pairs = list(zip(predictions, references))
+        tp, fp = pairs.count((1, 1)), pairs.count((1, 0))
+        fn, tn = pairs.count((0, 1)), pairs.count((0, 0))
+        return {"mcc": float(matthews(tp, fp, fn, tn)), "accuracy": out["accuracy"]}
+
+
+class PearsonSpearman(evaluate.Metric):
+    """Pearson and Spearman correlation of predicted and gold scores, as GLUE reports STS-B."""
+
+    def _info(self):
+        return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="real-valued scores",
+                                   features=_VALUE_FEATURES)
+
+    def _compute(self, predictions, references):
+        if len(references) < 2:
+            raise ValueError("a correlation needs at least two examples")
+        return {"pearson": float(pearson(predictions, references)), "spearman": float(spearman(predictions, references))}
 
 
 def normalize_answer(text: str) -> str:
@@ -111,7 +155,8 @@ def squad_example_scores(prediction: str, golds: list[str]) -> dict[str, float]:
             "f1": max(_token_f1(prediction, g) for g in golds)}
 
 
-_METRICS = {"accuracy": Accuracy, "accuracy_f1": AccuracyF1, "squad": Squad}
+_METRICS = {"accuracy": Accuracy, "accuracy_f1": AccuracyF1, "matthews": Matthews, "pearson_spearman": PearsonSpearman,
+            "squad": Squad}
 
 
 def load_metric(name: str) -> evaluate.Metric:

@@ -54,11 +54,16 @@ def load_tokenizer(model: str):
 
 def load_pretrained(model: str, num_labels: int, seed: int, label_names=(), kind: str = "classification") -> torch.nn.Module:
     """The model to fine-tune: pretrained encoder plus a freshly initialised task head
-    (a classifier, or span start/end logits when ``kind`` is ``"extractive_qa"``)."""
+    (a classifier; one output trained with mean squared error when ``kind`` is ``"regression"``,
+    e.g. STS-B; span start/end logits when ``kind`` is ``"extractive_qa"``)."""
     torch.manual_seed(seed)
     auto = AutoModelForQuestionAnswering if kind == "extractive_qa" else AutoModelForSequenceClassification
     labels = {}
-    if kind != "extractive_qa":
+    if kind == "regression":
+        if num_labels != 1:
+            raise ValueError(f"a regression head has one output, not num_labels={num_labels}")
+        labels = {"num_labels": 1, "problem_type": "regression"}
+    elif kind != "extractive_qa":
         labels = {"num_labels": num_labels}
         if label_names:
             labels["id2label"] = dict(enumerate(label_names))

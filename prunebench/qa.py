@@ -7,6 +7,10 @@ answer, or the [CLS] position when the answer is not inside the window. At evalu
 best span over all windows of an example maximises start_logit + end_logit among the
 ``n_best`` candidates of each, with end >= start and at most ``max_answer_tokens`` tokens;
 the answer is the context substring under the span's character offsets.
+
+Questions longer than ``max_question_tokens`` (BERT's ``max_query_length``, 64) are cut to it, and
+further if needed so that every window keeps more than ``stride`` context tokens (the tokenizer
+cannot window a context otherwise); no staged SQuAD question is longer than 38 tokens.
 """
 
 from __future__ import annotations
@@ -16,10 +20,34 @@ import collections
 import numpy as np
 
 
+#: BERT's max_query_length (Devlin et al. 2019, run_squad.py)
+MAX_QUESTION_TOKENS = 64
+
+
+def question_limit(max_seq_len: int, stride: int, max_question_tokens: int = MAX_QUESTION_TOKENS) -> int:
+    """The most question tokens a window can hold while keeping more than ``stride`` context tokens
+    ([CLS] question [SEP] context [SEP]); a clear error where no question fits."""
+    limit = min(max_question_tokens, max_seq_len - 3 - stride - 1)
+    if limit < 1:
+        raise ValueError(f"doc_stride {stride} leaves no room for a question in {max_seq_len}-token windows: "
+                         f"use doc_stride < max_seq_len - 4 (e.g. max_seq_len 384, doc_stride 128)")
+    return limit
+
+
+def _cut_questions(questions, tokenizer, limit: int) -> list[str]:
+    """Each question cut after its ``limit``-th token (at that token's character offset)."""
+    enc = tokenizer(list(questions), add_special_tokens=False, return_offsets_mapping=True)
+    return [q if len(offsets) <= limit else q[:offsets[limit - 1][1]]
+            for q, offsets in zip(questions, enc["offset_mapping"])]
+
+
 def train_features(examples, tokenizer, max_seq_len: int, stride: int):
     """Tokenized training windows with ``start_positions``/``end_positions`` and ``length``."""
+    limit = question_limit(max_seq_len, stride)
+
     def encode(rows):
-        enc = tokenizer(rows["question"], rows["context"], truncation="only_second", max_length=max_seq_len,
+        enc = tokenizer(_cut_questions(rows["question"], tokenizer, limit), rows["context"], truncation="only_second",
+                        max_length=max_seq_len,
                         stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
         starts, ends = [], []
         for i, offsets in enumerate(enc["offset_mapping"]):
@@ -52,8 +80,11 @@ def train_features(examples, tokenizer, max_seq_len: int, stride: int):
 
 def eval_features(examples, tokenizer, max_seq_len: int, stride: int):
     """Tokenized evaluation windows with ``example_id`` and context-only ``offset_mapping``."""
+    limit = question_limit(max_seq_len, stride)
+
     def encode(rows):
-        enc = tokenizer(rows["question"], rows["context"], truncation="only_second", max_length=max_seq_len,
+        enc = tokenizer(_cut_questions(rows["question"], tokenizer, limit), rows["context"], truncation="only_second",
+                        max_length=max_seq_len,
                         stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
         enc["example_id"] = [rows["id"][j] for j in enc.pop("overflow_to_sample_mapping")]
         enc["offset_mapping"] = [[o if s == 1 else None for o, s in zip(offsets, enc.sequence_ids(i))]

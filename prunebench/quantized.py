@@ -23,8 +23,10 @@ same scheme as torchao's "int8 dynamic activation, int8 weight" with plain tenso
 ``weight`` parameter, so the shared ruler (``prunebench.budget``: non-zero entries of 2-D
 encoder parameters), the FLOP counter and the sparse encoding all see it unchanged. A
 model with such layers carries ``config.prunebench_quantization``; ``load_quantized_model``
-rebuilds it from a checkpoint folder (``prunebench.checkpoints.load_model`` must route
-such folders here: ``is_quantized_checkpoint``).
+rebuilds it from a checkpoint folder (``prunebench.checkpoints.load_model`` routes such
+folders here: ``is_quantized_checkpoint``). ``save_model`` writes them in the non-stock format
+(``prunebench.portable``), so stock transformers refuses them instead of loading the int8
+matrices as floats without their scales.
 """
 
 from __future__ import annotations
@@ -156,24 +158,28 @@ def is_quantized_checkpoint(folder: str | Path) -> bool:
     return bool(config.get(CONFIG_ATTR))
 
 
-def load_quantized_model(folder: str | Path, weights_file: str = "model.safetensors") -> nn.Module:
+def load_quantized_model(folder: str | Path, weights_file: str = "model.safetensors", config=None) -> nn.Module:
     """Rebuild a model saved (``save_pretrained``) after ``quantize_encoder_linears``.
 
-    The architecture comes from ``config.json`` (weights not randomly initialised); the
-    encoder linears are swapped for empty ``Int8DynamicLinear`` layers and the state dict is
-    loaded strictly, so a missing or extra tensor is a ``CheckpointError``, never a silent
-    random initialisation. ``prunebench.checkpoints.load_model`` should call this for a
-    folder whose config carries ``prunebench_quantization`` (``from_pretrained`` would
-    cast the int8 matrices to float without their scales).
+    The architecture comes from ``config.json`` (read with ``prunebench.checkpoints.read_config``,
+    which undoes the guard that makes stock transformers refuse the folder; or pass ``config``),
+    weights not randomly initialised; the encoder linears are swapped for empty
+    ``Int8DynamicLinear`` layers and the state dict is loaded strictly, so a missing or extra
+    tensor is a ``CheckpointError``, never a silent random initialisation.
+    ``prunebench.checkpoints.load_model`` calls this for a folder whose config carries
+    ``prunebench_quantization`` (stock ``from_pretrained`` would cast the int8 matrices to
+    float without their scales; ``save_model`` therefore writes such folders in the non-stock
+    format, see ``prunebench.portable``).
     """
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-    from prunebench.checkpoints import CheckpointError
+    from prunebench.checkpoints import CheckpointError, read_config
 
     folder = Path(folder)
+    if config is None:
+        config = read_config(folder)
     try:
-        config = AutoConfig.from_pretrained(folder)
         heads = " ".join(getattr(config, "architectures", None) or [])
         auto = AutoModelForQuestionAnswering if "QuestionAnswering" in heads else AutoModelForSequenceClassification
         try:

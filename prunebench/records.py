@@ -7,11 +7,21 @@ file in the same folder, fsync, rename), so an interrupted job never leaves half
 Beside each training summary and each record lies its *predictions file*
 (``seed0.json`` -> ``seed0.predictions.json``, compact JSON, format ``prunebench-predictions/1``):
 the model's per-example predictions on the evaluation set, in dataset order, from which
-``reports.stats`` computes intervals and paired tests. Classification stores predicted and gold
-label indices (``kind: "labels"``); extractive QA stores each question's exact match and F1
-(``kind: "scores"``, references null), so the metric is the mean of the per-question scores.
-A predictions file must match its record (task, method, budget, seed, number of examples,
-the SHA-256 of the references, the metric value), else ``PredictionsError`` names the file.
+``reports.stats`` computes intervals and paired tests. Three kinds:
+
+- ``labels`` (classification): predicted and gold label indices; metric ``accuracy``, ``f1``
+  (binary, of label 1) or ``mcc`` (binary Matthews correlation);
+- ``values`` (regression, STS-B): predicted and gold floats; metric ``pearson`` or ``spearman``;
+- ``scores`` (extractive QA): each question's exact match and F1 (references null), so the
+  metric is the mean of the per-question scores.
+
+A metric is a function of the per-example *components* (``Predictions.components``): for accuracy
+and QA the mean of one per-example number, but for F1, Matthews and the correlations a function of
+all (prediction, reference) pairs at once, which is what a bootstrap must recompute on every
+resample (``aggregate_metric``; Matthews, Pearson and Spearman are 0 where undefined: a constant
+prediction or reference set). A predictions file must match its record (task, method, budget,
+seed, number of examples, the SHA-256 of the references, the metric value), else
+``PredictionsError`` names the file.
 """
 
 from __future__ import annotations
@@ -127,7 +137,10 @@ PREDICTIONS_FORMAT = "prunebench-predictions/1"
 PREDICTIONS_KEYS = ("format", "task", "method", "budget", "seed", "metric", "n", "references_sha256", "kind",
                     "predictions", "references")
 #: metrics a predictions file can recompute, per kind
-PREDICTION_METRICS = {"labels": ("accuracy", "f1"), "scores": ("exact_match", "f1")}
+PREDICTION_METRICS = {"labels": ("accuracy", "f1", "mcc"), "scores": ("exact_match", "f1"),
+                      "values": ("pearson", "spearman")}
+#: kinds whose files store the references (``scores`` store only each question's scores)
+KINDS_WITH_REFERENCES = ("labels", "values")
 #: a recomputed metric equals the recorded one up to float summation order
 METRIC_TOLERANCE = 1e-9
 
@@ -153,8 +166,9 @@ def predictions_payload(summary: dict, metric_name: str, kind: str, predictions:
                         references: list) -> dict:
     """The predictions file's content for the run named by ``summary`` (task, method, budget, seed).
 
-    ``references`` are the gold labels (``labels``) or each question's gold answers (``scores``);
-    only labels are stored, but both are hashed so a file can be matched with its examples.
+    ``references`` are the gold labels (``labels``), gold values (``values``) or each question's
+    gold answers (``scores``); labels and values are stored, answers only hashed, so a file can be
+    matched with its examples either way.
     """
     if kind not in PREDICTION_METRICS:
         raise ValueError(f"unknown predictions kind {kind!r}; known: {', '.join(PREDICTION_METRICS)}")
@@ -163,7 +177,7 @@ def predictions_payload(summary: dict, metric_name: str, kind: str, predictions:
         "task": summary["task"], "method": summary["method"], "budget": float(summary["budget"]),
         "seed": int(summary["seed"]), "metric": metric_name, "n": len(references),
         "references_sha256": references_sha256(references), "kind": kind,
-        "predictions": predictions, "references": references if kind == "labels" else None,
+        "predictions": predictions, "references": references if kind in KINDS_WITH_REFERENCES else None,
     }
 
 
@@ -177,8 +191,9 @@ def predictions_summary(payload: dict, path: str | Path) -> dict:
 class Predictions:
     """One model's per-example predictions on the evaluation set (numpy arrays, dataset order).
 
-    ``predictions`` is an int array of labels (``kind == "labels"``) or a dict of per-example
-    score arrays (``kind == "scores"``); ``references`` the gold labels or None.
+    ``predictions`` is an int array of labels (``kind == "labels"``), a float array of values
+    (``kind == "values"``) or a dict of per-example score arrays (``kind == "scores"``);
+    ``references`` the gold labels or values, or None.
     """
 
     task: str
@@ -197,14 +212,20 @@ class Predictions:
         """Per-example quantities, shape (k, n), from which ``aggregate`` computes the metric.
 
         accuracy: [correct]; binary F1 of label 1: [true positive, false positive, false negative];
+        binary Matthews: [tp, fp, fn, true negative]; Pearson/Spearman: [prediction, reference];
         QA scores: [score of the primary metric].
         """
         if self.kind == "scores":
             return np.asarray(self.predictions[self.metric], dtype=float)[None, :]
         pred, ref = self.predictions, self.references
+        if self.kind == "values":
+            return np.stack([np.asarray(pred, dtype=float), np.asarray(ref, dtype=float)])
         if self.metric == "accuracy":
             return (pred == ref).astype(float)[None, :]
-        return np.stack([(pred == 1) & (ref == 1), (pred == 1) & (ref != 1), (pred != 1) & (ref == 1)]).astype(float)
+        counts = [(pred == 1) & (ref == 1), (pred == 1) & (ref != 1), (pred != 1) & (ref == 1)]
+        if self.metric == "mcc":
+            counts.append((pred != 1) & (ref != 1))
+        return np.stack(counts).astype(float)
 
     def aggregate(self, components: np.ndarray, axis: int = -1) -> np.ndarray:
         """The metric of ``components`` (first axis: the k quantities) along ``axis`` of each."""
@@ -216,12 +237,68 @@ class Predictions:
 
 
 def aggregate_metric(kind: str, metric_name: str, components: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Metric from per-example components (see ``Predictions.components``); vectorised over other axes."""
+    """Metric from per-example components (see ``Predictions.components``); vectorised over other axes.
+
+    Accuracy and QA scores are means; F1 and Matthews are functions of the summed confusion counts,
+    Pearson and Spearman of all (prediction, reference) pairs: a bootstrap resample recomputes the
+    metric from its own pairs, not a mean of per-example correctness.
+    """
     if kind == "labels" and metric_name == "f1":
         tp, fp, fn = (c.sum(axis=axis) for c in components)
         denom = 2 * tp + fp + fn
         return np.where(tp > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
+    if kind == "labels" and metric_name == "mcc":
+        return matthews(*(c.sum(axis=axis) for c in components))
+    if kind == "values" and metric_name == "pearson":
+        return pearson(components[0], components[1], axis=axis)
+    if kind == "values" and metric_name == "spearman":
+        return spearman(components[0], components[1], axis=axis)
     return components[0].mean(axis=axis)
+
+
+# ----- metric kernels (numpy only: shared by prunebench.metrics and the statistics) ----------------
+
+def matthews(tp, fp, fn, tn) -> np.ndarray:
+    """Matthews correlation of a binary confusion matrix (counts; vectorised); 0 where a margin is 0.
+
+    (tp*tn - fp*fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn)) (Matthews 1975; GLUE's CoLA metric).
+    """
+    tp, fp, fn, tn = (np.asarray(x, dtype=float) for x in (tp, fp, fn, tn))
+    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return np.where(denom > 0, (tp * tn - fp * fn) / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def pearson(x, y, axis: int = -1) -> np.ndarray:
+    """Pearson correlation of ``x`` and ``y`` along ``axis`` (vectorised); 0 where either is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    constant = (x.max(axis=axis) == x.min(axis=axis)) | (y.max(axis=axis) == y.min(axis=axis))
+    dx, dy = x - x.mean(axis=axis, keepdims=True), y - y.mean(axis=axis, keepdims=True)
+    sxy, sxx, syy = (dx * dy).sum(axis=axis), (dx * dx).sum(axis=axis), (dy * dy).sum(axis=axis)
+    denom = np.sqrt(sxx * syy)
+    ok = ~constant & (denom > 0)
+    return np.clip(np.where(ok, sxy / np.where(ok, denom, 1.0), 0.0), -1.0, 1.0)
+
+
+def average_ranks(x, axis: int = -1) -> np.ndarray:
+    """Ranks 1..n along ``axis``, ties given their average rank (as ``scipy.stats.rankdata``), vectorised."""
+    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
+    n = x.shape[-1]
+    order = np.argsort(x, axis=-1, kind="stable")
+    xs = np.take_along_axis(x, order, axis=-1)
+    idx = np.broadcast_to(np.arange(n), xs.shape)
+    differs = xs[..., 1:] != xs[..., :-1]
+    edge = np.ones(xs.shape[:-1] + (1,), dtype=bool)
+    starts = np.maximum.accumulate(np.where(np.concatenate([edge, differs], axis=-1), idx, 0), axis=-1)
+    ends = np.flip(np.minimum.accumulate(np.flip(np.where(np.concatenate([differs, edge], axis=-1), idx, n), -1),
+                                         axis=-1), -1)
+    ranks = np.empty_like(xs)
+    np.put_along_axis(ranks, order, (starts + ends) / 2 + 1, axis=-1)
+    return np.moveaxis(ranks, -1, axis)
+
+
+def spearman(x, y, axis: int = -1) -> np.ndarray:
+    """Spearman rank correlation along ``axis``: Pearson of the average ranks; 0 where either is constant."""
+    return pearson(average_ranks(x, axis), average_ranks(y, axis), axis=axis)
 
 
 def _require(condition: bool, path: Path, message: str) -> None:
@@ -239,10 +316,15 @@ def _check_payload(data: Any, path: Path) -> None:
     _require(kind in PREDICTION_METRICS, path, f"unknown kind {kind!r}")
     _require(name in PREDICTION_METRICS[kind], path, f"metric {name!r} cannot be computed from {kind!r}")
     _require(isinstance(n, int) and n > 0, path, f"n must be a positive integer, not {n!r}")
-    if kind == "labels":
+    if kind in KINDS_WITH_REFERENCES:
         for key in ("predictions", "references"):
             _require(isinstance(data[key], list) and len(data[key]) == n, path,
                      f"{key} has {len(data[key]) if isinstance(data[key], list) else 'no'} entries, n is {n}")
+        if kind == "values":
+            for key in ("predictions", "references"):
+                bad = next((v for v in data[key] if isinstance(v, bool) or not isinstance(v, (int, float))
+                            or not math.isfinite(v)), None)
+                _require(bad is None, path, f"{key} must be finite numbers (regression), found {bad!r}")
         _require(references_sha256(data["references"]) == data["references_sha256"], path,
                  "references do not match references_sha256")
     else:
@@ -285,6 +367,8 @@ def read_predictions(path: str | Path, record: dict | None = None) -> Prediction
     _check_payload(data, path)
     if data["kind"] == "labels":
         preds, refs = np.asarray(data["predictions"], dtype=np.int64), np.asarray(data["references"], dtype=np.int64)
+    elif data["kind"] == "values":
+        preds, refs = np.asarray(data["predictions"], dtype=float), np.asarray(data["references"], dtype=float)
     else:
         preds, refs = {k: np.asarray(v, dtype=float) for k, v in data["predictions"].items()}, None
     p = Predictions(task=data["task"], method=data["method"], budget=float(data["budget"]), seed=int(data["seed"]),

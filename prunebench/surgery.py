@@ -40,6 +40,13 @@ model from the config, ``replay``s the ops and then loads the weights strictly.
 weight count, ``prunebench.budget``) the first time, so compacted models are measured
 against their dense origin. Other modules register their own ops with the same decorator
 (e.g. factorisation, fixed attention); ``import methods`` imports them all.
+
+``prunebench.checkpoints.save_model`` saves a model whose result a stock transformers
+config can describe (only layers removed and/or the same number of FFN units removed in
+every layer) as a plain checkpoint instead: the config then describes the *compacted*
+architecture, ``prunebench_surgery`` is dropped (nothing is replayed) and the ops are kept
+as ``prunebench_surgery_history``. Ops recorded afterwards on such a reloaded model are
+relative to the compacted architecture and are replayed on it. See ``prunebench.portable``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ and fp32 elsewhere: on an AVX2-only CPU bf16 autocast is emulated and ~12x slowe
 The precision actually used, the CPU capability and the throughput are in ``TrainResult``.
 
 A loss that becomes NaN or infinite stops the run with ``TrainingDiverged``.
+
+Every task kind trains through the same loop on the model's own loss: cross-entropy for
+classification, mean squared error for regression (STS-B: float32 ``label`` column, a one-output
+head with ``problem_type="regression"``, see ``prunebench.modeling``), span start/end
+cross-entropy for extractive QA.
 """
 
 from __future__ import annotations
@@ -276,7 +281,7 @@ def _collator(dataset, tokenizer):
 
 
 def tokenize(dataset, tokenizer, text_fields: tuple[str, ...], max_seq_len: int):
-    """Tokenize a classification split (no padding: batches are padded dynamically)."""
+    """Tokenize a classification or regression split (no padding: batches are padded dynamically)."""
     def encode(rows):
         enc = tokenizer(*(rows[f] for f in text_fields), truncation=True, max_length=max_seq_len)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]

@@ -19,6 +19,12 @@ examples, Holm correction per budget, alpha 0.05) and whether the entry is signi
 than random pruning and worse than dense. Records without predictions render with "n/a" and a
 warning line.
 
+Second backend (issue 14): ``ort_speedup_b1`` and ``ort_speedup_bmax`` are the speed-ups measured
+in ONNX Runtime (``prunebench.measure.onnx_runtime``; ratio of median latencies per record, mean over
+seeds, as for the PyTorch columns); '—' where the records have none (records measured before the ORT
+backend, or whose export failed). ``backend_rows`` compares the two backends' speed-ups with the
+theoretical FLOP speed-up per method and budget ("Which backend decides the speed-up").
+
 Guard (issue 10): ``enforced_by_truncation`` (mark †) when ``finalize`` removed more than
 ``TRUNCATION_LIMIT`` of the weights the method's own rule had kept, (before - after) / before
 with before = ``details.method.remaining_before_finalize`` and after = the measured
@@ -44,7 +50,7 @@ COLUMNS = ["task", "budget", "rank", "method", "rank_label", "seeds", "score_met
            "better_than_random", "p_vs_random", "worse_than_dense", "p_vs_dense",
            "encoder_remaining", "met_budget", "remaining_before_finalize", "finalize_removed", "enforced_by_truncation",
            "calibration_note",
-           "latency_b1_ms", "speedup_b1", "bmax", "latency_bmax_ms", "speedup_bmax",
+           "latency_b1_ms", "speedup_b1", "bmax", "latency_bmax_ms", "speedup_bmax", "ort_speedup_b1", "ort_speedup_bmax",
            "disk_mb_dense_format", "disk_mb_sparse_format", "pareto_optimal", "pareto_disk", "pareto_latency_b1",
            "pareto_latency_bmax", "hardware"]
 
@@ -94,6 +100,8 @@ def board_from_rows(rows: list[Row]) -> list[dict]:
                     "latency_b1_ms": r.mean("latency_b1"), "speedup_b1": r.mean("speedup_b1"), "bmax": bmax,
                     "latency_bmax_ms": r.mean(f"latency_b{bmax}") if bmax else None,
                     "speedup_bmax": r.mean(f"speedup_b{bmax}") if bmax else None,
+                    "ort_speedup_b1": r.mean("ort_speedup_b1"),
+                    "ort_speedup_bmax": r.mean(f"ort_speedup_b{bmax}") if bmax else None,
                     "disk_mb_dense_format": disk_d / 1e6 if disk_d else None,
                     "disk_mb_sparse_format": disk_s / 1e6 if disk_s else None,
                     "pareto_optimal": r.key in front,
@@ -103,6 +111,68 @@ def board_from_rows(rows: list[Row]) -> list[dict]:
                     "hardware": hardware_text(r.hardware),
                 })
     return out
+
+
+#: A speed-up counts as faster (slower) than dense above 1 + this (below 1 - this), else "same speed".
+BACKEND_TOL = 0.10
+BACKEND_TEXT = (f"The same pruned and dense models timed in PyTorch (eager) and in "
+                f"ONNX Runtime (exported graph, ORT's fusions), with the theoretical FLOP speed-up beside them. A speed-up "
+                f"above {1 + BACKEND_TOL:.2f} counts as faster than dense, below {1 - BACKEND_TOL:.2f} as slower, else "
+                "as the same speed; the verdict says whether the two backends agree on that at batch 1 and at the "
+                "largest batch.")
+
+
+def speed_class(speedup: float | None) -> str | None:
+    """'faster', 'same speed' or 'slower' than dense (``BACKEND_TOL``); None without a value."""
+    if speedup is None:
+        return None
+    if speedup > 1 + BACKEND_TOL:
+        return "faster"
+    if speedup < 1 - BACKEND_TOL:
+        return "slower"
+    return "same speed"
+
+
+def _backend_verdict(pt: float | None, ort: float | None) -> str:
+    a, b = speed_class(pt), speed_class(ort)
+    if a is None or b is None:
+        return "no ONNX Runtime measurement" if b is None and a is not None else "n/a"
+    if a == b:
+        return f"both {a}"
+    return f"backends differ: PyTorch {a}, ORT {b}"
+
+
+def backend_rows(rows: list[Row]) -> list[dict]:
+    """One dict per pruned (task, method, budget): the theoretical FLOP speed-up, the PyTorch and
+    the ONNX Runtime speed-ups at batch 1 and at the largest batch (means over seeds; None where
+    not measured), and a verdict per batch (``speed_class`` of each backend)."""
+    out = []
+    for r in sorted(rows, key=lambda r: (r.task, -r.budget, r.method)):
+        if r.method == "dense":
+            continue
+        bmax = r.bmax
+        pt1, ort1 = r.mean("speedup_b1"), r.mean("ort_speedup_b1")
+        ptm = r.mean(f"speedup_b{bmax}") if bmax else None
+        ortm = r.mean(f"ort_speedup_b{bmax}") if bmax else None
+        out.append({"task": r.task, "method": r.method, "budget": r.budget, "seeds": len(r.seeds), "bmax": bmax,
+                    "theoretical_speedup": r.mean("theoretical_speedup"),
+                    "speedup_b1": pt1, "ort_speedup_b1": ort1, "speedup_bmax": ptm, "ort_speedup_bmax": ortm,
+                    "verdict_b1": _backend_verdict(pt1, ort1), "verdict_bmax": _backend_verdict(ptm, ortm),
+                    "has_ort": ort1 is not None or ortm is not None})
+    return out
+
+
+def backend_summary(table: list[dict]) -> str:
+    """One sentence: how many entries with both backends measured get the same verdict on both."""
+    both = [t for t in table if t["has_ort"]]
+    if not both:
+        return ("No record has an ONNX Runtime measurement yet (records measured before the second backend was "
+                "added): the speed-ups are PyTorch's only.")
+    agree = [t for t in both if t["verdict_b1"].startswith("both") and t["verdict_bmax"].startswith("both")]
+    differ = [f"{t['method']} @ {t['budget']:g}" for t in both if t not in agree]
+    text = (f"{len(agree)} of {len(both)} pruned entries measured on both backends get the same verdict from both "
+            "at batch 1 and at the largest batch")
+    return text + (f"; the backends decide differently for {', '.join(differ)}." if differ else ".")
 
 
 def ranked(group: list[Row], met: dict) -> list[tuple[Row, int | None, str | None]]:
@@ -198,6 +268,11 @@ def _fmt(value, digits=3) -> str:
     return str(value)
 
 
+def _ort_fmt(value, digits=2) -> str:
+    """An ONNX Runtime cell: '—' where the records have no ORT measurement."""
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
 def _ci(low, high, digits=4) -> str:
     return "[n/a]" if low is None or high is None else f"[{low:.{digits}f}, {high:.{digits}f}]"
 
@@ -258,15 +333,39 @@ def _precisions(records: list[dict]) -> str:
     return "/".join(found) or "unknown"
 
 
+def _ort_text(records: list[dict]) -> str:
+    """"; second backend onnxruntime 1.32.0 (ORT speed-up columns)" when any record has it, else ""."""
+    found = sorted({str(o.get("ort_version")) for r in records
+                    for o in [((r.get("details") or {}).get("measurement") or {}).get("onnx_runtime") or {}]
+                    if o.get("enabled") and o.get("ort_version")})
+    if not found:
+        return ""
+    return f"; second backend ONNX Runtime {'/'.join(found)} (ORT speed-up columns; '—': not measured in ORT)"
+
+
+def backend_markdown(table: list[dict]) -> list[str]:
+    """The "Which backend decides the speed-up" section (only when some record has ORT numbers)."""
+    if not any(t["has_ort"] for t in table):
+        return []
+    lines = ["", "## Which backend decides the speed-up", "", BACKEND_TEXT + " " + backend_summary(table), "",
+             "| task | budget | method | theoretical (FLOPs) | PyTorch b1 | ORT b1 | verdict b1 | PyTorch bmax | ORT bmax | "
+             "verdict bmax |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        lines.append(f"| {t['task']} | {t['budget']:g} | {t['method']} | {_ort_fmt(t['theoretical_speedup'])} | "
+                     f"{_ort_fmt(t['speedup_b1'])} | {_ort_fmt(t['ort_speedup_b1'])} | {t['verdict_b1']} | "
+                     f"{_ort_fmt(t['speedup_bmax'])} | {_ort_fmt(t['ort_speedup_bmax'])} | {t['verdict_bmax']} |")
+    return lines
+
+
 def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] | None = None,
-                prediction_warnings: list[str] | None = None) -> str:
+                prediction_warnings: list[str] | None = None, backends: list[dict] | None = None) -> str:
     hw = records[0]["provenance"]["hardware"] if records else {}
     m = (records[0].get("details") or {}).get("measurement", {}) if records else {}
     lines = [
         "# prunebench leaderboard", "",
         f"Hardware: {hardware_text(hw)}; "
         f"latency backend {m.get('backend', '?')}, {m.get('threads', '?')} threads, sequence length {m.get('seq_len', '?')}, "
-        f"batch sizes {m.get('batch_sizes', '?')}; training precision {_precisions(records)}; "
+        f"batch sizes {m.get('batch_sizes', '?')}{_ort_text(records)}; training precision {_precisions(records)}; "
         f"seeds {sorted({int(r['seed']) for r in records})}. ★ = Pareto-optimal: score vs. encoder weights remaining (Pareto), "
         "vs. bytes on disk in the sparse format (disk), vs. latency at batch 1 (b1) and at the largest batch (bmax). "
         f"Ranked: entries whose remaining fraction is within {BUDGET_TOLERANCE} of the budget; a method whose "
@@ -276,8 +375,9 @@ def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] |
         "settings were calibrated on another profile (notes below the table).", "",
         "| task | budget | rank | method | seeds | score (mean ± std over seeds) [95% CI] | Δ dense [95% CI] | > random | "
         "< dense | remaining | latency b1 (ms) | speed-up b1 | latency bmax (ms) | speed-up bmax | "
+        "ORT speed-up b1 | ORT speed-up bmax | "
         "disk MB (dense fmt / sparse fmt) | Pareto | disk | b1 | bmax |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -285,13 +385,15 @@ def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] |
             f"{_diff_cell(r)} | {_verdict_cell(r['better_than_random'], r['p_vs_random'])} | "
             f"{_verdict_cell(r['worse_than_dense'], r['p_vs_dense'])} | {_fmt(r['encoder_remaining'], 4)} | "
             f"{_fmt(r['latency_b1_ms'], 2)} | {_fmt(r['speedup_b1'], 2)} | {_fmt(r['latency_bmax_ms'], 1)} | "
-            f"{_fmt(r['speedup_bmax'], 2)} | {_fmt(r['disk_mb_dense_format'], 1)} / {_fmt(r['disk_mb_sparse_format'], 1)} | "
+            f"{_fmt(r['speedup_bmax'], 2)} | {_ort_fmt(r.get('ort_speedup_b1'))} | {_ort_fmt(r.get('ort_speedup_bmax'))} | "
+            f"{_fmt(r['disk_mb_dense_format'], 1)} / {_fmt(r['disk_mb_sparse_format'], 1)} | "
             f"{_fmt(r['pareto_optimal'])} | {_fmt(r['pareto_disk'])} | {_fmt(r['pareto_latency_b1'])} | "
             f"{_fmt(r['pareto_latency_bmax'])} |")
     notes = footnotes(rows)
     if notes:
         lines += ["", *notes]
     lines += prediction_warning(prediction_warnings or [])
+    lines += backend_markdown(backends if backends is not None else backend_rows(aggregate(records)))
     if problems:
         lines += ["", f"Runs missing or failed ({len(problems)}):", ""]
         lines += [f"- `{p.path}`: {p.status}: {p.error.splitlines()[0] if p.error else ''}" for p in problems]

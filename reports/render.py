@@ -28,7 +28,8 @@ from reports.analysis import find_head_ablations
 from reports.convergence import convergence_section, keep_longest_steps
 from reports.reference import budget_gaps, load_references
 from reports.collect import (aggregate, load_record_set, read_benchmarks, results_dir_of, wall_time_per_rule)
-from reports.leaderboard import TRUNCATION_LIMIT, attach_stats, board_from_rows, footnotes, hardware_text
+from reports.leaderboard import (BACKEND_TEXT, TRUNCATION_LIMIT, attach_stats, backend_rows, backend_summary,
+                                 board_from_rows, footnotes, hardware_text)
 from reports.uncertainty import TEST_TEXT, load_predictions
 from reports.style import method_style
 from reports.survey import COLUMN_TITLES, COLUMNS, load_survey, survey_rows, unmeasured_cells
@@ -87,6 +88,20 @@ def _settings(records: list[dict]) -> list[dict]:
     return sorted(out.values(), key=lambda x: x["method"])
 
 
+def _onnx_runtime(records: list[dict]) -> dict | None:
+    """The ONNX Runtime setup of the first record measured with it (version, opset, exporter,
+    optimization level, int8 method of any int8 record) and how many records have it; None if none."""
+    found = [o for r in records
+             for o in [((r.get("details") or {}).get("measurement") or {}).get("onnx_runtime") or {}] if o.get("enabled")]
+    if not found:
+        return None
+    first = found[0]
+    int8 = next((o.get("int8_method") for o in found if o.get("int8_method")), None)
+    return {"ort_version": first.get("ort_version"), "opset": first.get("opset"), "exporter": first.get("exporter"),
+            "optimization_level": first.get("optimization_level"), "int8_method": int8, "records": len(found),
+            "failed": sum(1 for o in found if o.get("error"))}
+
+
 def _seed_table(rows) -> list[dict]:
     return [{"task": r.task, "method": r.method, "budget": r.budget, "seeds": sorted(r.seeds)} for r in rows]
 
@@ -114,6 +129,7 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
     rows = aggregate(records)
     attach_stats(rows, predictions)
     board = board_from_rows(rows)
+    backends = backend_rows(rows)
     tasks = sorted({r.task for r in rows})
     methods_run = sorted({r.method for r in rows})
     budgets = sorted({r.budget for r in rows}, reverse=True)
@@ -220,6 +236,8 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
     html = env.get_template("report.html.j2").render(
         board=board,
         board_notes=footnotes(board),
+        backends=backends, backend_text=BACKEND_TEXT, backend_summary=backend_summary(backends),
+        onnx_runtime=_onnx_runtime(records),
         prediction_warnings=prediction_warnings,
         test_text=TEST_TEXT,
         truncation_limit=TRUNCATION_LIMIT,

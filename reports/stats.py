@@ -1,6 +1,12 @@
 """Uncertainty and ties from per-example predictions (the ``*.predictions.json`` beside each record).
 
-Every number here is computed from the models' predictions on the same evaluation examples:
+Every number here is computed from the models' predictions on the same evaluation examples.
+A resample (or a permutation) recomputes the task's *metric* from its resampled examples: the
+metric is a function of the per-example components (``Predictions.components``, aggregated by
+``prunebench.records.aggregate_metric``), so accuracy and SQuAD scores are means, but F1 and
+Matthews (MRPC, QQP, CoLA) come from the resample's confusion counts and Pearson and Spearman
+(STS-B, a regression task) from its (prediction, reference) pairs -- never a mean of
+per-example correctness:
 
 - ``metric_ci``: bootstrap interval of a model's task metric, resampling examples
   (``scipy.stats.bootstrap``; percentile method by default, BCa on request; Efron & Tibshirani 1993).
@@ -233,7 +239,7 @@ def tied_ranks(entries: dict[Hashable, list[Predictions]], alpha: float = 0.05, 
                seed: int = 0) -> dict[Hashable, RankInfo]:
     """Ranks with ties where the paired test cannot tell an entry from its group's leader (module docstring).
 
-    Higher metric values are better (accuracy, F1, exact match).
+    Higher metric values are better (accuracy, F1, exact match, Matthews, Pearson, Spearman).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), not {alpha!r}")

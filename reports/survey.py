@@ -19,7 +19,8 @@ Rules (all in this module, thresholds named below):
   formats, dense model = 100%) is shown beside it; more than ``DISK_SLACK`` above the
   claimed range is a caveat. ``basis: model`` claims are checked against disk directly.
 - Inference: measured speed-up within ``SPEEDUP_TOL`` of the claimed one agrees; slower
-  disagrees; faster is a caveat (other hardware).
+  disagrees; faster is a caveat (other hardware). The verdict uses the PyTorch speed-up; where a
+  record also has ONNX Runtime's (``ort_speedup_b*``), the measured line shows it beside.
 - Component: the kinds of structure removed (``kinds``) must intersect.
 - Pretrain: every run here prunes during fine-tuning; a paper that compresses during
   pre-training is not measured ("needs pre-training").
@@ -216,9 +217,10 @@ def inference_cell(paper, rows, dense) -> Cell:
     cell = Cell("inference", _survey_cell(paper, "inference"), _claim(paper, "inference"))
     for r in rows:
         b1, bmax = r.mean("speedup_b1"), (r.mean(f"speedup_b{r.bmax}") if r.bmax else None)
-        parts = [f"×{b1:.2f} at batch 1" if b1 is not None else "batch 1 n/a"]
+        parts = [f"×{b1:.2f} at batch 1{_ort_note(r, 1)}" if b1 is not None else "batch 1 n/a"]
         if r.bmax and r.bmax != 1:
-            parts.append(f"×{bmax:.2f} at batch {r.bmax}" if bmax is not None else f"batch {r.bmax} n/a")
+            parts.append(f"×{bmax:.2f} at batch {r.bmax}{_ort_note(r, r.bmax)}" if bmax is not None
+                         else f"batch {r.bmax} n/a")
         cell.measured.append(f"{_label(r)}: " + ", ".join(parts))
     if not rows:
         return cell
@@ -251,6 +253,12 @@ def inference_cell(paper, rows, dense) -> Cell:
     cell.status = _worst(v for v, _ in verdicts)
     cell.reason = "; ".join(t for _, t in verdicts)
     return cell
+
+
+def _ort_note(r: Row, batch: int) -> str:
+    """" (ONNX Runtime ×1.31)" where the records have the ORT speed-up at ``batch``, else ""."""
+    v = r.mean(f"ort_speedup_b{batch}")
+    return "" if v is None else f" (ONNX Runtime ×{v:.2f})"
 
 
 def _worst(statuses) -> str:

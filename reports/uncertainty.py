@@ -1,7 +1,10 @@
 """Uncertainty, tied ranks and significance of every leaderboard entry (issue 11, parts 2 and 3).
 
 Everything here comes from the per-example predictions saved beside each record
-(``seed{N}.predictions.json``, read and checked against its record by ``reports.stats``):
+(``seed{N}.predictions.json``, read and checked against its record by ``reports.stats``), and
+works for every task kind: classification (accuracy, F1, Matthews), regression (STS-B: Pearson,
+Spearman) and extractive QA (exact match, F1); every resample recomputes the task's primary
+metric from the resampled (prediction, reference) pairs (``reports.stats``):
 
 - **score interval (95%)**: one seed -- percentile bootstrap over the evaluation examples
   (``stats.metric_ci``); several seeds -- mean and t interval over the seeds (``stats.seeds_ci``),

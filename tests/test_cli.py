@@ -20,7 +20,7 @@ def _smoke_experiment(**overrides):
 
 
 def test_missing_data_file_is_one_clear_line(tmp_path):
-    exp = _smoke_experiment(data={"train": str(tmp_path / "gone.tsv")})
+    exp = _smoke_experiment(data={"train": str(tmp_path / "gone.tsv"), "eval": str(tmp_path / "gone.tsv")})
     out = _run("dense", "--experiment", exp, "--task", "sst2", "--seed", "0", "--model-dir", str(tmp_path / "m"),
                "--summary", str(tmp_path / "s.json"))
     assert out.returncode == 2

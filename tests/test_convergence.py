@@ -112,3 +112,22 @@ def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
     assert "Does the verdict depend on the fine-tuning budget?" in html
     board = (tmp_path / "leaderboard.md").read_text()
     assert board.count("| sst2 |") == 2  # dense and the method, at the longest length only
+
+
+def test_published_convergence_records_give_the_readme_verdict():
+    """The committed convergence run (reports/convergence/records) has three lengths, every
+    record has its predictions, and the section computed from it is the one the README states."""
+    from prunebench.records import read_record
+
+    folder = REPO / "reports" / "convergence" / "records"
+    paths = sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".predictions.json"))
+    assert paths, "no published convergence records"
+    for p in paths:
+        assert p.with_name(p.name[: -len(".json")] + ".predictions.json").is_file(), p
+    section = convergence_section([read_record(p) for p in paths], with_figures=False)
+    assert section["steps"] == [200, 800, 1600]
+    (group,) = section["groups"]
+    orders = {r["steps"]: r["order"] for r in group["rankings"]}
+    assert orders[1600][0] == "flop" and orders[1600][-1] == "movement_hard"
+    taus = {(t["a"], t["b"]): round(t["tau"], 2) for t in group["taus"]}
+    assert taus[(200, 1600)] == 0.4 and taus[(800, 1600)] == 1.0

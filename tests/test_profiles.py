@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -41,6 +42,9 @@ def test_slurm_profile_plans_the_smoke_workflow(tmp_path):
                    f"results_dir={tmp_path}")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
-    assert _job_count(text, "prune") == 8
-    assert _job_count(text, "measure") == 9  # dense + 8: every record has its measure job
+    smoke = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())["profiles"]["smoke"]
+    n_prune = len(smoke["methods"]) * len(smoke["budgets"]) * len(smoke["seeds"])
+    assert n_prune >= 18  # the magnitude family, random and the methods beyond the survey, at two budgets
+    assert _job_count(text, "prune") == n_prune
+    assert _job_count(text, "measure") == n_prune + len(smoke["seeds"])  # every record (dense too) has its measure job
     assert "mem_mb=6000" in text and "runtime=120" in text  # rules declare their resources

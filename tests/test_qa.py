@@ -111,3 +111,56 @@ def test_qa_predictions_file_holds_scores_whose_mean_is_the_metric(squad_file, t
     assert payload["references"] is None and payload["metric"] == "f1"
     p = read_predictions(write_predictions(payload, tmp_path / "seed0.predictions.json"), summary)
     assert p.value() == pytest.approx(ev.metrics["f1"], abs=1e-12)
+
+
+def _squad_articles(tmp_path, n_articles=6):
+    data = {"version": "1.1", "data": [{"title": f"article{i}", "paragraphs": [{"context": f"Article {i} is about topic {i}.", "qas": [
+        {"id": f"a{i}-q{j}", "question": f"What is article {i} about ({j})?",
+         "answers": [{"text": f"topic {i}", "answer_start": len(f"Article {i} is about ")}]} for j in range(i + 1)]}]}
+        for i in range(n_articles)]}
+    path = tmp_path / "articles.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_article_split_keeps_every_article_on_one_side(tmp_path):
+    path = _squad_articles(tmp_path)
+    report = {}
+    cfg = DataConfig(source="local", train=str(path), eval=str(path), article_split={"every": 3, "eval_index": 2})
+    data = load_task_data(SQUAD, cfg, report=report)
+    # articles 0..5, eval: 2 and 5 (3 + 6 questions); train: 0, 1, 3, 4 (1 + 2 + 4 + 5)
+    assert sorted({i.split("-")[0] for i in data["eval"]["id"]}) == ["a2", "a5"]
+    assert sorted({i.split("-")[0] for i in data["train"]["id"]}) == ["a0", "a1", "a3", "a4"]
+    assert report["article_split"] == {"every": 3, "eval_index": 2, "eval_articles": 2, "eval_questions": 9,
+                                       "train_articles": 4, "train_questions": 12}
+    eval_only = load_task_data(SQUAD, cfg, eval_only=True)
+    assert set(eval_only) == {"eval"} and list(eval_only["eval"]["id"]) == list(data["eval"]["id"])
+
+
+def test_bad_article_split_is_a_clear_error(tmp_path):
+    from prunebench.data import DataError
+
+    path = _squad_articles(tmp_path, 2)
+    with pytest.raises(DataError, match=r"eval_index 5 must lie in 0..3"):
+        load_task_data(SQUAD, DataConfig(train=str(path), eval=str(path), article_split={"every": 4, "eval_index": 5}))
+    with pytest.raises(DataError, match=r"leaves no eval question"):
+        load_task_data(SQUAD, DataConfig(train=str(path), eval=str(path), article_split={"every": 4, "eval_index": 3}))
+
+
+def test_long_questions_are_cut_so_every_window_keeps_more_than_stride_context_tokens(tokenizer):
+    import datasets
+
+    from prunebench.qa import question_limit
+
+    ctx = "The answer is Zanzibar . " + "filler words here . " * 30
+    question = "What " + "very " * 60 + "long question is this?"
+    ex = datasets.Dataset.from_list([{"id": "x", "question": question, "context": ctx,
+                                      "answers": {"text": ["Zanzibar"], "answer_start": [ctx.index("Zanzibar")]}}])
+    assert question_limit(64, 32) == 28 and question_limit(384, 128) == 64
+    feats = train_features(ex, tokenizer, max_seq_len=64, stride=32)  # the tokenizer would panic on the full question
+    assert all(len(ids) <= 64 for ids in feats["input_ids"]) and len(feats) > 1
+    first = feats[0]
+    assert tokenizer.decode(first["input_ids"][first["start_positions"]: first["end_positions"] + 1]).strip() == "zanzibar"
+    assert len(eval_features(ex, tokenizer, 64, 32)) == len(feats)
+    with pytest.raises(ValueError, match="doc_stride 60 leaves no room for a question"):
+        train_features(ex, tokenizer, max_seq_len=64, stride=60)

@@ -1,4 +1,9 @@
-"""Bytes on disk of a saved model, measured with ``stat``: dense and sparse-encoded files."""
+"""Bytes on disk of a saved model, measured with ``stat``: dense and sparse-encoded files.
+
+Only the checkpoint's weight files count (``model.safetensors``, ``model.sparse.safetensors``):
+not the config, tokenizer or checksums, and not the ``model.onnx`` the measure job writes into
+the same folder (``prunebench.measure.onnx_runtime``), so "disk size" keeps meaning the checkpoint.
+"""
 
 from __future__ import annotations
 

@@ -7,12 +7,17 @@ turn within every round (so drift in machine load hits all alike) with a fixed t
 count, for at least ``repeats`` rounds and at least ``min_time_s`` seconds (so a short pass,
 e.g. batch 1 in ~10 ms, gets many samples and a stable median); the record keeps the
 median, the inter-quartile range and every sample.
+
+``time_in_turn`` is that protocol for any callables; ``compare_latency`` applies it to PyTorch
+modules and ``prunebench.measure.onnx_runtime.compare_ort_latency`` to ONNX Runtime sessions,
+so both backends are timed the same way.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from typing import Any, Callable
 
 import torch
 
@@ -40,6 +45,25 @@ def summarize(samples: list[float]) -> dict:
     return {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0], "samples_ms": ms}
 
 
+def time_in_turn(runners: dict[str, Callable[[], Any]], warmup: int, repeats: int, min_time_s: float = 0.0,
+                 max_rounds: int = 200) -> dict[str, dict]:
+    """The timing protocol: ``warmup`` untimed rounds, then rounds in which every runner is
+    called once in turn, for at least ``repeats`` rounds and at least ``min_time_s`` seconds
+    (at most ``max_rounds`` rounds beyond ``repeats``); ``summarize`` of each runner's samples."""
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    start, rounds = time.perf_counter(), 0
+    while rounds < repeats or (time.perf_counter() - start < min_time_s and rounds < max_rounds):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: summarize(s) for name, s in samples.items()}
+
+
 def compare_latency(models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor], threads: int, warmup: int,
                     repeats: int, min_time_s: float = 0.0, max_rounds: int = 200) -> dict[str, dict]:
     """Median latency of each named model on ``batch``, timed in turn within every round."""
@@ -48,15 +72,8 @@ def compare_latency(models: dict[str, torch.nn.Module], batch: dict[str, torch.T
     try:
         for m in models.values():
             m.eval()
-        for _ in range(warmup):
-            for m in models.values():
-                time_once(m, batch)
-        samples: dict[str, list[float]] = {name: [] for name in models}
-        start, rounds = time.perf_counter(), 0
-        while rounds < repeats or (time.perf_counter() - start < min_time_s and rounds < max_rounds):
-            for name, m in models.items():
-                samples[name].append(time_once(m, batch))
-            rounds += 1
+        with torch.inference_mode():
+            return time_in_turn({name: (lambda m=m: m(**batch)) for name, m in models.items()}, warmup, repeats,
+                                min_time_s, max_rounds)
     finally:
         torch.set_num_threads(previous)
-    return {name: summarize(s) for name, s in samples.items()}
