@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ class Context:
     eval_examples: Any  # the raw evaluation examples (texts, labels or gold answers)
     budget: FinetuneBudget
     threads: int
+    data_details: dict[str, Any] = field(default_factory=dict)  # what load_task_data loaded (details.data)
+    #: further evaluation sets, name -> (tokenized, raw examples), e.g. MNLI "mismatched"
+    extra_evals: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
 def load_context(exp: dict[str, Any], task: str, threads: int | None = None) -> Context:
@@ -65,15 +68,17 @@ def load_context(exp: dict[str, Any], task: str, threads: int | None = None) -> 
     torch.set_num_threads(threads)
     spec = get_task(task)
     tokenizer = load_tokenizer(exp["model"])
-    data = load_task_data(spec, DataConfig.from_dict(task_data(exp, task)))
+    details: dict[str, Any] = {}
+    data = load_task_data(spec, DataConfig.from_dict(task_data(exp, task)), report=details)
     ft = FinetuneBudget.from_dict(exp["finetune"])
     if spec.kind == "extractive_qa":
         train_ds = qa.train_features(data["train"], tokenizer, ft.max_seq_len, ft.doc_stride)
-        eval_ds = qa.eval_features(data["eval"], tokenizer, ft.max_seq_len, ft.doc_stride)
+        evals = {k: qa.eval_features(v, tokenizer, ft.max_seq_len, ft.doc_stride) for k, v in data.items() if k != "train"}
     else:
         train_ds = tokenize(data["train"], tokenizer, spec.text_fields, ft.max_seq_len)
-        eval_ds = tokenize(data["eval"], tokenizer, spec.text_fields, ft.max_seq_len)
-    return Context(exp, spec, tokenizer, train_ds, eval_ds, data["eval"], ft, threads)
+        evals = {k: tokenize(v, tokenizer, spec.text_fields, ft.max_seq_len) for k, v in data.items() if k != "train"}
+    extras = {k[len("eval_"):]: (evals[k], data[k]) for k in evals if k.startswith("eval_")}
+    return Context(exp, spec, tokenizer, train_ds, evals["eval"], data["eval"], ft, threads, details, extras)
 
 
 def run_dense(ctx: Context, seed: int, model_dir: Path, summary_path: Path) -> dict:
@@ -114,6 +119,9 @@ def evaluate_and_summarize(ctx: Context, model, method_name: str, target: float,
     R = records.metric
     evaluation = evaluate_task(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size, ctx.eval_examples)
     metrics: dict[str, dict] = {name: R(value, "fraction") for name, value in evaluation.metrics.items()}
+    for suffix, (dataset, examples) in ctx.extra_evals.items():  # e.g. MNLI mismatched: accuracy_mismatched
+        extra = evaluate_task(model, dataset, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size, examples)
+        metrics.update({f"{name}_{suffix}": R(value, "fraction") for name, value in extra.metrics.items()})
     metrics["train_wall_time"] = R(result.wall_time_s, "s")
     summary = {
         "task": ctx.spec.name,
@@ -124,6 +132,7 @@ def evaluate_and_summarize(ctx: Context, model, method_name: str, target: float,
         "details": {
             "method": method.describe() if method is not None else {"name": "dense", "paper": "dense fine-tuned baseline"},
             "per_matrix_remaining": budget_lib.per_matrix_remaining(model),
+            "data": ctx.data_details,  # files, split kinds (official / stand-in) and notes, example counts
             "predictions": None,  # filled below: what the predictions file must match
             "training": {"steps": result.steps, "loss_curve": result.loss_curve, "threads": ctx.threads,
                          "eval_examples": len(ctx.eval_examples), "train_features": len(ctx.train),

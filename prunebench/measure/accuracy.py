@@ -57,6 +57,16 @@ def predict(model: torch.nn.Module, dataset, tokenizer, batch_size: int) -> list
 
 
 @torch.inference_mode()
+def predict_values(model: torch.nn.Module, dataset, tokenizer, batch_size: int) -> list[float]:
+    """The regression output (one logit) of every example of the tokenized ``dataset``, in dataset order."""
+    model.eval()
+    order = _length_order(dataset)
+    values = [v for batch, _ in _batches(dataset, tokenizer, batch_size, order)
+              for v in model(**batch).logits[:, 0].float().tolist()]
+    return _restore_order(values, order)
+
+
+@torch.inference_mode()
 def span_logits(model: torch.nn.Module, features, tokenizer, batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every QA feature (window), unpadded, in feature order."""
     model.eval()
@@ -97,6 +107,9 @@ def evaluate_task(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, ex
     if spec.kind == "classification":
         preds, refs = predict(model, dataset, tokenizer, batch_size), [int(r) for r in dataset["label"]]
         return Evaluation(metric.compute(predictions=preds, references=refs), "labels", preds, refs)
+    if spec.kind == "regression":
+        preds, refs = predict_values(model, dataset, tokenizer, batch_size), [float(r) for r in dataset["label"]]
+        return Evaluation(metric.compute(predictions=preds, references=refs), "values", preds, refs)
     if examples is None:
         raise ValueError("extractive QA evaluation needs the raw examples")
     starts, ends = span_logits(model, dataset, tokenizer, batch_size)
