@@ -16,6 +16,18 @@ SST2_DEV = DATA / "sst2" / "dev.tsv"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def sample_batch(tokenizer):
+    """Three short sentences of different lengths, padded: the batch the model-equality tests compare on."""
+    return tokenizer(["a fine film , warm and funny", "dull and long", "not bad at all"], padding=True,
+                     return_tensors="pt")
+
+
+def logits(model, batch):
+    """The model's logits on ``batch`` in eval mode, without gradients."""
+    with torch.no_grad():
+        return model.eval()(**batch).logits
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from prunebench.modeling import load_tokenizer

@@ -12,6 +12,8 @@ import json
 
 import pytest
 import torch
+
+from tests.conftest import logits, sample_batch
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig,
                           BertForSequenceClassification)
 from transformers.models.bert.modeling_bert import BertSelfAttention
@@ -28,14 +30,7 @@ from prunebench.quantized import is_quantized_model, quantize_encoder_linears
 ATOL = 1e-4
 
 
-def _batch(tokenizer):
-    return tokenizer(["a fine film , warm and funny", "dull and long", "not bad at all"], padding=True,
-                     return_tensors="pt")
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model.eval()(**batch).logits
+_batch, _logits = sample_batch, logits
 
 
 def _config(folder):

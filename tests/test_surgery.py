@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from tests.conftest import logits, sample_batch
+
 from prunebench import surgery
 from prunebench.budget import count_encoder_weights, remaining_fraction
 from prunebench.checkpoints import SPARSE, WEIGHTS, CheckpointError, load_model, load_sparse, save_model
@@ -18,14 +20,7 @@ PER_HEAD = 4 * 64 * 16
 PER_UNIT = 2 * 64
 
 
-def _batch(tokenizer):
-    return tokenizer(["a fine film , warm and funny", "dull and long", "not bad at all"], padding=True,
-                     return_tensors="pt")
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model.eval()(**batch).logits
+_batch, _logits = sample_batch, logits
 
 
 @pytest.fixture

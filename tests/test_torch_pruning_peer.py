@@ -18,18 +18,12 @@ from prunebench import surgery  # noqa: E402
 from prunebench.budget import count_encoder_weights, remaining_fraction  # noqa: E402
 from prunebench.checkpoints import load_model, save_model  # noqa: E402
 from prunebench.trainer import FinetuneBudget, train  # noqa: E402
+from tests.conftest import logits, sample_batch  # noqa: E402
 
 PER_HEAD, PER_UNIT, DENSE = 4096, 128, 65536
 
 
-def _batch(tokenizer):
-    return tokenizer(["a fine film , warm and funny", "dull and long", "not bad at all"], padding=True,
-                     return_tensors="pt")
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model.eval()(**batch).logits
+_batch, _logits = sample_batch, logits
 
 
 def _prune(model, target, settings=None):
