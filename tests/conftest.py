@@ -42,6 +42,18 @@ def tiny_model():
     return load_pretrained("tiny-random", num_labels=2, seed=0, label_names=("negative", "positive")).eval()
 
 
+@pytest.fixture
+def wide_tiny_model(tiny_model):
+    """The tiny model with larger random encoder weights (N(0, 0.2)), so that a wrongly loaded,
+    masked or removed matrix changes the output visibly."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in tiny_model.base_model.encoder.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.2)
+    return tiny_model
+
+
 @pytest.fixture(scope="session")
 def sst2_small(tokenizer):
     """256 training and 64 evaluation examples of the real SST-2 files, tokenized."""

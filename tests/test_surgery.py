@@ -29,14 +29,8 @@ def batch(tokenizer):
 
 
 @pytest.fixture
-def model(tiny_model):
-    # larger random weights so that masking a head visibly changes the output
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in tiny_model.base_model.encoder.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.2)
-    return tiny_model
+def model(wide_tiny_model):
+    return wide_tiny_model
 
 
 def test_remove_heads_equals_masking(model, batch):
