@@ -39,8 +39,13 @@ def _methods(rows: list[Row]) -> list[str]:
     return sorted({r.method for r in rows})
 
 
-def _metric_label(rows: list[Row]) -> str:
-    return f"dev {rows[0].metric}" if rows else "dev accuracy"
+def _metric_label(rows: list[Row], split_kind: str | None = None) -> str:
+    """The score axis: "dev accuracy"; a stand-in evaluation split (``config.data.eval_split_kind``)
+    never reads "dev": "qqp f1 (stand-in eval split)"."""
+    metric = rows[0].metric if rows else "accuracy"
+    if split_kind == "stand-in":
+        return f"{rows[0].task + ' ' if rows else ''}{metric} (stand-in eval split)"
+    return f"dev {metric}"
 
 
 def score_error(r: Row) -> tuple[float, float]:
@@ -68,10 +73,10 @@ def _dense_lines(ax, rows: list[Row], task: str) -> None:
             ax.axhspan(d.score - below, d.score + above, color=colour, alpha=0.08, linewidth=0)
 
 
-def accuracy_vs_remaining(rows: list[Row], task: str | None = None, rc=None):
+def accuracy_vs_remaining(rows: list[Row], task: str | None = None, rc=None, split_kind: str | None = None):
     """Task score vs. fraction of encoder weights remaining: one line per method (error bars: the
     95% interval, ``score_error``), the dense score as a dashed line (band: its interval), the
-    random floor shaded."""
+    random floor shaded. ``split_kind``: the task's ``eval_split_kind`` (labels, ``_metric_label``)."""
     task = task or (rows[0].task if rows else None)
     rows = [r for r in rows if r.task == task]
     with plt.rc_context(rc or RC):
@@ -96,7 +101,7 @@ def accuracy_vs_remaining(rows: list[Row], task: str | None = None, rc=None):
                         linestyle=linestyle(method), label=method + (" (floor)" if method == "random" else ""))
         ax.set_xscale("log")
         ax.set_xlabel("encoder weights remaining (fraction, log scale)")
-        ax.set_ylabel(_metric_label(rows))
+        ax.set_ylabel(_metric_label(rows, split_kind))
         _lower_ylim(ax, rows)
         ax.set_title(f"{task}: accuracy vs. encoder weights remaining", fontsize="medium")
         _legend_below(ax, len(ax.get_legend_handles_labels()[1]))
@@ -147,9 +152,10 @@ PARETO_KINDS = {"remaining": "accuracy vs. encoder weights remaining",
                 "latency_bmax": "accuracy vs. latency at the largest batch"}
 
 
-def pareto_plot(rows: list[Row], kind: str, task: str | None = None, rc=None):
+def pareto_plot(rows: list[Row], kind: str, task: str | None = None, rc=None, split_kind: str | None = None):
     """Score vs. a cost for every (method, budget), Pareto front drawn; vertical error bars the
-    score's 95% interval (``score_error``), horizontal ± std of the cost over seeds."""
+    score's 95% interval (``score_error``), horizontal ± std of the cost over seeds. ``split_kind``:
+    as ``accuracy_vs_remaining``."""
     task = task or (rows[0].task if rows else None)
     rows = [r for r in rows if r.task == task]
     cost, xlabel, logx = _cost_spec(kind, rows)
@@ -174,7 +180,7 @@ def pareto_plot(rows: list[Row], kind: str, task: str | None = None, rc=None):
         if logx:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(_metric_label(pts))
+        ax.set_ylabel(_metric_label(pts, split_kind))
         ax.set_title(f"{task}: {PARETO_KINDS[kind]}", fontsize="medium")
         _legend_below(ax, len(ax.get_legend_handles_labels()[1]))
     return fig
@@ -302,9 +308,9 @@ def per_layer_bars(series: dict[str, list[float]], baseline: float | None, title
 
 
 def head_pruning_curves(rows: list[Row], task: str | None = None, methods=("head_importance", "head_random", "head_magnitude"),
-                        rc=None):
+                        rc=None, split_kind: str | None = None):
     """Iterative head pruning: score vs. fraction of heads (or encoder weights) remaining,
-    importance order vs. random order."""
+    importance order vs. random order. ``split_kind``: as ``accuracy_vs_remaining``."""
     task = task or (rows[0].task if rows else None)
     rows = [r for r in rows if r.task == task]
     mine = [r for r in rows if r.method in methods and r.score is not None]
@@ -322,7 +328,7 @@ def head_pruning_curves(rows: list[Row], task: str | None = None, methods=("head
             ax.errorbar([r.mean(key) for r in pts], [r.score for r in pts], yerr=[r.std(r.metric) or 0 for r in pts],
                         color=colour, marker=marker, linestyle=linestyle(method), capsize=3, label=method)
         ax.set_xlabel(("attention heads" if key == "heads_remaining" else "encoder weights") + " remaining (fraction)")
-        ax.set_ylabel(_metric_label(mine))
+        ax.set_ylabel(_metric_label(mine, split_kind))
         ax.invert_xaxis()
         ax.set_title(f"{task}: iterative head pruning, importance vs. random order", fontsize="medium")
         _legend_below(ax, 3)

@@ -25,6 +25,14 @@ seeds, as for the PyTorch columns); '—' where the records have none (records m
 backend, or whose export failed). ``backend_rows`` compares the two backends' speed-ups with the
 theoretical FLOP speed-up per method and budget ("Which backend decides the speed-up").
 
+Several tasks (issue 12): the task cell of every table carries ``reports.cross_task.STANDIN_MARK`` when
+the task's evaluation split is a stand-in (``config.data.eval_split_kind``), with a footnote; with more
+than one GLUE task (WNLI not counted), the section "GLUE-style average" gives, per budget and method,
+the unweighted mean of the primary metric over the GLUE tasks present (WNLI excluded as in the BERT
+paper; SQuAD, not a GLUE task, listed beside it) and the mean share of dense with its interval
+(``reports.cross_task``), also written as ``<csv stem>_glue_average.csv``/``.json`` beside the CSV.
+With one task nothing of this is added: the leaderboard of a single-task run is unchanged.
+
 Guard (issue 10): ``enforced_by_truncation`` (mark †) when ``finalize`` removed more than
 ``TRUNCATION_LIMIT`` of the weights the method's own rule had kept, (before - after) / before
 with before = ``details.method.remaining_before_finalize`` and after = the measured
@@ -37,7 +45,7 @@ import csv
 from pathlib import Path
 
 from prunebench.records import write_json_atomic
-from reports import uncertainty
+from reports import cross_task, uncertainty
 from reports.collect import Problem, Row, aggregate, load_record_set, pareto_front
 
 BUDGET_TOLERANCE = 0.005  # absolute, in fraction of encoder weights remaining
@@ -343,22 +351,44 @@ def _ort_text(records: list[dict]) -> str:
     return f"; second backend ONNX Runtime {'/'.join(found)} (ORT speed-up columns; '—': not measured in ORT)"
 
 
-def backend_markdown(table: list[dict]) -> list[str]:
-    """The "Which backend decides the speed-up" section (only when some record has ORT numbers)."""
+def backend_markdown(table: list[dict], label=str) -> list[str]:
+    """The "Which backend decides the speed-up" section (only when some record has ORT numbers);
+    ``label``: the task cell's text (``task_labeller``)."""
     if not any(t["has_ort"] for t in table):
         return []
     lines = ["", "## Which backend decides the speed-up", "", BACKEND_TEXT + " " + backend_summary(table), "",
              "| task | budget | method | theoretical (FLOPs) | PyTorch b1 | ORT b1 | verdict b1 | PyTorch bmax | ORT bmax | "
              "verdict bmax |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in table:
-        lines.append(f"| {t['task']} | {t['budget']:g} | {t['method']} | {_ort_fmt(t['theoretical_speedup'])} | "
+        lines.append(f"| {label(t['task'])} | {t['budget']:g} | {t['method']} | {_ort_fmt(t['theoretical_speedup'])} | "
                      f"{_ort_fmt(t['speedup_b1'])} | {_ort_fmt(t['ort_speedup_b1'])} | {t['verdict_b1']} | "
                      f"{_ort_fmt(t['speedup_bmax'])} | {_ort_fmt(t['ort_speedup_bmax'])} | {t['verdict_bmax']} |")
     return lines
 
 
+def task_labeller(rows: list[dict], records: list[dict]):
+    """The task cell's text: with one task the name as it is; with several the name marked when its
+    evaluation split is a stand-in (``reports.cross_task.task_label``)."""
+    if len({r["task"] for r in rows} | {r["task"] for r in records}) <= 1:
+        return str
+    kinds = cross_task.split_kinds(records)
+    return lambda task: cross_task.task_label(task, kinds)
+
+
+def standin_notes(rows: list[dict], records: list[dict]) -> list[str]:
+    """Footnote lines for the stand-in tasks (only with several tasks, as ``task_labeller``)."""
+    tasks = sorted({r["task"] for r in rows} | {r["task"] for r in records})
+    if len(tasks) <= 1:
+        return []
+    return [f"- {n}" for n in cross_task.standin_footnotes(tasks, cross_task.split_kinds(records))]
+
+
 def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] | None = None,
-                prediction_warnings: list[str] | None = None, backends: list[dict] | None = None) -> str:
+                prediction_warnings: list[str] | None = None, backends: list[dict] | None = None,
+                glue: dict | None = None) -> str:
+    """The leaderboard as Markdown; ``glue``: ``glue_average``'s result (default: computed from the
+    records without predictions, so its shares have no interval)."""
+    label = task_labeller(rows, records)
     hw = records[0]["provenance"]["hardware"] if records else {}
     m = (records[0].get("details") or {}).get("measurement", {}) if records else {}
     lines = [
@@ -381,7 +411,7 @@ def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] |
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['budget']:g} | {_rank_cell(r)} | {_method_cell(r)} | {r['seeds']} | {_score_cell(r)} | "
+            f"| {label(r['task'])} | {r['budget']:g} | {_rank_cell(r)} | {_method_cell(r)} | {r['seeds']} | {_score_cell(r)} | "
             f"{_diff_cell(r)} | {_verdict_cell(r['better_than_random'], r['p_vs_random'])} | "
             f"{_verdict_cell(r['worse_than_dense'], r['p_vs_dense'])} | {_fmt(r['encoder_remaining'], 4)} | "
             f"{_fmt(r['latency_b1_ms'], 2)} | {_fmt(r['speedup_b1'], 2)} | {_fmt(r['latency_bmax_ms'], 1)} | "
@@ -389,11 +419,12 @@ def to_markdown(rows: list[dict], records: list[dict], problems: list[Problem] |
             f"{_fmt(r['disk_mb_dense_format'], 1)} / {_fmt(r['disk_mb_sparse_format'], 1)} | "
             f"{_fmt(r['pareto_optimal'])} | {_fmt(r['pareto_disk'])} | {_fmt(r['pareto_latency_b1'])} | "
             f"{_fmt(r['pareto_latency_bmax'])} |")
-    notes = footnotes(rows)
+    notes = footnotes(rows) + standin_notes(rows, records)
     if notes:
         lines += ["", *notes]
     lines += prediction_warning(prediction_warnings or [])
-    lines += backend_markdown(backends if backends is not None else backend_rows(aggregate(records)))
+    lines += backend_markdown(backends if backends is not None else backend_rows(aggregate(records)), label)
+    lines += glue_markdown(glue if glue is not None else glue_average(records), label)
     if problems:
         lines += ["", f"Runs missing or failed ({len(problems)}):", ""]
         lines += [f"- `{p.path}`: {p.status}: {p.error.splitlines()[0] if p.error else ''}" for p in problems]
@@ -409,11 +440,136 @@ def write_leaderboard(record_paths, markdown: Path, csv_path: Path, expected=Non
     markdown = Path(markdown)
     csv_path = Path(csv_path)
     markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(to_markdown(rows, rs.records, rs.problems, warnings))
+    glue = glue_average(rs.records, predictions)
+    markdown.write_text(to_markdown(rows, rs.records, rs.problems, warnings, glue=glue))
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     write_json_atomic(rows, csv_path.with_suffix(".json"))
+    write_glue_files(glue, csv_path)
     return rows
+
+
+# ----- several tasks: the GLUE-style average (issue 12) -----------------------------------------
+
+GLUE_TEXT = ("Per budget and method, the unweighted mean of each GLUE task's primary metric (CoLA Matthews, MRPC and "
+             "QQP F1, STS-B Pearson, accuracy elsewhere), in points, over the GLUE tasks present; WNLI is excluded, as "
+             "in the BERT paper (Devlin et al. 2019); SQuAD is not a GLUE task and is listed beside it, not averaged. "
+             "⚠: the entry lacks a GLUE task the run has, so its mean is over the tasks it has (count shown). Mean share "
+             "of dense (reports/cross_task.py): the mean over the GLUE tasks of the method's metric / the dense "
+             "model's (same task and seeds), with a 95% interval from a bootstrap over the evaluation examples (per "
+             "task, method and dense resampled together; tasks held fixed); tasks whose dense model is not above "
+             "chance are left out of it (listed below). 'keeps ≥ 95% of dense': holds when the whole interval is at "
+             "or above 0.95, fails when it is below, else undecided.")
+
+
+def glue_tasks(records: list[dict]) -> list[str]:
+    """The GLUE tasks of the records that enter the GLUE-style average (WNLI never does)."""
+    return sorted({r["task"] for r in records if cross_task.is_glue(r["task"]) and r["task"] not in cross_task.EXCLUDED_ALWAYS})
+
+
+def _share_columns(prefix: str, est) -> dict:
+    est = est or cross_task.Estimate(None)
+    return {f"{prefix}": _float(est.value), f"{prefix}_low": _float(est.low), f"{prefix}_high": _float(est.high)}
+
+
+def _glue_row(budget: float, method: str, tasks: list[str], others: list[str], score: dict, summary) -> dict | None:
+    """One (budget, method) of the GLUE-style average; None when it has no record of these tasks."""
+    have = [t for t in tasks if score.get((t, method, budget)) is not None]
+    if not have and not any(score.get((t, method, budget)) is not None for t in others):
+        return None
+    crow = summary.row(method, budget)
+    share, share_tasks, share_missing = cross_task.subset_mean(crow, summary, tasks) if crow else (None, [], [])
+    out = {"budget": budget, "method": method, "tasks": ";".join(have), "n_tasks": len(have), "n_glue_tasks": len(tasks),
+           "missing_tasks": ";".join(t for t in tasks if t not in have),
+           "glue_mean": sum(score[(t, method, budget)] for t in have) / len(have) if have else None,
+           **_share_columns("share_mean", share), "share_tasks": ";".join(share_tasks),
+           "share_missing_tasks": ";".join(share_missing),
+           "claim_95": cross_task.claim_verdict(share) if crow else None}
+    for t in others:
+        out[f"{t}_score"] = score.get((t, method, budget))
+        out.update(_share_columns(f"{t}_share", crow.shares.get(t) if crow else None))
+    return out
+
+
+def glue_average(records: list[dict], predictions: dict | None = None) -> dict:
+    """``{"rows", "tasks", "others", "summary"}`` of the GLUE-style average, or ``{}`` when fewer than
+    two GLUE tasks (WNLI not counted) have records."""
+    tasks = glue_tasks(records)
+    if len(tasks) < 2:
+        return {}
+    others = sorted({r["task"] for r in records if not cross_task.is_glue(r["task"])})
+    summary = cross_task.cross_task_summary(records, predictions, tasks=tasks + others)
+    agg = aggregate(records)
+    score = {(r.task, r.method, r.budget): r.score for r in agg}
+    keys = sorted({(r.budget, r.method) for r in agg}, key=lambda bm: (-bm[0], bm[1] != "dense", bm[1]))
+    rows = [g for b, m in keys if (g := _glue_row(b, m, tasks, others, score, summary)) is not None]
+    return {"rows": rows, "tasks": tasks, "others": others, "summary": summary,
+            "wnli": any(r["task"] == "wnli" for r in records)}
+
+
+def _points(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _share_cell(row: dict, prefix: str, n: int | None = None) -> str:
+    if row["method"] == "dense":
+        return "1 (reference)"
+    est = cross_task.Estimate(row[prefix], row[f"{prefix}_low"], row[f"{prefix}_high"])
+    return cross_task.interval_text(est) + (f" ({n} task{'s' * (n != 1)})" if n is not None else "")
+
+
+def _glue_tasks_cell(row: dict, label) -> str:
+    cell = f"{row['n_tasks']} of {row['n_glue_tasks']}"
+    if row["missing_tasks"]:
+        cell += " ⚠ missing: " + ", ".join(label(t) for t in row["missing_tasks"].split(";"))
+    return cell
+
+
+def glue_markdown(glue: dict, label=str) -> list[str]:
+    """The "GLUE-style average" section (nothing without ``glue``)."""
+    if not glue:
+        return []
+    others, summary = glue["others"], glue["summary"]
+    head = ["budget", "method", "GLUE tasks", "GLUE-style mean (points)", "mean share of dense [95% CI]",
+            "keeps ≥ 95% of dense"]
+    for t in others:
+        head += [f"{label(t)} {summary.info(t).metric} (not averaged)", f"{label(t)} share of dense [95% CI]"]
+    lines = ["", "## GLUE-style average", "",
+             f"GLUE tasks present: {', '.join(label(t) for t in glue['tasks'])}"
+             + (" (WNLI has records but is excluded)" if glue["wnli"] else "") + ". " + GLUE_TEXT, "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in glue["rows"]:
+        n = len(r["share_tasks"].split(";")) if r["share_tasks"] else 0
+        cells = [f"{r['budget']:g}", r["method"], _glue_tasks_cell(r, label), _points(r["glue_mean"]),
+                 _share_cell(r, "share_mean", n), r["claim_95"] or "–"]
+        for t in others:
+            cells += [_fmt(r[f"{t}_score"], 4), _share_cell(r, f"{t}_share") if r[f"{t}_score"] is not None else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
+    left_out = [t for t in summary.excluded if t.task in glue["tasks"]]
+    if left_out:
+        lines += ["", "Not in the mean share of dense:", ""]
+        lines += [f"- {label(t.task)}: {'; '.join(t.excluded)}." for t in left_out]
+    notes = cross_task.standin_footnotes(glue["tasks"] + others, summary.kinds)
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    return lines
+
+
+def write_glue_files(glue: dict, csv_path: Path) -> list[Path]:
+    """``<stem>_glue_average.csv`` and ``.json`` beside the leaderboard's CSV (its own columns; the
+    leaderboard's CSV is unchanged); without a GLUE-style average, stale files of an earlier run are removed."""
+    path = csv_path.with_name(f"{csv_path.stem}_glue_average.csv")
+    if not glue:
+        for p in (path, path.with_suffix(".json")):
+            p.unlink(missing_ok=True)
+        return []
+    rows = glue["rows"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["budget", "method"])
+        writer.writeheader()
+        writer.writerows(rows)
+    write_json_atomic(rows, path.with_suffix(".json"))
+    return [path, path.with_suffix(".json")]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from reports import figures
+from reports import cross_task, figures
 from reports.analysis import find_head_ablations
 from reports.collect import aggregate, load_record_set, results_dir_of
 from reports.style import PAPER_RC
@@ -53,13 +53,18 @@ def write_paper_figures(record_paths, out_dir: Path | str, analysis_dir: Path | 
         root = next((results_dir_of(p) for p in rs.expected if results_dir_of(p) is not None), None)
         analysis_dir = root / "analysis" if root is not None else None
     written: list[Path] = []
+    kinds = cross_task.split_kinds(rs.records)  # a stand-in evaluation split never reads "dev"
     for task in sorted({r.task for r in rows}):
-        _write(figures.accuracy_vs_remaining(rows, task, rc=PAPER_RC), out_dir, f"accuracy_vs_remaining_{task}", written)
+        split = (kinds.get(task) or {}).get("kind")
+        _write(figures.accuracy_vs_remaining(rows, task, rc=PAPER_RC, split_kind=split), out_dir,
+               f"accuracy_vs_remaining_{task}", written)
         for kind in figures.PARETO_KINDS:
-            _write(figures.pareto_plot(rows, kind, task, rc=PAPER_RC), out_dir, f"pareto_{kind}_{task}", written)
+            _write(figures.pareto_plot(rows, kind, task, rc=PAPER_RC, split_kind=split), out_dir, f"pareto_{kind}_{task}",
+                   written)
         for method in sorted({r.method for r in rows if r.task == task and r.method != "dense"}):
             _write(figures.per_layer_sparsity(rows, method, task, rc=PAPER_RC), out_dir, f"per_layer_{method}_{task}", written)
-        _write(figures.head_pruning_curves(rows, task, rc=PAPER_RC), out_dir, f"head_pruning_{task}", written)
+        _write(figures.head_pruning_curves(rows, task, rc=PAPER_RC, split_kind=split), out_dir, f"head_pruning_{task}",
+               written)
     for ab in find_head_ablations(analysis_dir):
         if ab.single is not None:
             _write(figures.head_ablation_heatmap(ab.single, ab.baseline, f"{ab.task}: one head disabled", rc=PAPER_RC),

@@ -10,6 +10,11 @@ paths (``{results}/records/...``):
 - ``benchmarks_dir``: Snakemake ``benchmark:`` TSVs (default ``{results}/benchmarks``);
 - ``analysis_dir``: redundancy analyses (default ``{results}/analysis``);
 - ``survey_path``: the survey's claims (default ``reports/survey.yaml``).
+
+With records of more than one task the report adds the cross-task summary (``reports.cross_task``:
+the share of the dense metric each method keeps, per task and on average, with intervals), one
+survey table per task, and marks stand-in evaluation splits (``STANDIN_MARK``, with a footnote)
+wherever a task is named; with one task the page looks as before (a sentence replaces the summary).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import jinja2
 
-from reports import figures
+from reports import cross_task, figures
 from reports.analysis import find_head_ablations
 from reports.convergence import convergence_section, keep_longest_steps
 from reports.reference import budget_gaps, load_references
@@ -106,6 +111,22 @@ def _seed_table(rows) -> list[dict]:
     return [{"task": r.task, "method": r.method, "budget": r.budget, "seeds": sorted(r.seeds)} for r in rows]
 
 
+def _survey_groups(table: list, kinds: dict[str, dict]) -> list[dict]:
+    """The survey table split by task: one group (id ``survey-table``, no heading) for one task,
+    else one per task (id ``survey-table-<task>``, a heading with the stand-in mark and note)."""
+    tasks = list(dict.fromkeys(row.task for row in table))
+    if len(tasks) <= 1:
+        return [{"task": tasks[0] if tasks else None, "label": None, "note": None, "id": "survey-table", "rows": table}]
+    return [{"task": t, "label": cross_task.task_label(t, kinds), "id": f"survey-table-{t}",
+             "note": cross_task.STANDIN_NOTE if cross_task.is_standin(t, kinds) else None,
+             "rows": [r for r in table if r.task == t]} for t in tasks]
+
+
+def _cross_task(records: list[dict], predictions: dict, tasks: list[str]):
+    """The cross-task summary with several tasks, else None."""
+    return cross_task.cross_task_summary(records, predictions) if len(tasks) > 1 else None
+
+
 def render_report(record_paths, out: Path, figure_path: Path | None = None, *, expected=None,
                   benchmarks_dir: Path | str | None = None, analysis_dir: Path | str | None = None,
                   survey_path: Path | str | None = None, results_dir: Path | str | None = None,
@@ -131,6 +152,9 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
     board = board_from_rows(rows)
     backends = backend_rows(rows)
     tasks = sorted({r.task for r in rows})
+    kinds = cross_task.split_kinds(records)
+    task_labels = {t: cross_task.task_label(t, kinds) for t in tasks}
+    cross, cross_error = _safe(_cross_task, records, predictions, tasks)
     methods_run = sorted({r.method for r in rows})
     budgets = sorted({r.budget for r in rows}, reverse=True)
     notes: list[str] = []
@@ -138,20 +162,21 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
     # figures: accuracy vs. remaining (the main figure), Pareto plots, per-layer sparsity
     main_figs, pareto_figs, layer_figs = [], [], []
     for task in tasks:
-        fig, err = _safe(figures.accuracy_vs_remaining, rows, task)
+        split = (kinds.get(task) or {}).get("kind")
+        fig, err = _safe(figures.accuracy_vs_remaining, rows, task, split_kind=split)
         if task == tasks[0] and fig is not None and figure_path is not None:
             figures.save(fig, Path(figure_path))
-        main_figs.append(_figure(fig, f"acc-{task}", f"{task}: accuracy vs. encoder weights remaining",
+        main_figs.append(_figure(fig, f"acc-{task}", f"{task_labels[task]}: accuracy vs. encoder weights remaining",
                                  "Mean over seeds, error bars the 95% interval (bootstrap over the examples for one seed, "
                                  "t over seeds for several; ± std where a record has no predictions); dashed: dense model "
                                  "(band: its interval); shaded: below the random-pruning floor."))
         if err:
             notes.append(err)
         for kind, title in figures.PARETO_KINDS.items():
-            fig, err = _safe(figures.pareto_plot, rows, kind, task)
+            fig, err = _safe(figures.pareto_plot, rows, kind, task, split_kind=split)
             if err:
                 notes.append(err)
-            f = _figure(fig, f"pareto-{kind}-{task}", f"{task}: {title}",
+            f = _figure(fig, f"pareto-{kind}-{task}", f"{task_labels[task]}: {title}",
                         "Every (method, budget) mean over seeds; vertical error bars the score's 95% interval (± std "
                         "without predictions), horizontal ± std over seeds; circled and joined: "
                         "the Pareto front (no other point has a better score at a lower cost).")
@@ -203,7 +228,8 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         present = {r.method for r in rows if r.task == task and r.method in HEAD_METHODS + ("head_magnitude",)}
         head_missing += [f"{task}: no records of {m}" for m in HEAD_METHODS if m not in present]
         if present:
-            fig, err = _safe(figures.head_pruning_curves, rows, task)
+            fig, err = _safe(figures.head_pruning_curves, rows, task,
+                             split_kind=(kinds.get(task) or {}).get("kind"))
             if err:
                 notes.append(err)
             f = _figure(fig, f"heads-{task}", f"{task}: iterative head pruning",
@@ -257,6 +283,10 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         main_figs=[f for f in main_figs if f], pareto_figs=pareto_figs, layer_figs=layer_figs,
         ablations=ablations, ablations_missing=ablations_missing, head_curves=head_curves, head_missing=head_missing,
         survey=survey, survey_error=survey_error, table=table, columns=COLUMNS, column_titles=COLUMN_TITLES,
+        survey_groups=_survey_groups(table, kinds),
+        task_labels=task_labels, standin_notes=cross_task.standin_footnotes(tasks, kinds),
+        cross=cross, cross_error=cross_error, cross_text=cross_task.METHOD_TEXT,
+        claim_threshold=cross_task.CLAIM_THRESHOLD, wnli_note=cross_task.EXCLUDED_ALWAYS.get("wnli"),
         unmeasured=unmeasured,
         benchmarks=benchmarks, rule_times=wall_time_per_rule(benchmarks),
         benchmarks_dir=str(benchmarks_dir) if benchmarks_dir else None,

@@ -165,3 +165,65 @@ def build_results(root: Path, predictions: bool = True) -> dict:
         json.dumps({**head_ablation_json(), "mode": "uniform", "disable": "uniform attention 1/L"}))
     return {"expected": [str(p) for p in expected], "corrupt": str(corrupt), "failed": str(failed),
             "missing": str(missing), "present": [str(p) for p in expected if p not in (corrupt, failed, missing)]}
+
+
+# ----- records of any task, with predictions consistent with them (cross-task tests) ------------
+
+def task_record_path(root: Path, task: str, method: str, budget: float, seed: int) -> Path:
+    return Path(root) / "records" / task / method / budget_label(budget) / f"seed{seed}.json"
+
+
+def task_predictions(task: str, quality: float, n: int, positive_share: float = 0.5) -> tuple[str, str, object, list]:
+    """(kind, metric, predictions, references) of a model on ``n`` synthetic examples of ``task``:
+    right (labels, values, QA score 1) on the first round(quality * n) examples of a fixed order,
+    wrong (or noise, or 0) on the rest; labels are 1 on round(positive_share * n) fixed examples."""
+    from prunebench.tasks import get_task
+
+    spec = get_task(task)
+    rng = np.random.default_rng(7)
+    k = round(quality * n)
+    right = np.arange(n) < k
+    if spec.kind == "extractive_qa":
+        scores = np.where(right, 1.0, 0.0).tolist()
+        return "scores", spec.primary_metric, {"f1": scores, "exact_match": scores}, [["answer"]] * n
+    if spec.kind == "regression":
+        refs = rng.permutation(np.linspace(0.0, 5.0, n))
+        preds = np.where(right, refs, rng.uniform(0.0, 5.0, n))
+        return "values", spec.primary_metric, preds.tolist(), refs.tolist()
+    refs = np.zeros(n, dtype=int)
+    refs[rng.permutation(n)[:round(positive_share * n)]] = 1
+    if spec.num_labels > 2:  # several classes: labels drawn uniformly (positive_share does not apply)
+        refs = rng.integers(0, spec.num_labels, n)
+    preds = np.where(right, refs, (refs + 1) % spec.num_labels)
+    return "labels", spec.primary_metric, preds.tolist(), refs.tolist()
+
+
+def write_task_run(root: Path, task: str, method: str, budget: float, seed: int, quality: float, n: int = N_EXAMPLES,
+                   split_kind: str | None = None, split_note: str | None = None, positive_share: float = 0.5,
+                   predictions: bool = True) -> Path:
+    """A schema-valid record of ``task`` and its predictions file (``task_predictions``); the record's
+    primary metric is recomputed from the predictions, so the two always match."""
+    from prunebench.records import Predictions, references_sha256
+
+    kind, name, preds, refs = task_predictions(task, quality, n, positive_share)
+    payload = predictions_payload({"task": task, "method": method, "budget": budget, "seed": seed}, name, kind,
+                                  preds, refs)
+    arr = {k: np.asarray(v, dtype=float) for k, v in preds.items()} if kind == "scores" else np.asarray(preds)
+    value = Predictions(task, method, float(budget), seed, name, n, kind, arr,
+                        None if kind == "scores" else np.asarray(refs), references_sha256(refs)).value()
+    spec = dict(acc=(value, value), rem=min(1.0, budget), disk=(90e6, 90e6 * max(budget, 0.5)), lat=(10.0, 100.0),
+                gran="element")
+    record = make_record(method, budget, seed, spec)
+    record["task"] = task
+    metrics = record["metrics"]
+    del metrics["accuracy"]
+    metrics[name] = metric(float(value), "fraction")
+    record["config"]["task"] = task
+    if split_kind is not None:
+        record["config"]["data"] = {"source": "local", "eval_split_kind": split_kind,
+                                    "split_note": split_note or f"{split_kind} evaluation split of {task}"}
+    path = task_record_path(root, task, method, budget, seed)
+    write_record(record, path)
+    if predictions:
+        write_predictions(payload, predictions_path(path))
+    return path
