@@ -15,6 +15,10 @@ Where is ...?
   ``methods/sparsegpt.py``, oBERT (Kurtic et al. 2022) ``methods/obert.py``, 2:4 semi-structured
   magnitude pruning and the one-shot fixed-mask scaffold ``methods/semi_structured.py``
   (calibration batches of the training split: ``prunebench/calibration.py``)
+- Q8BERT quantization-aware fine-tuning, 8-bit fake quantization with EMA ranges (Zafrir et al. 2019), then int8:
+  ``methods/q8bert.py`` (fake quantization, EMA observer, STE: ``prunebench/fake_quant.py``)
+- Quant-Noise, scalar int8 and int4 quantization noise (Fan et al. 2020): ``methods/quant_noise.py``
+  (int4 packed storage: ``prunebench/int4.py``)
 
 A new method is one new module plus one import line below.
 """
@@ -34,6 +38,8 @@ from methods import wanda  # noqa: F401  (registers wanda, wanda_oneshot)
 from methods import sparsegpt  # noqa: F401  (registers sparsegpt)
 from methods import obert  # noqa: F401  (registers obert)
 from methods import torch_pruning_peer  # noqa: F401  (registers torch_pruning: Torch-Pruning/DepGraph peer row)
+from methods import q8bert  # noqa: F401  (registers q8bert)
+from methods import quant_noise  # noqa: F401  (registers quant_noise, quant_noise_int4)
 from methods.base import PruningMethod, TrainingPlan
 from methods.registry import available, build, get, register
 

@@ -183,6 +183,10 @@ def load_model(folder: str | Path) -> torch.nn.Module:
     folder = verify(folder)
     config = read_config(folder)
     if getattr(config, "prunebench_quantization", None):  # int8 encoder (methods/quantization.py)
+        from prunebench.int4 import is_int4_config, load_int4_model  # int4 encoder (methods/quant_noise.py)
+
+        if is_int4_config(config):
+            return load_int4_model(folder, config=config)
         from prunebench.quantized import load_quantized_model
 
         return load_quantized_model(folder, config=config)

@@ -6,7 +6,8 @@ dev split or a stand-in) with a note. ``resolve`` takes Snakemake's ``config`` (
 ``--config`` overrides), picks the profile named by ``profile``, merges top-level overrides
 (the ``task_data`` table among them) into it, validates the result against
 ``workflow/schemas/config.schema.yaml`` and checks what a schema cannot: that methods are
-registered and every task's local data files exist. Every error names the key and value.
+registered, that per-method budget lists (``method_budgets``) name methods that run and take a
+budget, and that every task's local data files exist. Every error names the key and value.
 ``for_task`` gives the experiment one task's jobs see, with that task's ``data`` block
 resolved (``task_data``): the files it reads and ``train_split_kind``/``eval_split_kind``/
 ``split_note``, which every training summary and record carry in ``config.data``.
@@ -93,6 +94,10 @@ def resolve(raw: dict, check_files: bool = True) -> dict:
     overrides = {k: v for k, v in raw.items() if k not in ("profile", "profiles")}
     experiment = deep_merge(profiles[name], overrides)
     _validate(experiment, schema["$defs"]["experiment"], schema, f"profile {name!r}")
+    if "methods" in overrides and experiment.get("method_budgets"):
+        # the command line chose the methods: the profile's budget lists of the methods it left out do not apply
+        keep = set(experiment["methods"]) | set(overrides.get("method_budgets") or {})
+        experiment["method_budgets"] = {m: b for m, b in experiment["method_budgets"].items() if m in keep}
     missing = [k for k in REQUIRED if k not in experiment]
     if missing:
         raise ConfigError(f"invalid profile {name!r}: missing key(s) {missing}")
@@ -179,6 +184,7 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
             check_budget(b)
         except ValueError as exc:
             raise ConfigError(f"invalid config: key 'budgets': {exc}") from None
+    check_method_budgets(exp)
     finetune_steps(exp)
     for m, settings in exp.get("method_settings", {}).items():
         if m not in methods.available():
@@ -204,6 +210,49 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
                 raise ConfigError(f"invalid config: key {where!r}: data file not found for task {task!r}: {path} "
                                   f"(resolved: {Path(path).resolve()})")
     check_model(exp["model"])
+
+
+def check_method_budgets(exp: dict) -> None:
+    """``method_budgets: {method: [budgets]}``: a method's own budget list, used instead of ``budgets``.
+
+    Structured methods cannot reach every budget (removing every head of BERT leaves 2/3 of the
+    encoder; layers come in steps of 1/12), so a profile gives them budgets their structure can
+    reach. Every entry must name a registered method of ``methods`` that takes a budget, with valid
+    budgets (``resolve`` drops the profile's entries for methods a command-line ``methods`` left out).
+    """
+    import methods
+
+    for m, budgets in (exp.get("method_budgets") or {}).items():
+        key = f"method_budgets.{m}"
+        if m not in methods.available():
+            raise ConfigError(f"invalid config: key {key!r}: unknown method {m!r}; registered methods are: "
+                              f"{', '.join(methods.available())}")
+        if m not in exp["methods"]:
+            raise ConfigError(f"invalid config: key {key!r}: method {m!r} is not in 'methods' {exp['methods']!r}; "
+                              "add it there or remove its budgets")
+        if methods.get(m).budget_free:
+            raise ConfigError(f"invalid config: key {key!r}: method {m!r} is budget-free (it runs once per task and "
+                              f"seed at budget 1); remove its budgets {budgets!r}")
+        if not isinstance(budgets, list) or not budgets:
+            raise ConfigError(f"invalid config: key {key!r}: a non-empty list of budgets is required, got {budgets!r}")
+        for b in budgets:
+            try:
+                check_budget(b)
+            except ValueError as exc:
+                raise ConfigError(f"invalid config: key {key!r}: {exc}") from None
+        labels = [budget_label(b) for b in budgets]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"invalid config: key {key!r}: repeated budget in {budgets!r}")
+
+
+def budgets_of(exp: dict, method: str) -> list[float]:
+    """The budgets a method runs at: ``[1.0]`` for a budget-free method, its ``method_budgets`` entry
+    when it has one, else ``budgets``."""
+    import methods
+
+    if methods.get(method).budget_free:
+        return [1.0]
+    return list((exp.get("method_budgets") or {}).get(method) or exp["budgets"])
 
 
 def check_model(model: str) -> None:

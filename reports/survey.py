@@ -58,7 +58,7 @@ SURVEY_COMPONENTS = {"all weights": ["element"], "layers and heads.": ["layer", 
 #: A method's declared granularity as kinds.
 GRANULARITY_KINDS = {"element": ["element"], "head": ["head"], "heads": ["head"], "layer": ["layer"], "layers": ["layer"],
                      "matrix-rank": ["matrix-rank"], "rank": ["matrix-rank"], "attention-pattern": ["attention-pattern", "head"],
-                     "int8-weights": ["int8-weights"], "ffn-unit": ["ffn-unit"], "head+ffn": ["head", "ffn-unit"]}
+                     "int8-weights": ["int8-weights"], "int4-weights": ["int4-weights"], "ffn-unit": ["ffn-unit"], "head+ffn": ["head", "ffn-unit"]}
 
 
 @dataclass

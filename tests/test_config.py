@@ -105,3 +105,32 @@ def test_unknown_precision_is_a_clear_error(raw):
     raw.update(profile="smoke", finetune={"precision": "fp16"})
     with pytest.raises(ConfigError, match=r"finetune\.precision.*'fp16'"):
         resolve(raw)
+
+
+def test_method_budgets_replace_budgets_for_their_methods(raw):
+    from prunebench.config import budgets_of, normalize_cli_values
+
+    raw.update(normalize_cli_values({"method_budgets": {"head_importance": ["0.8", "0.75"]}}))  # as --config gives it
+    exp = resolve(raw)  # default profile: budgets [0.5, 0.1]
+    assert budgets_of(exp, "head_importance") == [0.8, 0.75]
+    assert budgets_of(exp, "magnitude_global") == [0.5, 0.1]
+    assert budgets_of(exp, "int8_dynamic") == [1.0]  # budget-free: once
+    raw["method_budgets"] = None  # `method_budgets=` (empty) clears every list
+    assert budgets_of(resolve(raw), "head_importance") == [0.5, 0.1]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"movment": [0.5]}, r"key 'method_budgets.movment': unknown method 'movment'"),
+    ({"wanda": [0.5]}, r"key 'method_budgets.wanda': method 'wanda' is not in 'methods'"),
+    ({"int8_dynamic": [0.5]}, r"key 'method_budgets.int8_dynamic': method 'int8_dynamic' is budget-free"),
+    ({"fixed_attention": [0.8]}, r"key 'method_budgets.fixed_attention': .*budget-free"),
+    ({"layerdrop": [0.5, 1.5]}, r"key 'method_budgets.layerdrop.1': 1.5 is greater than the maximum of 1"),
+    ({"layerdrop": [0]}, r"key 'method_budgets.layerdrop.0': 0 is less than or equal to the minimum of 0"),
+    ({"layerdrop": []}, r"key 'method_budgets.layerdrop'.*should be non-empty"),
+    ({"layerdrop": 0.5}, r"key 'method_budgets.layerdrop': 0.5 is not of type 'array'"),
+    ({"layerdrop": [0.5, 0.50000001]}, r"key 'method_budgets.layerdrop': repeated budget"),
+])
+def test_bad_method_budgets_names_key_and_value(raw, entry, message):
+    raw["method_budgets"] = entry
+    with pytest.raises(ConfigError, match=message):
+        resolve(raw)

@@ -1,9 +1,12 @@
 """int8 dynamic quantization (prunebench.quantized, methods/quantization.py) and its way
-through the shared measurement path: weight count, FLOPs, sparse encoding, save and reload."""
+through the shared measurement path: weight count, FLOPs, sparse encoding, save and reload;
+the two kernels (PyTorch's quantized engine, ``torch._int_mm``), the fallback between them, and the
+bytes an int8 checkpoint takes on disk, measured from the file."""
 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -11,11 +14,16 @@ from torch import nn
 
 import methods
 from prunebench import budget, checkpoints
-from prunebench.measure.disk import bytes_on_disk
+from prunebench.measure.disk import bytes_on_disk, encoder_bytes_on_disk, tensor_bytes_on_disk
 from prunebench.measure.flops import flops_per_example
 from prunebench.quantized import load_model as quantized_load_model
-from prunebench.quantized import (CONFIG_ATTR, Int8DynamicLinear, int8_matmul, is_quantized_checkpoint,
-                                  is_quantized_model, load_quantized_model, quantize_encoder_linears, quantize_weight)
+import prunebench.quantized as quantized_mod
+from prunebench.quantized import (CONFIG_ATTR, Int8DynamicLinear, engine_unavailable, int8_matmul,
+                                  is_quantized_checkpoint, is_quantized_model, kernel_report, load_quantized_model,
+                                  quantize_encoder_linears, quantize_weight, set_kernel)
+
+ENGINE = engine_unavailable("cpu")
+needs_engine = pytest.mark.skipif(ENGINE is not None, reason=f"no quantized engine here: {ENGINE}")
 
 
 def test_weight_quantization_is_per_row_symmetric_and_keeps_zeros():
@@ -108,3 +116,217 @@ def test_int8_dynamic_method_is_a_budget_free_row(tiny_model):
     model = method.finalize(copy.deepcopy(tiny_model))
     assert is_quantized_model(model)
     assert method.describe()["granularity"] == "int8-weights"
+
+
+# ----- kernels: PyTorch's quantized engine and torch._int_mm ---------------------------------
+
+def _layer(k=384, n=1536, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(k, n)
+    with torch.no_grad():
+        lin.weight.normal_(0, 0.05, generator=g)
+        lin.bias.normal_(0, 0.1, generator=g)
+    x = torch.randn(4, 16, k, generator=g)
+    x[:, 0] *= 30  # an outlier token, as BERT's [CLS]/[SEP] positions have
+    return lin, x
+
+
+def _outputs(module, x, kernel):
+    set_kernel(module, kernel)
+    with torch.inference_mode():
+        return module(x)
+
+
+@needs_engine
+def test_kernels_agree_on_a_layer():
+    lin, x = _layer()
+    q = Int8DynamicLinear.from_float(lin)
+    assert q.kernel == "auto" and q.resolve_kernel() == ("engine", None)
+    ref = lin(x).detach()
+    scale = ref.abs().amax(-1, keepdim=True)  # per token: the outlier token must not hide the others' error
+    engine, int_mm = _outputs(q, x, "engine"), _outputs(q, x, "int_mm")
+    assert engine.shape == ref.shape and engine.dtype == ref.dtype
+    assert ((engine - ref).abs() / scale).max() < 0.03
+    assert ((int_mm - ref).abs() / scale).max() < 0.02
+    assert ((engine - int_mm).abs() / scale).max() < 0.03
+    assert torch.equal(_outputs(q, x, "auto"), engine)
+
+
+@needs_engine
+def test_kernels_agree_on_the_model(wide_tiny_model, tokenizer):
+    """Both kernels on the same int8 model (the wide tiny model: large activations through two layers):
+    the encoder output and the logits close relative to their scale, the same argmax."""
+    q = quantize_encoder_linears(copy.deepcopy(wide_tiny_model))
+    texts = ["a fine film , warm and funny", "dull and long", "not bad at all", "the worst thing i have seen",
+             "an unexpected delight", "it never finds its footing", "solid , if unremarkable", "bold and moving"] * 2
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        ref = wide_tiny_model(**batch, output_hidden_states=True)
+        engine = set_kernel(q, "engine")(**batch, output_hidden_states=True)
+        int_mm = set_kernel(q, "int_mm")(**batch, output_hidden_states=True)
+    h_ref, h_e, h_i = ref.hidden_states[-1], engine.hidden_states[-1], int_mm.hidden_states[-1]
+    assert (h_e - h_i).abs().max() < 0.15 * h_ref.abs().max()  # measured 0.064
+    assert (h_e - h_i).abs().mean() < 0.1 * h_ref.abs().mean()  # measured 0.05
+    assert (h_e - h_ref).abs().mean() < 2 * (h_i - h_ref).abs().mean() + 0.01 * h_ref.abs().mean()
+    assert (engine.logits - int_mm.logits).abs().max() < 0.15 * ref.logits.abs().max()  # measured 0.06
+    assert (engine.logits.argmax(-1) == int_mm.logits.argmax(-1)).float().mean() >= 0.9
+    assert (engine.logits.argmax(-1) == ref.logits.argmax(-1)).float().mean() >= 0.9
+
+
+@needs_engine
+def test_auto_picks_the_engine_and_packs_once(quantized):
+    report = kernel_report(quantized)
+    assert report["setting"] == "auto" and report["used"] == "engine" and report["fallback_reason"] is None
+    assert report["engine"] == torch.backends.quantized.engine and report["layers"] == 12
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    layer = next(m for m in quantized.modules() if isinstance(m, Int8DynamicLinear))
+    packed = layer.packed_weight()
+    assert layer.packed_weight() is packed, "packed once, reused"
+    w, b = torch.ops.quantized.linear_unpack(packed)
+    assert b is None and torch.equal(w.int_repr(), layer.weight)  # the stored int8 matrix, unchanged
+    assert torch.allclose(w.q_per_channel_scales().float(), layer.weight_scale)
+    with torch.no_grad():
+        layer.weight[0, 0] = -layer.weight[0, 0] - 1  # the weights change: packed again
+    assert layer.packed_weight() is not packed
+    assert torch.equal(torch.ops.quantized.linear_unpack(layer.packed_weight())[0].int_repr(), layer.weight)
+
+
+@needs_engine
+def test_packed_weights_are_not_saved_and_reload_equal(quantized, tokenizer, tmp_path):
+    keys = set(quantized.state_dict())
+    ids = torch.randint(1000, 5000, (3, 12), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        before = quantized(input_ids=ids).logits  # packs every layer
+    assert set(quantized.state_dict()) == keys
+    assert all(k.endswith((".weight", ".weight_scale", ".bias")) for k in keys if ".encoder.layer." in k)
+    copied = copy.deepcopy(quantized)  # copies drop the packed weights, rebuilt on demand
+    assert all(m._packed is None for m in copied.modules() if isinstance(m, Int8DynamicLinear))
+    checkpoints.save_model(quantized, tokenizer, tmp_path / "q")
+    saved = tensor_bytes_on_disk(tmp_path / "q" / checkpoints.WEIGHTS)
+    stored = set(saved) - {"__header__"}
+    assert {k for k in stored if ".encoder.layer." in k} == {k for k in keys if ".encoder.layer." in k}
+    assert stored <= keys and not any("pack" in k for k in stored)
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert config[CONFIG_ATTR]["kernel"] == "auto"
+    reloaded = checkpoints.load_model(tmp_path / "q")
+    assert kernel_report(reloaded)["used"] == "engine"
+    with torch.inference_mode():
+        assert torch.equal(reloaded(input_ids=ids).logits, before)
+        assert torch.equal(copied(input_ids=ids).logits, before)
+    forced = load_quantized_model(tmp_path / "q", kernel="int_mm")
+    assert kernel_report(forced)["used"] == "int_mm" and getattr(forced.config, CONFIG_ATTR)["kernel"] == "int_mm"
+    with torch.inference_mode():
+        assert torch.equal(forced(input_ids=ids).logits, set_kernel(copied, "int_mm")(input_ids=ids).logits)
+
+
+def test_engine_unavailable_falls_back_to_int_mm(quantized, monkeypatch):
+    ids = torch.randint(1000, 5000, (2, 10), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        int_mm = set_kernel(quantized, "int_mm")(input_ids=ids).logits
+    set_kernel(quantized, "auto")
+    monkeypatch.setattr(quantized_mod, "_supported_engines", lambda: ["qnnpack"])
+    report = kernel_report(quantized)
+    assert report["used"] == "int_mm" and "not supported by this torch build" in report["fallback_reason"]
+    assert report["int_mm_exact"] in (True, False)
+    with torch.inference_mode():
+        assert torch.equal(quantized(input_ids=ids).logits, int_mm)
+    set_kernel(quantized, "engine")
+    with pytest.raises(RuntimeError, match="kernel 'engine' requested"), torch.inference_mode():
+        quantized(input_ids=ids)
+
+
+def test_an_engine_outside_the_list_falls_back(quantized, monkeypatch):
+    monkeypatch.setattr(quantized_mod, "ENGINES", ())
+    report = kernel_report(quantized)
+    assert report["used"] == "int_mm" and "is not one of" in report["fallback_reason"]
+
+
+@needs_engine
+def test_failed_prepacking_falls_back_with_the_reason(quantized, monkeypatch):
+    def gone(*args, **kwargs):
+        raise RuntimeError("quantized tensors were removed")
+
+    monkeypatch.setattr(torch, "_make_per_channel_quantized_tensor", gone)
+    for m in quantized.modules():
+        if isinstance(m, Int8DynamicLinear):
+            m._packed = None
+    report = kernel_report(quantized)
+    assert report["used"] == "int_mm" and "prepacking failed" in report["fallback_reason"]
+    assert "quantized tensors were removed" in report["fallback_reason"]
+
+
+def test_int8_matmul_stays_exact_where_int_mm_is_not(monkeypatch):
+    monkeypatch.setitem(quantized_mod._INT_MM_EXACT, "cpu", False)  # as on a CPU without VNNI
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (64, 384), generator=g, dtype=torch.int8)
+    b = torch.randint(-127, 128, (96, 384), generator=g, dtype=torch.int8)
+    a[0], b[0] = 127, 127
+    assert torch.equal(int8_matmul(a, b).double(), a.double() @ b.double().t())
+
+
+def test_int_mm_exactness_probe_runs():
+    quantized_mod._INT_MM_EXACT.pop("cpu", None)
+    assert quantized_mod.int_mm_is_exact("cpu") in (True, False)
+    assert "cpu" in quantized_mod._INT_MM_EXACT
+
+
+def test_unknown_kernel_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="int8 kernel must be one of"):
+        quantize_encoder_linears(copy.deepcopy(tiny_model), kernel="fast")
+    with pytest.raises(ValueError, match="int8 kernel must be one of"):
+        methods.build("int8_dynamic", 1.0, {"kernel": "fast"})
+
+
+def test_describe_names_the_kernel(tiny_model):
+    method = methods.build("int8_dynamic", 1.0)
+    assert method.describe()["kernel"] == {"setting": "auto", "used": None}  # before finalize
+    method.finalize(copy.deepcopy(tiny_model))
+    info = method.describe()
+    assert info["settings"]["kernel"] == "auto"
+    assert info["kernel"]["setting"] == "auto" and info["kernel"]["used"] == ("engine" if ENGINE is None else "int_mm")
+    forced = methods.build("int8_dynamic", 1.0, {"kernel": "int_mm"})
+    model = forced.finalize(copy.deepcopy(tiny_model))
+    assert forced.describe()["kernel"]["used"] == "int_mm" and getattr(model.config, CONFIG_ATTR)["kernel"] == "int_mm"
+    json.dumps(info)  # goes into the record as is
+
+
+def test_old_checkpoints_without_a_kernel_setting_load_with_auto(quantized, tokenizer, tmp_path):
+    checkpoints.save_model(quantized, tokenizer, tmp_path / "q", sparse=False)
+    path = tmp_path / "q" / "config.json"
+    config = json.loads(path.read_text())
+    config[CONFIG_ATTR]["kernel"] = "torch._int_mm"  # what folders saved before the setting say
+    config[CONFIG_ATTR].pop("kernels", None)
+    path.write_text(json.dumps(config))
+    reloaded = checkpoints.load_model(tmp_path / "q")
+    assert kernel_report(reloaded)["setting"] == "auto"
+
+
+# ----- bytes on disk: 8-bit encoder weights, measured from the saved file ----------------------
+
+def test_int8_checkpoint_stores_one_byte_per_encoder_weight(tiny_model, quantized, tokenizer, tmp_path):
+    checkpoints.save_model(quantized, tokenizer, tmp_path / "q", sparse=False)
+    checkpoints.save_model(tiny_model, tokenizer, tmp_path / "d", sparse=False)
+    q, d = encoder_bytes_on_disk(tmp_path / "q"), encoder_bytes_on_disk(tmp_path / "d")
+    assert q["total"] == bytes_on_disk(tmp_path / "q")["dense"] and d["total"] == bytes_on_disk(tmp_path / "d")["dense"]
+    n_weights = budget.count_encoder_weights(tiny_model).stored
+    assert d["encoder_weights"] == 4 * n_weights and d["encoder_weight_scales"] == 0
+    assert q["encoder_weights"] == n_weights  # int8: exactly 1/4 of the fp32 bytes
+    rows = sum(m.out_features for m in quantized.modules() if isinstance(m, Int8DynamicLinear))
+    assert q["encoder_weight_scales"] == 4 * rows  # one fp32 scale per output row
+    assert q["other"] == d["other"]  # embeddings, biases, LayerNorm, pooler, classifier: fp32 in both
+    # the file shrinks by 3/4 of the encoder's fp32 bytes, less the scales (headers differ by a few bytes)
+    saved = d["total"] - q["total"]
+    assert saved - (d["header"] - q["header"]) == 3 * n_weights - 4 * rows
+    dtypes = {v["dtype"] for k, v in tensor_bytes_on_disk(tmp_path / "q" / checkpoints.WEIGHTS).items()
+              if ".encoder.layer." in k and k.endswith(".weight") and len(v["shape"]) == 2}
+    assert dtypes == {"I8"}
+
+
+def test_engine_setting_fails_before_training_where_unavailable(tiny_model, monkeypatch):
+    from methods.base import TrainingPlan
+
+    method = methods.build("int8_dynamic", 1.0, {"kernel": "engine"})
+    monkeypatch.setattr(quantized_mod, "_supported_engines", lambda: [])
+    with pytest.raises(RuntimeError, match="kernel 'engine' requested"):
+        method.prepare(tiny_model, TrainingPlan(total_steps=1, seed=0))
+    methods.build("int8_dynamic", 1.0).prepare(tiny_model, TrainingPlan(total_steps=1, seed=0))  # auto: fine

@@ -40,8 +40,8 @@ Export-time substitutions (``export_ready``, on a copy; the PyTorch model is unt
 - should a graph optimizer still fail to build a session, ``open_session`` retries once
   with only that optimizer (named in the error: ``.../<Name>Fusion``) disabled through
   ``disabled_optimizers`` and the record says so (``disabled_optimizers``);
-- int8 rows (``prunebench.quantized.Int8DynamicLinear``, built on ``torch._int_mm``, which
-  does not export): each int8 layer becomes an ``nn.Linear`` with the dequantized weight
+- int8 rows (``prunebench.quantized.Int8DynamicLinear``, whose quantized-engine and
+  ``torch._int_mm`` kernels do not export): each int8 layer becomes an ``nn.Linear`` with the dequantized weight
   (``int8 x per-channel scale``); the fp32 graph is exported and quantized with
   ``onnxruntime.quantization.quantize_dynamic`` (``per_channel=True``, ``QInt8`` weights,
   only the MatMuls of the layers that are int8 in PyTorch -- embeddings, pooler and task head
@@ -49,7 +49,7 @@ Export-time substitutions (``export_ready``, on a copy; the PyTorch model is unt
   ``MatMulInteger``, fused at load into ``DynamicQuantizeMatMul``/``MatMulIntegerToFloat``).
   The weights round-trip exactly (symmetric per-channel int8 of ``q x s`` is ``q`` again);
   activations differ: ORT quantizes them per tensor (uint8, asymmetric), PyTorch per token
-  (int8, symmetric), so the outputs differ slightly: recorded as the max abs difference and
+  (symmetric; the engine kernel with a 7-bit range), so the outputs differ slightly: recorded as the max abs difference and
   the argmax agreement, not asserted.
 
 Sessions (``session``): CPU execution provider, ``intra_op_num_threads = threads`` (the

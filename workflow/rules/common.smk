@@ -3,7 +3,7 @@ import re
 import sys
 
 import methods
-from prunebench.config import ConfigError, budget_label, finetune_steps, for_task, resolve, steps_suffix
+from prunebench.config import ConfigError, budget_label, budgets_of, finetune_steps, for_task, resolve, steps_suffix
 
 try:
     EXP = resolve(config)
@@ -11,6 +11,18 @@ except ConfigError as exc:
     sys.exit(f"prunebench: {exc}")
 
 RESULTS = EXP["results_dir"]
+
+
+onstart:
+    # every task's local data files load (columns, labels, non-empty) before any job starts
+    # (prunebench/data_check.py); a bad file stops the run here, naming the file and the problem
+    from prunebench.data import DataError
+    from prunebench.data_check import check_experiment_data
+
+    try:
+        check_experiment_data(EXP, RESULTS)
+    except DataError as exc:
+        sys.exit(f"prunebench: {exc}")
 TASKS = EXP["tasks"]
 METHODS = EXP["methods"]
 BUDGETS = [budget_label(b) for b in EXP["budgets"]]
@@ -34,7 +46,8 @@ def job_experiment(task, method="dense", steps=""):
     measurement settings, so adding a method, budget or seed, or changing how latency is
     timed, does not re-train finished models. `finetune.steps` is this job's one length (an int)."""
     exp = for_task(EXP, task)
-    skip = ("methods", "budgets", "seeds", "tasks", "method_settings", "measure", "threads", "head_ablation_modes")
+    skip = ("methods", "budgets", "method_budgets", "seeds", "tasks", "method_settings", "measure", "threads",
+            "head_ablation_modes")
     job = {k: v for k, v in exp.items() if k not in skip}
     job["method_settings"] = {method: EXP.get("method_settings", {}).get(method, {})} if method != "dense" else {}
     job["finetune"] = {**job["finetune"], "steps": steps_of(steps)}
@@ -54,7 +67,7 @@ def _alternatives(values):
 wildcard_constraints:
     task=_alternatives(TASKS),
     method=_alternatives(METHODS + ["dense"]),
-    budget=_alternatives(BUDGETS + ["1"]),
+    budget=_alternatives(sorted(set(BUDGETS + ["1"]) | {budget_label(b) for m in METHODS for b in budgets_of(EXP, m)})),
     seed=r"\d+",
     steps="(?:" + "|".join(re.escape(s) for s in STEP_SUFFIXES) + ")",
 
@@ -75,8 +88,9 @@ def method_record(task, method, budget, seed, steps=""):
 
 
 def method_budgets(method):
-    """Budgets a method runs at: the configured ones, or only '1' for budget-free rows (int8)."""
-    return ["1"] if methods.get(method).budget_free else BUDGETS
+    """Budgets a method runs at (labels): only '1' for budget-free rows (int8, fixed attention), its
+    `method_budgets` entry where it has one (structured methods), else the configured `budgets`."""
+    return [budget_label(b) for b in budgets_of(EXP, method)]
 
 
 def all_records(step_suffixes=None):
