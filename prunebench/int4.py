@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.fake_quant import quantize, symmetric_scale
-from prunebench.quantized import CONFIG_ATTR, encoder_linear_names
+from prunebench.quantized import CONFIG_ATTR, encoder_linear_names, load_state_strictly, model_from_config
 
 BITS = 4
 SCHEME = {"scheme": "int4-weight-only", "bits": BITS,
@@ -155,38 +155,16 @@ def is_int4_config(config) -> bool:
 def load_int4_model(folder: str | Path, weights_file: str = "model.safetensors", config=None) -> nn.Module:
     """Rebuild a model saved after ``quantize_encoder_linears_int4`` (strictly: a missing, extra or
     mis-shaped tensor is a ``CheckpointError``); ``prunebench.checkpoints.load_model`` calls it."""
-    from safetensors.torch import load_file
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-
-    from prunebench.checkpoints import CheckpointError, read_config
+    from prunebench.checkpoints import read_config
 
     folder = Path(folder)
     if config is None:
         config = read_config(folder)
-    try:
-        heads = " ".join(getattr(config, "architectures", None) or [])
-        auto = AutoModelForQuestionAnswering if "QuestionAnswering" in heads else AutoModelForSequenceClassification
-        from transformers.initialization import no_init_weights
-
-        with no_init_weights():
-            model = auto.from_config(config)
-    except Exception as exc:
-        raise CheckpointError(f"int4 checkpoint {folder}: cannot build the model from its config: "
-                              f"{type(exc).__name__}: {exc}") from exc
+    model = model_from_config(config, f"int4 checkpoint {folder}")
     for name in encoder_linear_names(model):
         old = model.get_submodule(name)
         _set_module(model, name, Int4WeightLinear(old.in_features, old.out_features, old.bias is not None))
-    state = load_file(str(folder / weights_file))
-    expected = model.state_dict()  # packed keys for the int4 layers
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = sorted(k for k in set(expected) - set(state) if k not in tied)
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected)
-                   if tuple(state[k].shape) != tuple(expected[k].shape) or state[k].dtype != expected[k].dtype)
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"int4 checkpoint {folder} does not match its architecture: "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape/dtype differs {wrong[:5]}")
-    model.load_state_dict(state, strict=False)
+    load_state_strictly(model, folder / weights_file, f"int4 checkpoint {folder}")
     return model.eval()
 
 

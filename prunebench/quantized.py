@@ -410,26 +410,12 @@ def load_quantized_model(folder: str | Path, weights_file: str = "model.safetens
     (``auto`` for folders saved before the setting existed) unless ``kernel`` overrides it; the
     engine's packed weights are built from the loaded tensors at the first forward pass.
     """
-    from safetensors.torch import load_file
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-
-    from prunebench.checkpoints import CheckpointError, read_config
+    from prunebench.checkpoints import read_config
 
     folder = Path(folder)
     if config is None:
         config = read_config(folder)
-    try:
-        heads = " ".join(getattr(config, "architectures", None) or [])
-        auto = AutoModelForQuestionAnswering if "QuestionAnswering" in heads else AutoModelForSequenceClassification
-        try:
-            from transformers.initialization import no_init_weights
-        except ImportError:  # older transformers: initialise, then overwrite
-            from contextlib import nullcontext as no_init_weights
-        with no_init_weights():
-            model = auto.from_config(config)
-    except Exception as exc:
-        raise CheckpointError(f"quantized checkpoint {folder}: cannot build the model from its config: "
-                              f"{type(exc).__name__}: {exc}") from exc
+    model = model_from_config(config, f"quantized checkpoint {folder}")
     saved = getattr(config, CONFIG_ATTR, None)
     saved = saved if isinstance(saved, dict) else {}
     kernel = check_kernel(kernel or _saved_kernel(saved))
@@ -437,17 +423,7 @@ def load_quantized_model(folder: str | Path, weights_file: str = "model.safetens
         old = model.get_submodule(name)
         _set_module(model, name, Int8DynamicLinear(old.in_features, old.out_features, old.bias is not None,
                                                    kernel=kernel))
-    state = load_file(str(folder / weights_file))
-    expected = model.state_dict()
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = sorted(k for k in set(expected) - set(state) if k not in tied)
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected)
-                   if tuple(state[k].shape) != tuple(expected[k].shape) or state[k].dtype != expected[k].dtype)
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"quantized checkpoint {folder} does not match its architecture: "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape/dtype differs {wrong[:5]}")
-    model.load_state_dict(state, strict=False)
+    load_state_strictly(model, folder / weights_file, f"quantized checkpoint {folder}")
     if saved:
         setattr(model.config, CONFIG_ATTR, {**saved, "kernel": kernel})
     return model.eval()
@@ -478,3 +454,44 @@ def weight_bytes(model: nn.Module) -> dict[str, int]:
         if isinstance(m, Int8DynamicLinear):
             scales += m.weight_scale.numel() * m.weight_scale.element_size()
     return {"encoder_weight_bytes": total, "scale_bytes": scales}
+
+
+def model_from_config(config, what: str) -> nn.Module:
+    """An uninitialised sequence-classification or QA model of ``config`` (its ``architectures``
+    decide), for a quantized folder's own layers to be swapped in; ``CheckpointError`` naming
+    ``what`` when the config does not build."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+    from prunebench.checkpoints import CheckpointError
+
+    try:
+        heads = " ".join(getattr(config, "architectures", None) or [])
+        auto = AutoModelForQuestionAnswering if "QuestionAnswering" in heads else AutoModelForSequenceClassification
+        try:
+            from transformers.initialization import no_init_weights
+        except ImportError:  # older transformers: initialise, then overwrite
+            from contextlib import nullcontext as no_init_weights
+        with no_init_weights():
+            return auto.from_config(config)
+    except Exception as exc:
+        raise CheckpointError(f"{what}: cannot build the model from its config: {type(exc).__name__}: {exc}") from exc
+
+
+def load_state_strictly(model: nn.Module, path: Path, what: str) -> None:
+    """Load the safetensors file ``path`` into ``model``: a missing (untied), extra, mis-shaped or
+    wrongly typed tensor is a ``CheckpointError`` naming ``what``."""
+    from safetensors.torch import load_file
+
+    from prunebench.checkpoints import CheckpointError
+
+    state = load_file(str(path))
+    expected = model.state_dict()
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = sorted(k for k in set(expected) - set(state) if k not in tied)
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected)
+                   if tuple(state[k].shape) != tuple(expected[k].shape) or state[k].dtype != expected[k].dtype)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{what} does not match its architecture: "
+                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape/dtype differs {wrong[:5]}")
+    model.load_state_dict(state, strict=False)
