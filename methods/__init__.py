@@ -19,6 +19,11 @@ Where is ...?
   ``methods/q8bert.py`` (fake quantization, EMA observer, STE: ``prunebench/fake_quant.py``)
 - Quant-Noise, scalar int8 and int4 quantization noise (Fan et al. 2020): ``methods/quant_noise.py``
   (int4 packed storage: ``prunebench/int4.py``)
+- Q-BERT, Hessian-sensitivity mixed-precision (8/4-bit) group-wise quantization-aware fine-tuning (Shen et al.
+  2020): ``methods/qbert.py`` (power iteration on Hessian-vector products: ``prunebench/hessian.py``; mixed
+  int8 / int4 storage: ``prunebench/mixed.py``)
+- compressed during pre-training, then fine-tuned with the mask kept (Gordon et al. 2020, RPP, LayerDrop):
+  ``methods/pretrain_stage.py`` (the MLM pre-training stage: ``prunebench/pretrain.py``)
 
 A new method is one new module plus one import line below.
 """
@@ -40,6 +45,8 @@ from methods import obert  # noqa: F401  (registers obert)
 from methods import torch_pruning_peer  # noqa: F401  (registers torch_pruning: Torch-Pruning/DepGraph peer row)
 from methods import q8bert  # noqa: F401  (registers q8bert)
 from methods import quant_noise  # noqa: F401  (registers quant_noise, quant_noise_int4)
+from methods import qbert  # noqa: F401  (registers qbert)
+from methods import pretrain_stage  # noqa: F401  (registers gordon_pretrain, rpp_pretrain, layerdrop_pretrain)
 from methods.base import PruningMethod, TrainingPlan
 from methods.registry import available, build, get, register
 

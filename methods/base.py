@@ -16,8 +16,10 @@ adds to it, through five hooks, all optional except ``finalize``:
 
 Settings of a method are one frozen dataclass (``Settings``) with a help string per field;
 values come from the ``method_settings`` block of the config. A method declares where it
-starts: ``"dense"`` (the fine-tuned dense checkpoint) or ``"pretrained"`` (when its paper
-prunes during fine-tuning), and the workflow hands it the right weights.
+starts: ``"dense"`` (the fine-tuned dense checkpoint), ``"pretrained"`` (when its paper
+prunes during fine-tuning) or ``"pretrain"`` (the output of the pre-training stage of its
+``stage_method``, ``prunebench.pretrain``: rows whose paper compresses during pre-training,
+``methods/pretrain_stage.py``), and the workflow hands it the right weights.
 
 Register a method with ``@register("name")`` (``methods.registry``); duplicate names are
 refused.
@@ -85,7 +87,8 @@ class PruningMethod(ABC):
     #: Citation of the paper the method implements (shown in the report).
     paper: ClassVar[str] = ""
     #: ``"dense"``: start from the fine-tuned dense checkpoint; ``"pretrained"``: from the
-    #: pretrained weights (the paper prunes during fine-tuning).
+    #: pretrained weights (the paper prunes during fine-tuning); ``"pretrain"``: from the
+    #: pre-training stage's pruned model (``prunebench.pretrain``; the job calls ``use_pretrain``).
     starts_from: ClassVar[str] = "dense"
     #: ``"element"`` (unstructured), ``"head"``, ``"layer"``, ``"matrix-rank"`` ... (report column).
     granularity: ClassVar[str] = "element"

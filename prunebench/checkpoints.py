@@ -173,7 +173,8 @@ def load_model(folder: str | Path) -> torch.nn.Module:
     """Reload a checkpoint written by ``save_model`` (any format, old or new), after verifying it.
 
     - a stock folder: ``from_pretrained``, refusing missing, unexpected or mismatched weights;
-    - int8 (``prunebench_quantization``): ``prunebench.quantized.load_quantized_model``;
+    - int8 (``prunebench_quantization``): ``prunebench.quantized.load_quantized_model``; int4 and
+      mixed int8/int4 (its ``scheme``): ``prunebench.int4.load_int4_model``, ``prunebench.mixed.load_mixed_model``;
     - a structurally compacted model that is not stock (its config lists ``prunebench_surgery``
       ops, see ``prunebench.surgery``): its shapes differ from the architecture the config
       describes, so it is rebuilt from the config (dense shapes, weights not initialised), the
@@ -187,6 +188,10 @@ def load_model(folder: str | Path) -> torch.nn.Module:
 
         if is_int4_config(config):
             return load_int4_model(folder, config=config)
+        from prunebench.mixed import is_mixed_config, load_mixed_model  # int8 + int4 layers (methods/qbert.py)
+
+        if is_mixed_config(config):
+            return load_mixed_model(folder, config=config)
         from prunebench.quantized import load_quantized_model
 
         return load_quantized_model(folder, config=config)

@@ -2,6 +2,7 @@
 
     prunebench dense       --experiment JSON --task T --seed S --model-dir DIR --summary FILE
     prunebench prune       --experiment JSON --task T --method M --budget B --seed S --dense-dir DIR --model-dir DIR --summary FILE
+    prunebench pretrain    --experiment JSON --method M --budget B --seed S --out-dir DIR   (MLM stage of a *_pretrain row)
     prunebench measure     --summary FILE --model-dir DIR --dense-dir DIR --measure JSON --record FILE
     prunebench leaderboard --records FILE... --markdown FILE --csv FILE
     prunebench report      --records FILE... --out FILE [--figure FILE]
@@ -56,7 +57,14 @@ def cmd_prune(args) -> None:
 
     run_method(_context(args), args.method, args.budget, args.seed, Path(args.dense_dir) if args.dense_dir else None,
                Path(args.model_dir),
-               Path(args.summary), Path(args.reference_summary) if args.reference_summary else None)
+               Path(args.summary), Path(args.reference_summary) if args.reference_summary else None,
+               Path(args.pretrained_dir) if args.pretrained_dir else None)
+
+
+def cmd_pretrain(args) -> None:
+    from prunebench.pretrain import run_pretrain
+
+    run_pretrain(_experiment(args.experiment), args.method, args.budget, args.seed, Path(args.out_dir), args.threads)
 
 
 def cmd_measure(args) -> None:
@@ -109,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-dir", default=None, help="the dense checkpoint (methods that start from it)")
     p.add_argument("--reference-summary", default=None,
                    help="training summary of the reference method (methods that need one)")
+    p.add_argument("--pretrained-dir", default=None,
+                   help="output of the pre-training stage (rows that compress during pre-training)")
+
+    p = sub.add_parser("pretrain", help="the pre-training stage of a *_pretrain row: MLM training with its method")
+    p.add_argument("--experiment", required=True, help="resolved experiment as JSON, or @FILE (with its pretrain block)")
+    p.add_argument("--method", required=True, help="the row (gordon_pretrain, rpp_pretrain, layerdrop_pretrain)")
+    p.add_argument("--budget", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out-dir", required=True, help="folder for the pruned encoder, its MLM head and pretrain.json")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("measure", help="measure a trained model (memory, size, FLOPs, latency vs dense) and record it")
     p.add_argument("--summary", required=True, help="the training job's summary")

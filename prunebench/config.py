@@ -193,6 +193,7 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
             methods.get(m).make_settings(settings)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid config: key 'method_settings.{m}': {exc}") from None
+    check_pretrain(exp)
     for task in exp["tasks"]:
         data = task_data(exp, task)
         if not check_files or data.get("source", "local") != "local":
@@ -210,6 +211,32 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
                 raise ConfigError(f"invalid config: key {where!r}: data file not found for task {task!r}: {path} "
                                   f"(resolved: {Path(path).resolve()})")
     check_model(exp["model"])
+
+
+def check_pretrain(exp: dict) -> None:
+    """The ``pretrain`` block (``prunebench.pretrain.PretrainSettings``): required when a row that compresses
+    during pre-training runs (``starts_from = "pretrain"``); its stage methods' settings must build."""
+    import methods
+
+    rows = [m for m in exp["methods"] if methods.get(m).starts_from == "pretrain"]
+    if rows and not exp.get("pretrain"):
+        raise ConfigError(f"invalid config: key 'pretrain': methods {rows} compress during pre-training and need a "
+                          "'pretrain' block (steps, batch_size, ...; see workflow/config.yaml)")
+    if not exp.get("pretrain"):
+        return
+    from prunebench.pretrain import PretrainSettings
+
+    try:
+        settings = PretrainSettings.from_dict(exp["pretrain"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid config: key 'pretrain': {exc}") from None
+    for m, values in (settings.method_settings or {}).items():
+        if m not in methods.available():
+            raise ConfigError(f"invalid config: key 'pretrain.method_settings.{m}': no method named {m!r}")
+        try:
+            methods.get(m).make_settings(values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid config: key 'pretrain.method_settings.{m}': {exc}") from None
 
 
 def check_method_budgets(exp: dict) -> None:

@@ -4,8 +4,9 @@ The training job (``run_dense`` / ``run_method``) fine-tunes, prunes, saves the 
 and evaluates the task metric; it writes a *training summary* (the record without the
 timed measurements). ``run_dense`` fine-tunes the pretrained model once per (task, seed);
 ``run_method`` prunes with one method at one budget and seed, starting from the dense
-checkpoint (or the pretrained weights, when the method's paper prunes during fine-tuning),
-under the same fine-tuning budget. Training jobs run one thread each, side by side.
+checkpoint (or the pretrained weights, when the method's paper prunes during fine-tuning, or the
+output of the pre-training stage, ``prunebench.pretrain``, for rows that compress during
+pre-training), under the same fine-tuning budget. Training jobs run one thread each, side by side.
 
 The measure job (``measure_and_record``) is the one measurement path: in a fresh process,
 alone on the machine (Snakemake gives it every core), it measures peak memory, counts
@@ -90,7 +91,7 @@ def run_dense(ctx: Context, seed: int, model_dir: Path, summary_path: Path) -> d
 
 
 def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_dir: Path | None, model_dir: Path,
-               summary_path: Path, reference_summary: Path | None = None) -> dict:
+               summary_path: Path, reference_summary: Path | None = None, pretrained_dir: Path | None = None) -> dict:
     start = time.perf_counter()
     settings = ctx.exp.get("method_settings", {}).get(method_name, {})
     method = methods.build(method_name, target, settings)
@@ -103,6 +104,14 @@ def run_method(ctx: Context, method_name: str, target: float, seed: int, dense_d
         if dense_dir is None:
             raise checkpoints.CheckpointError(f"method {method_name!r} starts from the dense checkpoint: give --dense-dir")
         model = checkpoints.load_model(dense_dir)
+    elif method.starts_from == "pretrain":  # compressed during pre-training (prunebench.pretrain): its encoder + a task head
+        if pretrained_dir is None:
+            raise checkpoints.CheckpointError(f"method {method_name!r} starts from its pre-training stage: give --pretrained-dir")
+        from prunebench.pretrain import read_summary
+
+        checkpoints.verify(pretrained_dir)
+        method.use_pretrain(read_summary(pretrained_dir))
+        model = load_pretrained(str(pretrained_dir), ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
     else:
         model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
     method.note_run({"model": ctx.exp["model"], "task": ctx.spec.name, "steps": ctx.budget.steps, "batch_size": ctx.budget.batch_size})

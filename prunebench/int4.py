@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunebench.fake_quant import quantize, symmetric_scale
+from prunebench.fake_quant import per_token_scale, quantize, symmetric_scale
 from prunebench.quantized import CONFIG_ATTR, encoder_linear_names, load_state_strictly, model_from_config
 
 BITS = 4
@@ -79,12 +79,17 @@ def quantize_weight_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 class Int4WeightLinear(nn.Linear):
     """A linear layer whose weight is int4 codes + one fp32 step per row; computes in fp32."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, input_bits: int | None = None):
         nn.Module.__init__(self)  # no float weight to allocate
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.zeros(out_features, in_features, dtype=torch.int8), requires_grad=False)
         self.register_buffer("weight_scale", torch.ones(out_features))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+        #: ``None``: fp32 activations (quant_noise_int4). An integer b: the input is rounded to b bits,
+        #: symmetric per token (``prunebench.fake_quant.per_token_scale``), computed in fp32 -- the
+        #: 8-bit activations of Q-BERT's mixed rows (``prunebench.mixed``); not in the state dict,
+        #: the config's scheme carries it.
+        self.input_bits = input_bits
 
     @classmethod
     def from_float(cls, linear: nn.Linear) -> "Int4WeightLinear":
@@ -103,6 +108,10 @@ class Int4WeightLinear(nn.Linear):
         return self.weight.float() * self.weight_scale[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_bits is not None:
+            xf = x.float()
+            scale = per_token_scale(xf, self.input_bits)
+            x = (quantize(xf, scale, self.input_bits) * scale).to(x.dtype)
         w = self.dequantized_weight().to(x.dtype)
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
@@ -126,7 +135,7 @@ class Int4WeightLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                "int4 weights")
+                "int4 weights" + (f", {self.input_bits}-bit inputs per token" if self.input_bits else ""))
 
 
 @torch.no_grad()

@@ -116,7 +116,15 @@ def _ops(config) -> list[dict]:
 def _is_quantized(model: nn.Module) -> bool:
     if getattr(getattr(model, "config", None), QUANT_ATTR, None):
         return True
-    return any(type(m).__name__ == "Int8DynamicLinear" for m in model.modules())
+    return any(type(m).__name__ in ("Int8DynamicLinear", "Int4WeightLinear") for m in model.modules())
+
+
+def _quant_tags(model: nn.Module) -> list[str]:
+    """``["int8"]``, ``["int4"]`` or ``["int8", "int4"]`` (mixed, ``prunebench.mixed``): the integer
+    containers of the encoder matrices (``int8`` for a marked model whose layers say nothing)."""
+    kinds = {type(m).__name__ for m in model.modules()}
+    tags = [t for t, cls in (("int8", "Int8DynamicLinear"), ("int4", "Int4WeightLinear")) if cls in kinds]
+    return tags or ["int8"]
 
 
 @torch.no_grad()
@@ -160,7 +168,7 @@ def _structure_tags(model: nn.Module, config) -> list[str]:
         if name not in STOCK_OPS | {"factorize", "fixed_attention"} and str(name) not in tags:
             tags.append(str(name).replace("_", "-"))
     if _is_quantized(model):
-        tags.append("int8")
+        tags.extend(_quant_tags(model))
     return tags or ["compacted"]
 
 
@@ -203,7 +211,9 @@ def plan(model: nn.Module) -> Plan:
         return Plan(STOCK, kind)
     reasons = []
     if quantized:
-        reasons.append("int8 encoder matrices (Int8DynamicLinear: int8 weights + per-row scales)")
+        described = {"int8": "int8 encoder matrices (Int8DynamicLinear: int8 weights + per-row scales)",
+                     "int4": "int4 encoder matrices (Int4WeightLinear: packed 4-bit codes + per-row scales)"}
+        reasons.extend(described[t] for t in _quant_tags(model))
     other = sorted({str(o.get("op")) for o in ops} - STOCK_OPS)
     if other:
         reasons.append(f"surgery ops stock transformers cannot express: {', '.join(other)}")

@@ -29,7 +29,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -210,8 +210,13 @@ class PrePadded:
 
 
 def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: PruningMethod | None,
-          seed: int, log_every: int = 50) -> TrainResult:
-    """Fine-tune ``model`` on the tokenized ``dataset`` for ``budget.steps`` steps."""
+          seed: int, log_every: int = 50, on_step: Callable[[nn.Module, int], None] | None = None) -> TrainResult:
+    """Fine-tune ``model`` on the tokenized ``dataset`` for ``budget.steps`` steps.
+
+    ``on_step(model, step)``, when given, is called after the method's ``after_step`` of every step
+    (the pre-training stage evaluates its held-out loss there; ``prunebench.pretrain``). It may switch
+    the model to eval mode; the loop puts it back in training mode.
+    """
     seed_everything(seed)
     device = budget.torch_device()
     capability = cpu_capability()
@@ -260,6 +265,9 @@ def train(model: nn.Module, dataset, tokenizer, budget: FinetuneBudget, method: 
         optimizer.zero_grad(set_to_none=True)
         if method is not None:
             method.after_step(model, step)
+        if on_step is not None:
+            on_step(model, step)
+            model.train()
         running += float(loss.detach())
         if step % log_every == 0 or step == budget.steps:
             n = step % log_every or log_every

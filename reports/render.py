@@ -37,7 +37,8 @@ from reports.leaderboard import (BACKEND_TEXT, TRUNCATION_LIMIT, attach_stats, b
                                  board_from_rows, footnotes, hardware_text)
 from reports.uncertainty import TEST_TEXT, load_predictions
 from reports.style import method_style
-from reports.survey import COLUMN_TITLES, COLUMNS, load_survey, survey_rows, unmeasured_cells
+from reports.survey import (COLUMN_TITLES, COLUMNS, load_survey, mlm_loss_points, pretrain_comparison, survey_rows,
+                            unmeasured_cells)
 
 TEMPLATES = Path(__file__).with_name("templates")
 log = logging.getLogger("reports.render")
@@ -288,6 +289,7 @@ def render_report(record_paths, out: Path, figure_path: Path | None = None, *, e
         cross=cross, cross_error=cross_error, cross_text=cross_task.METHOD_TEXT,
         claim_threshold=cross_task.CLAIM_THRESHOLD, wnli_note=cross_task.EXCLUDED_ALWAYS.get("wnli"),
         unmeasured=unmeasured,
+        pretrain_pairs=pretrain_comparison(rows), mlm_points=mlm_loss_points(rows),
         benchmarks=benchmarks, rule_times=wall_time_per_rule(benchmarks),
         benchmarks_dir=str(benchmarks_dir) if benchmarks_dir else None,
         results_dir=str(results_dir) if results_dir else None,

@@ -22,8 +22,15 @@ Rules (all in this module, thresholds named below):
   disagrees; faster is a caveat (other hardware). The verdict uses the PyTorch speed-up; where a
   record also has ONNX Runtime's (``ort_speedup_b*``), the measured line shows it beside.
 - Component: the kinds of structure removed (``kinds``) must intersect.
-- Pretrain: every run here prunes during fine-tuning; a paper that compresses during
-  pre-training is not measured ("needs pre-training").
+- Pretrain: a paper that compresses during pre-training is measured by its rows that started
+  from the pre-training stage (``starts_from: pretrain``: ``gordon_pretrain``, ``rpp_pretrain``,
+  ``layerdrop_pretrain``; ``prunebench.pretrain``) -- agree when such a row ran, with the
+  stage's length in the measured line; without one it is not measured ("needs pre-training").
+  Rows that compress while fine-tuning agree with a paper that does the same.
+  ``pretrain_comparison`` pairs each pre-training row with the row that applies the same method
+  during fine-tuning (``finetune_counterpart``) at the same task and budget, and
+  ``mlm_loss_points`` lists the stage's held-out MLM loss against sparsity (Gordon et al.'s question:
+  does pruning in pre-training delete what transfer needs?), both from the records alone.
 - Performance: our score minus the dense score, in points, is put in a category
   (``categorize``) and compared with the claimed category on an ordinal scale.
 """
@@ -322,10 +329,30 @@ def component_cell(paper, rows, dense) -> Cell:
     return cell
 
 
+def _stage_text(r: Row) -> str:
+    """"gordon_pretrain @ 0.5: magnitude_local over 2,400 MLM steps, held-out loss 2.10 -> 2.31 at 50% remaining"."""
+    pre = r.method_info.get("pretrain") or {}
+    final = pre.get("final") or {}
+    steps = (pre.get("training") or {}).get("steps")
+    loss = final.get("mlm_loss")
+    start = final.get("mlm_loss_start")
+    text = f"{_label(r)}: {pre.get('stage_method') or r.method_info.get('stage_method') or '?'}"
+    if steps:
+        text += f" over {steps:,} MLM steps"
+    if loss is not None and start is not None:
+        text += f", held-out MLM loss {start:.2f} → {loss:.2f} at {_pct(final.get('remaining'))} remaining"
+    return text
+
+
 def pretrain_cell(paper, rows, dense) -> Cell:
     cell = Cell("pretrain", _survey_cell(paper, "pretrain"), _claim(paper, "pretrain"))
-    starts = sorted({str(r.method_info.get("starts_from") or "dense") for r in rows})
-    if rows:
+    staged = [r for r in rows if r.method_info.get("starts_from") == "pretrain"]
+    finetuned = [r for r in rows if r.method_info.get("starts_from") != "pretrain"]
+    starts = sorted({str(r.method_info.get("starts_from") or "dense") for r in finetuned})
+    if staged:
+        cell.measured.append("yes: pruned during continued MLM pre-training, then fine-tuned per task with the mask "
+                             "kept -- " + "; ".join(_stage_text(r) for r in staged))
+    if finetuned:
         cell.measured.append("no: compressed while fine-tuning, starting from the " +
                              " / ".join("fine-tuned dense checkpoint" if s == "dense" else "pretrained weights" for s in starts))
     claimed = None
@@ -333,10 +360,16 @@ def pretrain_cell(paper, rows, dense) -> Cell:
         claimed = cell.survey.strip().lower() == "true"
     elif cell.claim is not None and cell.claim.get("value") is not None:
         claimed = bool(cell.claim["value"])
-    if claimed is True:
+    if claimed is True and staged:
+        cell.status = "agree"
+        cell.reason = ("both compress during pre-training (here: continued masked-language-model training of the "
+                       "pretrained model on the tasks' training texts, not pre-training from scratch on the papers' "
+                       "corpus)")
+    elif claimed is True:
         cell.status = "not-measured"
-        cell.reason = ("needs pre-training: the paper compresses during pre-training; this benchmark starts from "
-                       "pretrained weights and compresses during fine-tuning only")
+        cell.reason = ("needs pre-training: the paper compresses during pre-training; no row that starts from the "
+                       "pre-training stage (" + ", ".join(PRETRAIN_ROWS.get(paper.get("key"), []) or ["none"]) +
+                       ") ran; the runs here compress during fine-tuning only")
     elif claimed is False:
         cell.status = "agree" if rows else "not-measured"
         cell.reason = "both compress at fine-tuning" if rows else ""
@@ -418,6 +451,55 @@ def performance_cell(paper, rows, dense) -> Cell:
         if notes:
             cell.reason += "; " + "; ".join(notes)
     return cell
+
+
+#: The rows that start from the pre-training stage, per paper key (survey.yaml maps them too).
+PRETRAIN_ROWS = {"gordon2020compressing": ["gordon_pretrain"], "guo2019reweighted": ["rpp_pretrain"],
+                 "fan2019reducing": ["layerdrop_pretrain"]}
+
+
+def pretrain_comparison(rows: list[Row]) -> list[dict]:
+    """'Pruned during pre-training, then fine-tuned' vs 'pruned during fine-tuning': each row that started
+    from the pre-training stage beside its ``finetune_counterpart`` at the same task and budget (seeds
+    averaged), with the dense score, the remaining fractions and the stage's final held-out MLM loss."""
+    by_key = {(r.task, r.method, r.budget): r for r in rows}
+    out = []
+    for r in rows:
+        info = r.method_info
+        if info.get("starts_from") != "pretrain":
+            continue
+        other = by_key.get((r.task, info.get("finetune_counterpart"), r.budget))
+        dense = dense_row(rows, r.task)
+        pre = info.get("pretrain") or {}
+        final = pre.get("final") or {}
+        delta = (100 * (r.score - other.score) if other is not None and r.score is not None and other.score is not None
+                 else None)
+        out.append({"task": r.task, "budget": r.budget, "row": r.method, "counterpart": info.get("finetune_counterpart"),
+                    "stage_method": info.get("stage_method"), "metric": r.metric, "seeds": sorted(r.seeds),
+                    "score": r.score, "counterpart_score": other.score if other is not None else None,
+                    "dense_score": dense.score if dense is not None else None, "delta_pts": delta,
+                    "remaining": r.mean("encoder_remaining"),
+                    "counterpart_remaining": other.mean("encoder_remaining") if other is not None else None,
+                    "mlm_loss": final.get("mlm_loss"), "mlm_loss_start": final.get("mlm_loss_start"),
+                    "pretrain_steps": (pre.get("training") or {}).get("steps"),
+                    "missing": None if other is not None else f"no record of {info.get('finetune_counterpart')} at "
+                                                               f"budget {r.budget:g} on {r.task}"})
+    return sorted(out, key=lambda d: (d["task"], d["row"], -d["budget"]))
+
+
+def mlm_loss_points(rows: list[Row]) -> list[dict]:
+    """The pre-training stage's held-out MLM loss against encoder sparsity: one entry per (row, budget) with
+    its evaluation points (step, remaining, loss; the first at step 0 unpruned, the last after finalize).
+    The stage is task-independent, so each (row, budget) is listed once (from its first task's record)."""
+    seen, out = set(), []
+    for r in sorted(rows, key=lambda r: (r.method, -r.budget, r.task)):
+        pre = r.method_info.get("pretrain") or {}
+        if r.method_info.get("starts_from") != "pretrain" or not pre.get("points") or (r.method, r.budget) in seen:
+            continue
+        seen.add((r.method, r.budget))
+        out.append({"row": r.method, "budget": r.budget, "stage_method": pre.get("stage_method"),
+                    "points": pre["points"], "final": pre.get("final") or {}})
+    return out
 
 
 CELL_BUILDERS = {"memory": memory_cell, "inference": inference_cell, "component": component_cell,

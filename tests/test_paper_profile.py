@@ -271,12 +271,31 @@ def _reference_record(model, budget: float) -> dict:
                         "per_matrix_remaining": {n: budget for n in per_matrix_remaining(model)}}}
 
 
+def _pretrain_stage_model(name: str, budget: float, folder: Path, monkeypatch):
+    """A row that compresses during pre-training starts from its stage's output: a 4-step MLM stage on the
+    tiny model (prunebench.pretrain), loaded with a task head as the prune job does."""
+    from prunebench.modeling import load_pretrained
+    from prunebench.pretrain import run_pretrain
+
+    monkeypatch.chdir(REPO)
+    raw = load_config_file()
+    raw.update(profile="smoke", data={"source": "local", "train_limit": 200, "eval_limit": 32})
+    exp = resolve(raw)
+    exp["pretrain"] = {"steps": 4, "batch_size": 8, "max_seq_len": 32, "heldout_sentences": 16, "eval_points": 1,
+                       "precision": "fp32"}
+    summary = run_pretrain(exp, name, budget, 0, folder, threads=1)
+    return load_pretrained(str(folder), 2, seed=0, label_names=("negative", "positive")), summary
+
+
 @pytest.mark.parametrize("name, budget", _smallest_paper_budgets())
 def test_every_paper_method_at_its_smallest_budget_reaches_it_or_says_so(name, budget, tiny_model, tokenizer,
-                                                                          sst2_small):
+                                                                          sst2_small, tmp_path, monkeypatch):
     from prunebench.trainer import FinetuneBudget, train
 
     method = methods.build(name, budget)
+    if method.starts_from == "pretrain":
+        tiny_model, summary = _pretrain_stage_model(name, budget, tmp_path / "pretrained", monkeypatch)
+        method.use_pretrain(summary)  # as the prune job does (prunebench.experiment.run_method)
     if method.needs_reference:
         method.use_reference(_reference_record(tiny_model, budget))
     method.note_run({"model": "tiny-random", "task": "sst2", "steps": 3, "batch_size": 8})

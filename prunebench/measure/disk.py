@@ -45,12 +45,13 @@ def tensor_bytes_on_disk(path: str | Path) -> dict[str, dict]:
 
 def encoder_bytes_on_disk(model_dir: str | Path) -> dict[str, int]:
     """Bytes of ``model.safetensors`` by kind, measured from its header: the encoder's weight
-    matrices (2-D ``.weight`` tensors under ``encoder.layer.``), their int8 scales
+    matrices (2-D ``.weight`` tensors under ``encoder.layer.``, and the packed int4 codes ``.weight_packed``
+    of ``prunebench.int4``: half a byte per weight), their int8 / int4 scales
     (``.weight_scale``), everything else, and the header; ``total`` is the file size."""
     parts = tensor_bytes_on_disk(Path(model_dir) / WEIGHTS)
     out = {"encoder_weights": 0, "encoder_weight_scales": 0, "other": 0, "header": parts.pop("__header__")["bytes"]}
     for name, info in parts.items():
-        if ENCODER_PREFIX in name and name.endswith(".weight") and len(info["shape"]) == 2:
+        if ENCODER_PREFIX in name and name.endswith((".weight", ".weight_packed")) and len(info["shape"]) == 2:
             out["encoder_weights"] += info["bytes"]
         elif ENCODER_PREFIX in name and name.endswith(".weight_scale"):
             out["encoder_weight_scales"] += info["bytes"]

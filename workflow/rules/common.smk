@@ -47,7 +47,7 @@ def job_experiment(task, method="dense", steps=""):
     timed, does not re-train finished models. `finetune.steps` is this job's one length (an int)."""
     exp = for_task(EXP, task)
     skip = ("methods", "budgets", "method_budgets", "seeds", "tasks", "method_settings", "measure", "threads",
-            "head_ablation_modes")
+            "head_ablation_modes", "pretrain")  # the pre-training stage's settings reach only its own jobs (job_pretrain)
     job = {k: v for k, v in exp.items() if k not in skip}
     job["method_settings"] = {method: EXP.get("method_settings", {}).get(method, {})} if method != "dense" else {}
     job["finetune"] = {**job["finetune"], "steps": steps_of(steps)}
@@ -122,11 +122,39 @@ def model_dir(task, method, budget, seed, steps=""):
     return f"{RESULTS}/models/{task}/{method}/{budget}/seed{seed}{steps}"
 
 
+#: rows that compress during pre-training (methods/pretrain_stage.py): each (row, budget, seed) has one
+#: pre-training stage job (rule pretrain), shared by every task and fine-tuning length
+PRETRAIN_METHODS = [m for m in METHODS if methods.get(m).starts_from == "pretrain"]
+
+
+def pretrain_dir(method, budget, seed):
+    """The pre-training stage's output: pruned encoder, MLM head, pretrain.json (task-independent)."""
+    return f"{RESULTS}/pretrained/{method}/{budget}/seed{seed}"
+
+
+def job_pretrain(method):
+    """The experiment as one pre-training job sees it (JSON): the model, the data rules of the corpus tasks
+    and of every task whose evaluation texts are excluded, the experiment's tasks, and the `pretrain` block
+    with only this row's stage-method settings -- not `finetune`, `measure` or the fan-out lists, so
+    changing those does not re-run pre-training."""
+    pre = dict(EXP["pretrain"])
+    stage = methods.get(method).stage_method
+    pre["method_settings"] = {stage: (pre.get("method_settings") or {}).get(stage, {})}
+    needed = list(dict.fromkeys(list(pre.get("corpus_tasks") or TASKS) + TASKS))
+    job = {"profile": EXP["profile"], "model": EXP["model"], "data": EXP["data"], "tasks": TASKS, "pretrain": pre,
+           "task_data": {t: v for t, v in (EXP.get("task_data") or {}).items() if t in needed}}
+    return json.dumps(job, sort_keys=True)
+
+
 def prune_inputs(w):
-    """The dense checkpoint (for methods that start from it) and a reference method's summary."""
+    """The dense checkpoint (for methods that start from it), the pre-training stage's output (for rows
+    that compress during pre-training) and a reference method's summary."""
     inputs = {}
-    if methods.get(w.method).starts_from == "dense":
+    starts = methods.get(w.method).starts_from
+    if starts == "dense":
         inputs["dense"] = model_dir(w.task, "dense", "1", w.seed, w.steps)
+    elif starts == "pretrain":
+        inputs["pretrained"] = pretrain_dir(w.method, w.budget, w.seed)
     ref = reference_of(w.method)
     if ref is not None:
         inputs["reference"] = training_summary(w.task, ref, w.budget, w.seed, w.steps)
@@ -135,6 +163,10 @@ def prune_inputs(w):
 
 def dense_arg(w, input):
     return f"--dense-dir {input.dense}" if "dense" in input.keys() else ""
+
+
+def pretrained_arg(w, input):
+    return f"--pretrained-dir {input.pretrained}" if "pretrained" in input.keys() else ""
 
 
 def reference_arg(w, input):

@@ -12,6 +12,7 @@ rule prune:
         exp=lambda w: job_experiment(w.task, w.method, w.steps),
         dense=dense_arg,
         reference=reference_arg,
+        pretrained=pretrained_arg,
     threads: EXP["threads"]["train"]
     resources:
         mem_mb=6000,
@@ -23,5 +24,5 @@ rule prune:
         f"{RESULTS}/benchmarks/{{task}}/{{method}}/{{budget}}/seed{{seed}}{{steps}}.tsv"
     shell:
         "python -m prunebench prune --experiment {params.exp:q} --task {wildcards.task} --method {wildcards.method}"
-        " --budget {wildcards.budget} --seed {wildcards.seed} {params.dense} {params.reference}"
+        " --budget {wildcards.budget} --seed {wildcards.seed} {params.dense} {params.reference} {params.pretrained}"
         " --model-dir {output.model} --summary {output.summary} --threads {threads} > {log} 2>&1"
