@@ -288,6 +288,10 @@ class CrossRow:
     tasks_in_mean: list[str]
     missing: list[str]  # tasks in the mean for the summary that this row has no record of
     verdict: str  # of the claim "keeps >= CLAIM_THRESHOLD of dense" from the mean's interval
+    #: tasks where the method's own score (mean over its seeds) is at or below the task's chance level:
+    #: its share of dense there is what a constant predictor keeps (e.g. MRPC F1 of predicting every
+    #: pair positive is 95% of a weak dense model's), not knowledge the pruned model kept
+    at_chance: list[str] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:
@@ -420,8 +424,11 @@ def cross_task_summary(records: list[dict], predictions: dict | None = None, tas
                 shares[task], seeds[task] = est, matched
         have = [t for t in in_mean if t in shares]
         mean = mean_over_tasks([shares[t] for t in have])
+        chance = {t.task: t.chance for t in infos}
+        at_chance = [t for t in shares if chance.get(t) is not None
+                     and float(np.mean(list(values[(t, method, budget)].values()))) <= chance[t] + 1e-12]
         rows.append(CrossRow(method, budget, shares, seeds, mean, have, [t for t in in_mean if t not in shares],
-                             claim_verdict(mean, threshold)))
+                             claim_verdict(mean, threshold), at_chance))
     return CrossTaskSummary(infos, rows, kinds, threshold, warnings)
 
 

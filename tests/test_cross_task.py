@@ -207,3 +207,48 @@ def test_report_renders_the_cross_task_section_with_two_tasks(tmp_path):
     one = render_report([p for p in paths if "/sst2/" in p], tmp_path / "one.html").read_text()
     assert 'id="across-tasks-single"' in one and "records of more than one task" in one
     assert 'id="survey-table"' in one and "<h3 id=\"survey-" not in one
+
+
+def test_a_method_at_or_below_chance_on_a_task_is_marked(tmp_path):
+    # a method whose accuracy is below the majority share keeps a share of dense that a constant
+    # predictor would keep: the row names the task, the other method's row does not
+    _runs(tmp_path, {("sst2", "dense", 1.0): {0: 0.9}, ("sst2", "random", 0.1): {0: 0.45},
+                     ("sst2", "magnitude_global", 0.1): {0: 0.8},
+                     ("qnli", "dense", 1.0): {0: 0.9}, ("qnli", "random", 0.1): {0: 0.8},
+                     ("qnli", "magnitude_global", 0.1): {0: 0.8}})
+    from reports.render import render_report
+
+    summary, _, _ = _summary(tmp_path)
+    assert summary.info("sst2").chance == pytest.approx(0.5)
+    assert summary.row("random", 0.1).at_chance == ["sst2"]
+    assert summary.row("magnitude_global", 0.1).at_chance == []
+    paths = sorted(str(p) for p in (tmp_path / "records").rglob("seed0.json"))
+    html = render_report(paths, tmp_path / "report.html").read_text()
+    assert "≤ chance: random at 0.1 scores at or below the chance level on sst2" in html
+
+
+def test_published_glue_records_give_the_readme_verdict():
+    """The committed glue subset (reports/glue/records: magnitude_global, movement_soft and FLOP at 0.1 and
+    the dense model, seed 0, on all ten staged tasks) has predictions for every record, and the
+    cross-task summary computed from it is the one the README states."""
+    from pathlib import Path
+
+    from prunebench.records import read_record
+
+    folder = Path(__file__).resolve().parents[1] / "reports" / "glue" / "records"
+    paths = sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".predictions.json"))
+    assert len(paths) == 40, "expected 10 tasks x (dense + 3 methods)"
+    for p in paths:
+        assert p.with_name(p.name[: -len(".json")] + ".predictions.json").is_file(), p
+        rec = read_record(p)
+        assert rec["provenance"]["git_sha"] and rec["provenance"]["git_dirty"] is False, p
+    summary, _, _ = _summary(folder.parent)
+    assert summary.mean_tasks == ["mnli", "mrpc", "qnli", "qqp", "squad", "sst2", "stsb"]  # cola, rte: dense at chance
+    means = {r.method: r.mean for r in summary.rows}
+    assert {m: round(e.value, 3) for m, e in means.items()} == {"flop": 0.473, "magnitude_global": 0.463,
+                                                                "movement_soft": 0.551}
+    assert all(r.verdict == "fails" for r in summary.rows)  # nobody keeps 95% of dense at 10% remaining
+    assert means["movement_soft"].low > max(means["flop"].high, means["magnitude_global"].high)
+    assert means["flop"].low < means["magnitude_global"].high  # flop and magnitude: not separated
+    soft = summary.row("movement_soft", 0.1)
+    assert round(soft.shares["sst2"].value, 3) == 0.908 and soft.at_chance == ["cola", "qqp", "rte", "wnli"]
