@@ -75,7 +75,7 @@ from methods.base import PruningMethod, TrainingPlan
 from methods.quant_noise import inference_details
 from methods.registry import register
 from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.fake_quant import InputFakeQuant, WeightFakeQuant, fake_quantize_tensor, symmetric_scale
+from prunebench.fake_quant import InputFakeQuant, WeightFakeQuant, fake_quantize_embeddings, symmetric_scale
 from prunebench.quantized import quantize_encoder_linears
 
 #: Q8BERT quantizes to 8 bits (weights and activations); the int8 kernel needs 8.
@@ -119,20 +119,8 @@ class Q8Bert(PruningMethod):
         for name, module in self.linears.items():
             parametrize.register_parametrization(module, "weight", WeightFakeQuant(BITS, axis=axis))
             self.inputs[name] = InputFakeQuant(BITS, mode="ema", decay=self.settings.ema_decay).install(module)
-        self.embeddings: dict[str, str] = {}
-        if self.settings.quantize_embeddings:
-            embeddings = model.base_model.embeddings
-            for name in EMBEDDINGS:
-                emb = getattr(embeddings, name, None)
-                if emb is None:
-                    continue
-                if emb.weight.requires_grad:
-                    parametrize.register_parametrization(emb, "weight", WeightFakeQuant(BITS, axis=None))
-                    self.embeddings[name] = "fake-quantized at every forward pass (trainable)"
-                else:  # frozen: its fake-quantized value is constant, write it once
-                    with torch.no_grad():
-                        emb.weight.copy_(fake_quantize_tensor(emb.weight, BITS))
-                    self.embeddings[name] = "frozen: set to its 8-bit fake-quantized value once, in prepare"
+        self.embeddings: dict[str, str] = (fake_quantize_embeddings(model, EMBEDDINGS, BITS)
+                                           if self.settings.quantize_embeddings else {})
 
     def finalize(self, model: nn.Module) -> nn.Module:
         for hook in getattr(self, "inputs", {}).values():

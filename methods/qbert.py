@@ -78,7 +78,7 @@ from methods.quant_noise import inference_details
 from methods.registry import register
 from prunebench.budget import dense_encoder_size, prunable_linears
 from prunebench.calibration import _LAYER, linears_by_layer, require_calibration
-from prunebench.fake_quant import InputFakeQuant, WeightFakeQuant, fake_quantize_tensor
+from prunebench.fake_quant import InputFakeQuant, fake_quantize_embeddings
 from prunebench.hessian import layer_eigenvalues
 from prunebench.mixed import (INPUT_BITS, SUPPORTED_BITS, GroupWeightFakeQuant, quantize_encoder_mixed, storage_of,
                               weight_bytes)
@@ -190,20 +190,8 @@ class QBert(PruningMethod):
             parametrize.register_parametrization(module, "weight", GroupWeightFakeQuant(self.bits[name], s.group_rows))
             if s.quantize_activations:
                 self.inputs[name] = InputFakeQuant(INPUT_BITS, mode="per_token").install(module)
-        self.embeddings: dict[str, str] = {}
-        if s.quantize_embeddings:
-            embeddings = model.base_model.embeddings
-            for name in EMBEDDINGS:
-                emb = getattr(embeddings, name, None)
-                if emb is None:
-                    continue
-                if emb.weight.requires_grad:
-                    parametrize.register_parametrization(emb, "weight", WeightFakeQuant(EMBEDDING_BITS, axis=None))
-                    self.embeddings[name] = "fake-quantized at every forward pass (trainable), 8-bit per tensor"
-                else:
-                    with torch.no_grad():
-                        emb.weight.copy_(fake_quantize_tensor(emb.weight, EMBEDDING_BITS))
-                    self.embeddings[name] = "frozen: set to its 8-bit (per tensor) fake-quantized value once, in prepare"
+        self.embeddings: dict[str, str] = (fake_quantize_embeddings(model, EMBEDDINGS, EMBEDDING_BITS)
+                                           if s.quantize_embeddings else {})
 
     # ----- finalize ---------------------------------------------------------------------------
     def finalize(self, model: nn.Module) -> nn.Module:

@@ -186,13 +186,7 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
             raise ConfigError(f"invalid config: key 'budgets': {exc}") from None
     check_method_budgets(exp)
     finetune_steps(exp)
-    for m, settings in exp.get("method_settings", {}).items():
-        if m not in methods.available():
-            raise ConfigError(f"invalid config: key 'method_settings.{m}': no method named {m!r}")
-        try:
-            methods.get(m).make_settings(settings)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid config: key 'method_settings.{m}': {exc}") from None
+    check_method_settings(exp.get("method_settings", {}), "method_settings")
     check_pretrain(exp)
     for task in exp["tasks"]:
         data = task_data(exp, task)
@@ -213,6 +207,20 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
     check_model(exp["model"])
 
 
+def check_method_settings(mapping: dict, key: str) -> None:
+    """Every entry of a ``{method: settings}`` block (``key`` names it in errors) names a registered
+    method and builds its settings dataclass; otherwise a ``ConfigError`` naming the key."""
+    import methods
+
+    for m, values in mapping.items():
+        if m not in methods.available():
+            raise ConfigError(f"invalid config: key '{key}.{m}': no method named {m!r}")
+        try:
+            methods.get(m).make_settings(values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid config: key '{key}.{m}': {exc}") from None
+
+
 def check_pretrain(exp: dict) -> None:
     """The ``pretrain`` block (``prunebench.pretrain.PretrainSettings``): required when a row that compresses
     during pre-training runs (``starts_from = "pretrain"``); its stage methods' settings must build."""
@@ -230,13 +238,7 @@ def check_pretrain(exp: dict) -> None:
         settings = PretrainSettings.from_dict(exp["pretrain"])
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid config: key 'pretrain': {exc}") from None
-    for m, values in (settings.method_settings or {}).items():
-        if m not in methods.available():
-            raise ConfigError(f"invalid config: key 'pretrain.method_settings.{m}': no method named {m!r}")
-        try:
-            methods.get(m).make_settings(values)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid config: key 'pretrain.method_settings.{m}': {exc}") from None
+    check_method_settings(settings.method_settings or {}, "pretrain.method_settings")
 
 
 def check_method_budgets(exp: dict) -> None:

@@ -306,3 +306,26 @@ class InputFakeQuant:
             self.noised += int(mask.sum())
             xq = quant_noise(x, self.quantized(x, module.training), mask)
         return (xq,) + tuple(args[1:])
+
+
+def fake_quantize_embeddings(model: torch.nn.Module, names, bits: int) -> dict[str, str]:
+    """Fake-quantize the named embedding tables of ``model.base_model.embeddings`` per tensor to
+    ``bits`` (Q8BERT's and Q-BERT's embeddings): a trainable table gets a ``WeightFakeQuant``
+    parametrization (quantized at every forward pass, straight-through gradient); a frozen table's
+    quantized value never changes, so it is written into the weights once. Returns what was done per table."""
+    from torch.nn.utils import parametrize
+
+    done: dict[str, str] = {}
+    embeddings = model.base_model.embeddings
+    for name in names:
+        emb = getattr(embeddings, name, None)
+        if emb is None:
+            continue
+        if emb.weight.requires_grad:
+            parametrize.register_parametrization(emb, "weight", WeightFakeQuant(bits, axis=None))
+            done[name] = f"fake-quantized at every forward pass (trainable), {bits}-bit per tensor"
+        else:
+            with torch.no_grad():
+                emb.weight.copy_(fake_quantize_tensor(emb.weight, bits))
+            done[name] = f"frozen: set to its {bits}-bit (per tensor) fake-quantized value once, in prepare"
+    return done
