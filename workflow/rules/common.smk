@@ -23,6 +23,22 @@ onstart:
         check_experiment_data(EXP, RESULTS)
     except DataError as exc:
         sys.exit(f"prunebench: {exc}")
+
+
+# The scheduler's rate-limit timers (profiles/default: one-minute timespan) are cancelled when the
+# run ends, so the process exits at once (prunebench/scheduler_timers.py explains why).
+onsuccess:
+    from prunebench.scheduler_timers import stop_pending_timers
+
+    stop_pending_timers()
+
+
+onerror:
+    from prunebench.scheduler_timers import stop_pending_timers
+
+    stop_pending_timers()
+
+
 TASKS = EXP["tasks"]
 METHODS = EXP["methods"]
 BUDGETS = [budget_label(b) for b in EXP["budgets"]]
