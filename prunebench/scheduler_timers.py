@@ -5,7 +5,7 @@ scheduling pass by starting a ``threading.Timer`` that wakes the scheduler again
 each wake-up is another pass, which starts another timer. Every finished job adds a pass, so the
 chains of timers grow with the number of finished jobs and, late in a long run, the scheduler
 re-evaluates the ready jobs hundreds of times a second and keeps one core busy (measured: 150
-sleeping jobs run one at a time cost Snakemake 32 s of CPU in 48 s; ``benchmarks/scheduler_overhead.py``).
+sleeping jobs run one at a time cost Snakemake 35 s of CPU in 50 s; ``benchmarks/scheduler_overhead.py``).
 On a 2-core machine that core is taken from the measure job that is timing latency alone, which
 made batch-size ratios of identical models range from 0.1 to 9 in an eight-task smoke run.
 

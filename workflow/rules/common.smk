@@ -4,6 +4,7 @@ import sys
 
 import methods
 from prunebench.config import ConfigError, budget_label, budgets_of, finetune_steps, for_task, resolve, steps_suffix
+from prunebench.scheduler_timers import stop_pending_timers
 
 try:
     EXP = resolve(config)
@@ -28,14 +29,10 @@ onstart:
 # The scheduler's rate-limit timers (profiles/default: one-minute timespan) are cancelled when the
 # run ends, so the process exits at once (prunebench/scheduler_timers.py explains why).
 onsuccess:
-    from prunebench.scheduler_timers import stop_pending_timers
-
     stop_pending_timers()
 
 
 onerror:
-    from prunebench.scheduler_timers import stop_pending_timers
-
     stop_pending_timers()
 
 
