@@ -32,12 +32,12 @@ test: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(ARGS)
 
 # The published leaderboard (reports/leaderboard.*) from the records committed under reports/records,
-# and the CI check that the committed leaderboard is what those records give (python -m reports.published).
+# and the CI check that the committed leaderboard is what those records give (python -m prunebench.report.published).
 publish-leaderboard: install
 	$(BIN)/python -m prunebench leaderboard --records reports/records --markdown reports/leaderboard.md --csv reports/leaderboard.csv
 
 check-leaderboard: install
-	$(BIN)/python -m reports.published --records reports/records --published reports --render-report
+	$(BIN)/python -m prunebench.report.published --records reports/records --published reports --render-report
 
 clean-results:
 	rm -rf results .snakemake

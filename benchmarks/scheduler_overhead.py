@@ -7,7 +7,7 @@ jobs do), so they run one at a time while the others wait ready, and runs it wit
 - ``100/1s``: Snakemake's default;
 - ``1000/1m``: what ``profiles/default/config.yaml`` sets;
 - ``1000/1m`` without the ``onsuccess`` handler that cancels the pending timers
-  (``prunebench.scheduler_timers``): the exit waits for the last timer.
+  (``prunebench.runner.scheduler_timers``): the exit waits for the last timer.
 
 For each it prints the wall time, the CPU seconds of Snakemake and its jobs (the jobs only sleep,
 so this is the scheduler's), and that CPU as a share of one core over the run. The CPU class does not
@@ -43,7 +43,7 @@ rule one:
 
 STOP_TIMERS = """
 onsuccess:
-    from prunebench.scheduler_timers import stop_pending_timers
+    from prunebench.runner.scheduler_timers import stop_pending_timers
 
     stop_pending_timers()
 """
@@ -54,13 +54,32 @@ def run_once(folder: Path, timespan: str, stop_timers: bool, jobs: int, sleep: f
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "Snakefile").write_text(WORKFLOW.format(jobs=jobs, sleep=sleep) + (STOP_TIMERS if stop_timers else ""))
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "timing=1000",
-                    "--max-jobs-per-timespan", timespan, "--quiet"], cwd=folder, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--resources",
+            "timing=1000",
+            "--max-jobs-per-timespan",
+            timespan,
+            "--quiet",
+        ],
+        cwd=folder,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -75,14 +94,18 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    print(f"CPU class: {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} logical cores, "
-          f"load average {os.getloadavg()[0]:.2f}; {args.jobs} jobs of {args.sleep} s, one at a time "
-          f"(the jobs' own sleeping alone: {args.jobs * args.sleep:.0f} s)")
+    print(
+        f"CPU class: {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} logical cores, "
+        f"load average {os.getloadavg()[0]:.2f}; {args.jobs} jobs of {args.sleep} s, one at a time "
+        f"(the jobs' own sleeping alone: {args.jobs * args.sleep:.0f} s)"
+    )
     print(f"{'setting':<38}{'wall s':>8}{'CPU s':>8}{'CPU / wall':>12}")
     with tempfile.TemporaryDirectory() as tmp:
-        for label, timespan, stop in [("100/1s (Snakemake's default)", "100/1s", True),
-                                      ("1000/1m (profiles/default)", "1000/1m", True),
-                                      ("1000/1m, timers not cancelled", "1000/1m", False)]:
+        for label, timespan, stop in [
+            ("100/1s (Snakemake's default)", "100/1s", True),
+            ("1000/1m (profiles/default)", "1000/1m", True),
+            ("1000/1m, timers not cancelled", "1000/1m", False),
+        ]:
             wall, cpu = run_once(Path(tmp) / "wf", timespan, stop, args.jobs, args.sleep)
             print(f"{label:<38}{wall:>8.1f}{cpu:>8.1f}{cpu / wall:>11.0%}")
 

@@ -2,9 +2,9 @@
 
 Every encoder weight matrix ``W`` (out x in; Q, K, V, attention output, both feed-forward
 matrices) is reparameterised as ``W = P diag(z) Q`` with ``r = min(out, in)`` rank-one
-components, initialised from the SVD of the fine-tuned ``W`` (``prunebench.factorized``), so
+components, initialised from the SVD of the fine-tuned ``W`` (``prunebench.structure.factorized``), so
 training starts from a model equal to the dense one up to the gates. ``z`` are hard-concrete
-gates (``prunebench.hard_concrete``; the FLOP code's ``beta = 1.0``, stretch ``(-0.1, 1.1)``),
+gates (``prunebench.structure.hard_concrete``; the FLOP code's ``beta = 1.0``, stretch ``(-0.1, 1.1)``),
 sampled once per forward pass in training.
 
 Size control, the augmented Lagrangian of the paper: with ``s`` the *expected* number of
@@ -41,7 +41,7 @@ size ``s`` is compared with the budget: when ``|s - t| > target_tolerance`` (def
 absolute) the method logs a warning and the record says so (``result.gates_reached_target``
 false, ``result.expected_size_before_finalize``): the exact budget was then mostly enforced by
 ``finalize``'s truncation, not by FLOP's Lagrangian. ``remaining_before_finalize`` (the guard
-of ``methods.base``) is the size FLOP's own eval mask keeps, stored as ``finalize`` stores it
+of ``prunebench.method.base``) is the size FLOP's own eval mask keeps, stored as ``finalize`` stores it
 (``paper_rule_stored_remaining``: per matrix ``min(r' (in + out), in x out)``, the budget's
 count of the model finalize would build from that mask alone; ``paper_rule_remaining``
 prices every factor in full, as during training, and can exceed 1).
@@ -81,12 +81,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import count_encoder_weights, dense_encoder_size, prunable_linears
-from prunebench.factorized import FactorizedLinear, compact, factorize_svd, set_submodule, to_linear
-from prunebench.hard_concrete import HardConcrete
-from prunebench.surgery import record_op
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import count_encoder_weights, dense_encoder_size, prunable_linears
+from prunebench.structure.factorized import FactorizedLinear, compact, factorize_svd, set_submodule, to_linear
+from prunebench.structure.hard_concrete import HardConcrete
+from prunebench.structure.surgery import record_op
 
 #: FLOP's eval-mask temperature factor: ``sigmoid(0.8 log_alpha / beta)``.
 EVAL_SCALE = 0.8
@@ -99,20 +99,45 @@ class FlopSettings:
     beta: float = field(default=1.0, metadata={"help": "hard-concrete temperature (FLOP code: 1.0)"})
     stretch_left: float = field(default=-0.1, metadata={"help": "hard-concrete stretch l (FLOP code: -0.1)"})
     stretch_right: float = field(default=1.1, metadata={"help": "hard-concrete stretch r (FLOP code: 1.1)"})
-    init_keep: float = field(default=0.9, metadata={"help": "initial keep probability of the gates (FLOP code: 0.5; higher for short fine-tuning)"})
+    init_keep: float = field(
+        default=0.9,
+        metadata={"help": "initial keep probability of the gates (FLOP code: 0.5; higher for short fine-tuning)"},
+    )
     init_std: float = field(default=0.01, metadata={"help": "std of the initial log_alpha (FLOP code: 0.01)"})
-    gate_lr: float = field(default=0.1, metadata={"help": "constant AdamW learning rate of the gates' log_alpha (the method's own optimiser, not the trainer's decaying schedule)"})
-    lagrangian_lr: float = field(default=1.0, metadata={"help": "gradient-ascent step size of the multipliers lambda1, lambda2"})
-    ramp_fraction: float = field(default=0.5, metadata={"help": "share of steps over which the target size ramps linearly to the budget (the rest are left to meet it)"})
-    target_tolerance: float = field(default=0.05, metadata={"help": "largest |expected size - budget| before finalize that counts as the gates reaching the target; beyond it a warning is logged and recorded"})
-    fill_to_budget: bool = field(default=True, metadata={"help": "at the end, also add back the highest-valued pruned components while the budget allows"})
+    gate_lr: float = field(
+        default=0.1,
+        metadata={
+            "help": "constant AdamW learning rate of the gates' log_alpha (the method's own optimiser, not the trainer's decaying schedule)"
+        },
+    )
+    lagrangian_lr: float = field(
+        default=1.0, metadata={"help": "gradient-ascent step size of the multipliers lambda1, lambda2"}
+    )
+    ramp_fraction: float = field(
+        default=0.5,
+        metadata={
+            "help": "share of steps over which the target size ramps linearly to the budget (the rest are left to meet it)"
+        },
+    )
+    target_tolerance: float = field(
+        default=0.05,
+        metadata={
+            "help": "largest |expected size - budget| before finalize that counts as the gates reaching the target; beyond it a warning is logged and recorded"
+        },
+    )
+    fill_to_budget: bool = field(
+        default=True,
+        metadata={"help": "at the end, also add back the highest-valued pruned components while the budget allows"},
+    )
 
     def __post_init__(self):
         if not 0.0 < self.ramp_fraction <= 1.0:
             raise ValueError(f"flop: ramp_fraction {self.ramp_fraction} must be in (0, 1]")
         if self.gate_lr <= 0 or self.lagrangian_lr < 0 or self.target_tolerance < 0:
-            raise ValueError(f"flop: gate_lr ({self.gate_lr}) must be > 0, lagrangian_lr ({self.lagrangian_lr}) "
-                             f"and target_tolerance ({self.target_tolerance}) >= 0")
+            raise ValueError(
+                f"flop: gate_lr ({self.gate_lr}) must be > 0, lagrangian_lr ({self.lagrangian_lr}) "
+                f"and target_tolerance ({self.target_tolerance}) >= 0"
+            )
 
 
 @torch.no_grad()
@@ -163,6 +188,7 @@ class Flop(PruningMethod):
         def hook(module: nn.Module, args):
             z = gate.sample() if module.training else flop_eval_mask(gate)
             return (args[0] * z.to(args[0].dtype),) + tuple(args[1:])
+
         return hook
 
     def gate_parameters(self) -> list[nn.Parameter]:
@@ -199,8 +225,15 @@ class Flop(PruningMethod):
         self.lambda1 += eta * self._gap
         self.lambda2 += eta * self._gap * self._gap
         if step % 10 == 0 or step == self.total_steps:
-            self.history.append({"step": step, "expected_size": self._gap + self.target_at(step),
-                                 "target": self.target_at(step), "lambda1": self.lambda1, "lambda2": self.lambda2})
+            self.history.append(
+                {
+                    "step": step,
+                    "expected_size": self._gap + self.target_at(step),
+                    "target": self.target_at(step),
+                    "lambda1": self.lambda1,
+                    "lambda2": self.lambda2,
+                }
+            )
 
     # ----- finalize -----------------------------------------------------------------------
     @torch.no_grad()
@@ -242,7 +275,9 @@ class Flop(PruningMethod):
         self.paper_rule_remaining = float(cost[in_flop].sum()) / self.dense_reference
         # the same kept set stored as finalize stores it (a matrix never above in x out): the guard's count
         flop_rank = torch.bincount(owner[in_flop], minlength=len(names)).tolist()
-        self.paper_rule_stored = sum(min(r * c, d) for r, c, d in zip(flop_rank, costs, dense_size)) / self.dense_reference
+        self.paper_rule_stored = (
+            sum(min(r * c, d) for r, c, d in zip(flop_rank, costs, dense_size)) / self.dense_reference
+        )
         out = {}
         for i, n in enumerate(names):
             sel = keep[owner[keep] == i]
@@ -256,11 +291,20 @@ class Flop(PruningMethod):
         gap = size - self.target_remaining
         reached = abs(gap) <= self.settings.target_tolerance
         if not reached:
-            log.warning("flop: the gates ended at an expected size of %.3f for a budget of %.3f (|gap| %.3f > "
-                        "tolerance %.3f); finalize's truncation, not FLOP's Lagrangian, enforces the budget",
-                        size, self.target_remaining, abs(gap), self.settings.target_tolerance)
-        return {"expected_size_before_finalize": size, "target_gap": gap,
-                "target_tolerance": self.settings.target_tolerance, "gates_reached_target": reached}
+            log.warning(
+                "flop: the gates ended at an expected size of %.3f for a budget of %.3f (|gap| %.3f > "
+                "tolerance %.3f); finalize's truncation, not FLOP's Lagrangian, enforces the budget",
+                size,
+                self.target_remaining,
+                abs(gap),
+                self.settings.target_tolerance,
+            )
+        return {
+            "expected_size_before_finalize": size,
+            "target_gap": gap,
+            "target_tolerance": self.settings.target_tolerance,
+            "gates_reached_target": reached,
+        }
 
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> nn.Module:

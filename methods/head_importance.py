@@ -2,12 +2,12 @@
 Better than One?", arXiv 1905.10650), and two controls.
 
 Importance. Every head h gets a gate xi_h = 1 that scales its context vector (the shared
-mechanism ``prunebench.surgery.head_gate_hooks``); its importance is the expected
+mechanism ``prunebench.structure.surgery.head_gate_hooks``); its importance is the expected
 sensitivity of the loss to the gate, I_h = E_x |dL/dxi_h| (Michel et al. Eq. 2), estimated
 on *training* batches and normalised per layer by the layer's L2 norm (the authors' code
 does this by default). Heads are pruned in order of increasing importance, a fixed share of
 all heads per pruning step (``step_fraction``; 5% as in the authors' pruning script), and
-at ``finalize`` the pruned heads are physically removed (``prunebench.surgery.remove_heads``),
+at ``finalize`` the pruned heads are physically removed (``prunebench.structure.surgery.remove_heads``),
 so the saved model is smaller and faster.
 
 Adaptation to the benchmark (the method hooks see ``(model, step)``, never a batch): the
@@ -53,47 +53,67 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import count_encoder_weights
-from prunebench.surgery import encoder_layers, head_counts, head_gate_hooks, remove_heads
-
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import count_encoder_weights
+from prunebench.structure.surgery import encoder_layers, head_counts, head_gate_hooks, remove_heads
 
 ABS_OVER = ("token", "example", "batch")
 
 
 @dataclass(frozen=True)
 class HeadPruningSettings:
-    step_fraction: float = field(default=0.05, metadata={
-        "help": "share of all heads pruned per pruning step (Michel et al.'s script: 5%)"})
-    reestimate: bool = field(default=True, metadata={
-        "help": "re-estimate importance before each pruning step (else estimated once during the warm-up)"})
-    finetune_between: bool = field(default=True, metadata={
-        "help": "spread pruning steps over training (fine-tuning between them); false: all at the end of warm-up"})
-    warmup_fraction: float = field(default=0.1, metadata={
-        "help": "share of steps that only estimate importance before the first pruning step"})
-    cooldown_fraction: float = field(default=0.3, metadata={
-        "help": "share of steps fine-tuned at the final head count"})
-    min_heads_per_layer: int = field(default=1, metadata={
-        "help": "heads every layer keeps (0 allows removing a layer's whole attention)"})
-    normalize_per_layer: bool = field(default=True, metadata={
-        "help": "divide importance by its L2 norm within each layer (Michel et al.'s code default)"})
-    abs_over: str = field(default="token", metadata={
-        "help": "where |dL/dgate| is taken before summing: 'token' (the authors' code), 'example' or 'batch'"})
+    step_fraction: float = field(
+        default=0.05, metadata={"help": "share of all heads pruned per pruning step (Michel et al.'s script: 5%)"}
+    )
+    reestimate: bool = field(
+        default=True,
+        metadata={"help": "re-estimate importance before each pruning step (else estimated once during the warm-up)"},
+    )
+    finetune_between: bool = field(
+        default=True,
+        metadata={
+            "help": "spread pruning steps over training (fine-tuning between them); false: all at the end of warm-up"
+        },
+    )
+    warmup_fraction: float = field(
+        default=0.1, metadata={"help": "share of steps that only estimate importance before the first pruning step"}
+    )
+    cooldown_fraction: float = field(
+        default=0.3, metadata={"help": "share of steps fine-tuned at the final head count"}
+    )
+    min_heads_per_layer: int = field(
+        default=1, metadata={"help": "heads every layer keeps (0 allows removing a layer's whole attention)"}
+    )
+    normalize_per_layer: bool = field(
+        default=True,
+        metadata={"help": "divide importance by its L2 norm within each layer (Michel et al.'s code default)"},
+    )
+    abs_over: str = field(
+        default="token",
+        metadata={
+            "help": "where |dL/dgate| is taken before summing: 'token' (the authors' code), 'example' or 'batch'"
+        },
+    )
 
     def __post_init__(self):
         if not 0.0 < self.step_fraction <= 1.0:
             raise ValueError(f"step_fraction {self.step_fraction} must be in (0, 1]")
-        if not (0.0 <= self.warmup_fraction < 1.0 and 0.0 <= self.cooldown_fraction < 1.0
-                and self.warmup_fraction + self.cooldown_fraction < 1.0):
+        if not (
+            0.0 <= self.warmup_fraction < 1.0
+            and 0.0 <= self.cooldown_fraction < 1.0
+            and self.warmup_fraction + self.cooldown_fraction < 1.0
+        ):
             raise ValueError("warmup_fraction and cooldown_fraction must be in [0, 1) with a sum below 1")
         if self.abs_over not in ABS_OVER:
             raise ValueError(f"abs_over must be one of {ABS_OVER}, got {self.abs_over!r}")
         if self.min_heads_per_layer < 0:
             raise ValueError("min_heads_per_layer must be >= 0")
         if self.reestimate and not self.finetune_between:
-            raise ValueError("reestimate needs finetune_between: without fine-tuning between pruning steps there are "
-                             "no batches to re-estimate importance on; set reestimate: false")
+            raise ValueError(
+                "reestimate needs finetune_between: without fine-tuning between pruning steps there are "
+                "no batches to re-estimate importance on; set reestimate: false"
+            )
 
 
 def heads_for_budget(model: nn.Module, target: float, min_heads_per_layer: int) -> tuple[int, float, bool]:
@@ -104,8 +124,10 @@ def heads_for_budget(model: nn.Module, target: float, min_heads_per_layer: int) 
     """
     count = count_encoder_weights(model)
     layers = encoder_layers(model)
-    per_head = [4 * layer.attention.output.dense.out_features * int(layer.attention.self.attention_head_size)
-                for layer in layers]
+    per_head = [
+        4 * layer.attention.output.dense.out_features * int(layer.attention.self.attention_head_size)
+        for layer in layers
+    ]
     counts = head_counts(model)
     capacity = sum(max(0, n - min_heads_per_layer) for n in counts)
     size = per_head[0]
@@ -123,9 +145,11 @@ class HeadImportancePruning(PruningMethod):
     starts_from = "dense"
     granularity = "head"
     Settings = HeadPruningSettings
-    #: Guard (methods.base): the schedule is the rule's own selection; finalize only removes the
+    #: Guard (prunebench.method.base): the schedule is the rule's own selection; finalize only removes the
     #: heads it masked, and prunes the rest itself only if the training budget ended before the schedule.
-    finalize_enforcement = "removes the heads the schedule pruned; prunes the rest by importance only if the schedule did not finish"
+    finalize_enforcement = (
+        "removes the heads the schedule pruned; prunes the rest by importance only if the schedule did not finish"
+    )
     #: whether importance comes from the gates' gradients (controls override ``scores``).
     uses_gradients: ClassVar[bool] = True
 
@@ -144,9 +168,13 @@ class HeadImportancePruning(PruningMethod):
         self.handles = head_gate_hooks(model, self.gates)
         self.probes: dict[int, torch.Tensor] = {}
         if self.uses_gradients:
-            self.handles += [layer.attention.output.dense.register_forward_pre_hook(self._probe_hook(l))
-                             for l, layer in enumerate(encoder_layers(model))]
-        self.to_prune, self.reached, self.reachable = heads_for_budget(model, self.target_remaining, s.min_heads_per_layer)
+            self.handles += [
+                layer.attention.output.dense.register_forward_pre_hook(self._probe_hook(l))
+                for l, layer in enumerate(encoder_layers(model))
+            ]
+        self.to_prune, self.reached, self.reachable = heads_for_budget(
+            model, self.target_remaining, s.min_heads_per_layer
+        )
         self.schedule = self._schedule(plan.total_steps)
         self.accumulating = self.uses_gradients
         self.history: list[dict] = []
@@ -163,7 +191,11 @@ class HeadImportancePruning(PruningMethod):
         last = max(first, total_steps - round(s.cooldown_fraction * total_steps))
         schedule: dict[int, int] = {}
         for i in range(n_events):
-            step = first if (n_events == 1 or not s.finetune_between) else first + round(i * (last - first) / (n_events - 1))
+            step = (
+                first
+                if (n_events == 1 or not s.finetune_between)
+                else first + round(i * (last - first) / (n_events - 1))
+            )
             schedule[step] = min(self.to_prune, (i + 1) * per_step)
         return schedule
 
@@ -173,15 +205,19 @@ class HeadImportancePruning(PruningMethod):
 
     def _probe_hook(self, layer: int):
         """Forward pre-hook: context x [B, T, n*d] times a probe of ones [B|1, T|1, n, 1] that records gradients."""
+
         def hook(module, args):
             if not (self.accumulating and torch.is_grad_enabled()):
                 return None
             x, n = args[0], self.counts[layer]
-            shape = {"token": (x.shape[0], x.shape[1]), "example": (x.shape[0], 1), "batch": (1, 1)}[self.settings.abs_over]
+            shape = {"token": (x.shape[0], x.shape[1]), "example": (x.shape[0], 1), "batch": (1, 1)}[
+                self.settings.abs_over
+            ]
             probe = torch.ones(*shape, n, 1, device=x.device, requires_grad=True)
             self.probes[layer] = probe
             out = x.reshape(*x.shape[:-1], n, -1) * probe.to(x.dtype)
             return (out.reshape(x.shape),) + tuple(args[1:])
+
         return hook
 
     def after_step(self, model: nn.Module, step: int) -> None:
@@ -195,7 +231,7 @@ class HeadImportancePruning(PruningMethod):
             self._prune_to(self.schedule[step], step)
 
     def finalize(self, model: nn.Module) -> nn.Module:
-        by_schedule = self.pruned  # heads the method's own schedule pruned (the guard, methods.base)
+        by_schedule = self.pruned  # heads the method's own schedule pruned (the guard, prunebench.method.base)
         if self.pruned < self.to_prune:  # a budget shorter than the schedule: prune the rest now
             self._prune_to(self.to_prune, None)
         for handle in self.handles:
@@ -207,8 +243,10 @@ class HeadImportancePruning(PruningMethod):
         if removed:
             remove_heads(model, removed)
         per_head = 4 * model.config.hidden_size * (model.config.hidden_size // model.config.num_attention_heads)
-        self.remaining_before_finalize = (count_encoder_weights(model).remaining_fraction
-                                          + (self.pruned - by_schedule) * per_head / count_encoder_weights(model).dense_reference)
+        self.remaining_before_finalize = (
+            count_encoder_weights(model).remaining_fraction
+            + (self.pruned - by_schedule) * per_head / count_encoder_weights(model).dense_reference
+        )
         self.gates = {}
         return model
 
@@ -228,7 +266,9 @@ class HeadImportancePruning(PruningMethod):
     def _prune_to(self, total: int, step: int | None) -> None:
         scores = self.scores(self.model_ref)
         kept = {l: int(m.sum()) for l, m in self.masks.items()}
-        candidates = sorted((float(scores[l][h]), l, h) for l, m in self.masks.items() for h in range(len(m)) if bool(m[h]))
+        candidates = sorted(
+            (float(scores[l][h]), l, h) for l, m in self.masks.items() for h in range(len(m)) if bool(m[h])
+        )
         chosen = []
         for score, l, h in candidates:
             if self.pruned + len(chosen) >= total:
@@ -241,8 +281,14 @@ class HeadImportancePruning(PruningMethod):
             self.masks[l][h] = False
         self.pruned += len(chosen)
         self._new_gates()
-        self.history.append({"step": step, "pruned_total": self.pruned, "batches": self.batches_seen,
-                             "heads": [[l, h] for l, h in chosen]})
+        self.history.append(
+            {
+                "step": step,
+                "pruned_total": self.pruned,
+                "batches": self.batches_seen,
+                "heads": [[l, h] for l, h in chosen],
+            }
+        )
         if self.uses_gradients:
             if self.settings.reestimate:
                 for imp in self.importance.values():

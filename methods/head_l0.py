@@ -1,9 +1,9 @@
 """L0 head gates (Voita, Talbot, Moiseev, Sennrich & Titov 2019, arXiv 1905.09418).
 
 Each attention head ``h`` of layer ``l`` gets a scalar hard-concrete gate ``g_lh``
-(``prunebench.hard_concrete``; the constants of Voita et al.'s code: temperature 0.33,
+(``prunebench.structure.hard_concrete``; the constants of Voita et al.'s code: temperature 0.33,
 stretch (-0.1, 1.1)) multiplying its context vector before the attention output projection
-(``prunebench.surgery.head_gate_hooks``). A fresh gate sample is drawn at every forward pass
+(``prunebench.structure.surgery.head_gate_hooks``). A fresh gate sample is drawn at every forward pass
 in training; in eval mode the deterministic gate (Louizos et al. Eq. 13) is used. The loss
 is Voita et al.'s ``L_task + lambda * sum_h (1 - P(g_h = 0))`` (the ``penalty`` hook; the sum
 is ``HardConcrete.expected_l0``), and the gates' ``log_alpha`` are one extra AdamW group
@@ -47,7 +47,7 @@ it gives lambda no graded signal near the end); ``finalize`` reconciles the two 
 The gate values are folded into the attention output projection (for heads that were not
 reopened, exactly what the gated model computed in eval mode), and the closed heads are
 removed physically (``surgery.remove_heads``, which records the op for reloading; a layer
-may lose all its heads). ``remaining_before_finalize`` (the guard of ``methods.base``) is the
+may lose all its heads). ``remaining_before_finalize`` (the guard of ``prunebench.method.base``) is the
 fraction the deterministic gates alone would have kept (every closed head removed) and
 ``result.deterministic_open_heads`` their count, so the record shows how many heads
 ``finalize`` reopened or closed.
@@ -68,12 +68,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import count_encoder_weights, dense_encoder_size
-from prunebench.hard_concrete import HardConcrete
-from prunebench.surgery import encoder_layers, head_gate_hooks, remove_heads
-
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import count_encoder_weights, dense_encoder_size
+from prunebench.structure.hard_concrete import HardConcrete
+from prunebench.structure.surgery import encoder_layers, head_gate_hooks, remove_heads
 
 #: Samples of the Monte-Carlo mean gate of a reopened head (fixed seed: deterministic).
 REOPEN_SAMPLES = 4096
@@ -81,16 +80,33 @@ REOPEN_SAMPLES = 4096
 
 @dataclass(frozen=True)
 class HeadL0Settings:
-    temperature: float = field(default=0.33, metadata={"help": "hard-concrete temperature beta (Voita et al.'s code: 0.33)"})
+    temperature: float = field(
+        default=0.33, metadata={"help": "hard-concrete temperature beta (Voita et al.'s code: 0.33)"}
+    )
     stretch_left: float = field(default=-0.1, metadata={"help": "hard-concrete stretch l (Voita et al.'s code: -0.1)"})
     stretch_right: float = field(default=1.1, metadata={"help": "hard-concrete stretch r (Voita et al.'s code: 1.1)"})
-    init_keep: float = field(default=0.9, metadata={"help": "initial sigmoid(log_alpha) of every gate (near 1: start from the trained model)"})
+    init_keep: float = field(
+        default=0.9,
+        metadata={"help": "initial sigmoid(log_alpha) of every gate (near 1: start from the trained model)"},
+    )
     gate_lr: float = field(default=0.1, metadata={"help": "peak AdamW learning rate of the gates' log_alpha"})
-    control: str = field(default="lagrangian", metadata={"help": "'lagrangian' (lambda by dual ascent towards the head target) or 'fixed'"})
-    lambda_init: float = field(default=0.0, metadata={"help": "initial lambda (the value used throughout with control='fixed'; Voita ~0.1)"})
+    control: str = field(
+        default="lagrangian",
+        metadata={"help": "'lagrangian' (lambda by dual ascent towards the head target) or 'fixed'"},
+    )
+    lambda_init: float = field(
+        default=0.0, metadata={"help": "initial lambda (the value used throughout with control='fixed'; Voita ~0.1)"}
+    )
     lambda_lr: float = field(default=1.0, metadata={"help": "dual-ascent step size of lambda ('lagrangian')"})
-    ramp_fraction: float = field(default=0.6, metadata={"help": "share of steps over which the head target ramps from all heads to k"})
-    min_head_fraction: float = field(default=0.2, metadata={"help": "share of heads always kept (Voita et al. keep 10 of 48 encoder heads); 0 allows removing all"})
+    ramp_fraction: float = field(
+        default=0.6, metadata={"help": "share of steps over which the head target ramps from all heads to k"}
+    )
+    min_head_fraction: float = field(
+        default=0.2,
+        metadata={
+            "help": "share of heads always kept (Voita et al. keep 10 of 48 encoder heads); 0 allows removing all"
+        },
+    )
 
 
 def head_weights(config) -> int:
@@ -123,7 +139,9 @@ class HeadL0(PruningMethod):
     def __init__(self, target_remaining: float, settings: dict[str, Any] | None = None):
         super().__init__(target_remaining, settings)
         if self.settings.control not in ("lagrangian", "fixed"):
-            raise ValueError(f"method 'head_l0': control must be 'lagrangian' or 'fixed', got {self.settings.control!r}")
+            raise ValueError(
+                f"method 'head_l0': control must be 'lagrangian' or 'fixed', got {self.settings.control!r}"
+            )
 
     def prepare(self, model: nn.Module, plan: TrainingPlan) -> None:
         s = self.settings
@@ -136,15 +154,19 @@ class HeadL0(PruningMethod):
         self.total_heads = sum(self.n_heads)
         self.k = target_heads(config, self.target_remaining, s.min_head_fraction)
         device = next(model.parameters()).device
-        self.gates = [HardConcrete(n, s.temperature, s.stretch_left, s.stretch_right, s.init_keep).to(device)
-                      for n in self.n_heads]
+        self.gates = [
+            HardConcrete(n, s.temperature, s.stretch_left, s.stretch_right, s.init_keep).to(device)
+            for n in self.n_heads
+        ]
         self.lam = float(s.lambda_init)
         self._open = float(self.total_heads)
 
         def sampler(layer: nn.Module, gate: HardConcrete):
             return lambda: gate.sample() if layer.training else gate.eval_gate()
 
-        self.handles = head_gate_hooks(model, [sampler(layer.attention.output, g) for layer, g in zip(layers, self.gates)])
+        self.handles = head_gate_hooks(
+            model, [sampler(layer.attention.output, g) for layer, g in zip(layers, self.gates)]
+        )
         self.history: list[dict[str, float]] = []
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
@@ -168,8 +190,9 @@ class HeadL0(PruningMethod):
             gap = (self._open - self.target_at(step)) / self.total_heads
             self.lam = max(0.0, self.lam + self.settings.lambda_lr * gap)
         if step % 10 == 0 or step == self.total_steps:
-            self.history.append({"step": step, "expected_open_heads": self._open, "target": self.target_at(step),
-                                 "lambda": self.lam})
+            self.history.append(
+                {"step": step, "expected_open_heads": self._open, "target": self.target_at(step), "lambda": self.lam}
+            )
 
     @torch.no_grad()
     def reopen_values(self) -> torch.Tensor:
@@ -219,7 +242,7 @@ class HeadL0(PruningMethod):
             remove_heads(model, closed)
         kept = self.total_heads - sum(len(v) for v in closed.values())
         per_head = head_weights(model.config) / dense_encoder_size(model.config)
-        # what the deterministic gates alone kept: every shut head removed (the guard, methods.base)
+        # what the deterministic gates alone kept: every shut head removed (the guard, prunebench.method.base)
         self.remaining_before_finalize = 1.0 - (self.total_heads - self.deterministic_open) * per_head
         self.report = {
             "target_heads": self.k,
@@ -227,7 +250,8 @@ class HeadL0(PruningMethod):
             "deterministic_open_heads": self.deterministic_open,
             "total_heads": self.total_heads,
             "heads_kept_per_layer": [self.n_heads[l] - len(closed.get(l, [])) for l in range(len(self.n_heads))],
-            "reachable_min_remaining": 1.0 - self.total_heads * head_weights(model.config) / dense_encoder_size(model.config),
+            "reachable_min_remaining": 1.0
+            - self.total_heads * head_weights(model.config) / dense_encoder_size(model.config),
             "reached_remaining": count_encoder_weights(model).remaining_fraction,
             "budget_met": count_encoder_weights(model).remaining_fraction <= self.target_remaining + 1e-9,
             "final_lambda": self.lam,

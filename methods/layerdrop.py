@@ -4,7 +4,7 @@ Dropout", arXiv 1909.11556) and its control, plain layer pruning.
 ``layerdrop``: during fine-tuning every encoder layer is skipped (identity) independently
 with probability ``rate`` at each training forward pass; in eval mode no layer is ever
 skipped. At ``finalize`` the model is pruned to ``k`` layers with the paper's "every other"
-strategy and the layers are physically removed (``prunebench.surgery.remove_layers``).
+strategy and the layers are physically removed (``prunebench.structure.surgery.remove_layers``).
 
 - Rate: ``rate`` = 0.2 by default, the value the paper uses throughout (it uses 0.5 for very
   small models, e.g. the 2-layer smoke model). ``match_rate: true`` trains with the rate the
@@ -30,7 +30,7 @@ LayerDrop, then the same layers removed -- the paper's comparison of pruning a m
 trained with and without LayerDrop. ``prune_before_finetuning: true`` instead removes the
 layers before fine-tuning, so the shallower model is fine-tuned (a stronger baseline).
 
-Guard (``methods.base``): the every-other rule *is* the final selection (chosen in
+Guard (``prunebench.method.base``): the every-other rule *is* the final selection (chosen in
 ``prepare`` from the budget, applied in ``finalize``), so ``remaining_before_finalize`` is the
 fraction that rule chose (``reached``) and no truncation is flagged.
 """
@@ -44,10 +44,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import count_encoder_weights
-from prunebench.surgery import encoder_layers, remove_layers
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import count_encoder_weights
+from prunebench.structure.surgery import encoder_layers, remove_layers
 
 
 def every_other_drop(n_layers: int, rate: float) -> list[int]:
@@ -121,10 +121,16 @@ def uninstall_layerdrop(model: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class LayerDropSettings:
-    rate: float = field(default=0.2, metadata={
-        "help": "probability of skipping each layer at each training step (paper: 0.2; 0.5 for very small models)"})
-    match_rate: bool = field(default=False, metadata={
-        "help": "train with p* = 1 - k/N for the pruned depth k instead of 'rate' (Fan et al.)"})
+    rate: float = field(
+        default=0.2,
+        metadata={
+            "help": "probability of skipping each layer at each training step (paper: 0.2; 0.5 for very small models)"
+        },
+    )
+    match_rate: bool = field(
+        default=False,
+        metadata={"help": "train with p* = 1 - k/N for the pruned depth k instead of 'rate' (Fan et al.)"},
+    )
 
     def __post_init__(self):
         if not 0.0 <= self.rate < 1.0:
@@ -172,8 +178,10 @@ class LayerDrop(PruningMethod):
 
 @dataclass(frozen=True)
 class LayerPruneSettings:
-    prune_before_finetuning: bool = field(default=False, metadata={
-        "help": "remove the layers before fine-tuning (fine-tune the shallow model) instead of after"})
+    prune_before_finetuning: bool = field(
+        default=False,
+        metadata={"help": "remove the layers before fine-tuning (fine-tune the shallow model) instead of after"},
+    )
 
 
 @register("layer_prune")

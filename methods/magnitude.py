@@ -2,7 +2,7 @@
 
 - Gradual magnitude pruning (Zhu & Gupta 2017, "To prune, or not to prune", Eq. 1): every
   ``update_every`` steps the smallest-|w| weights are masked so that the remaining
-  fraction follows the cubic schedule (``prunebench.schedules.cubic_remaining``); masked
+  fraction follows the cubic schedule (``prunebench.training.schedules.cubic_remaining``); masked
   weights stay zero for the rest of fine-tuning.
 - Scope: ``global`` ranks all encoder weights together; ``local`` ranks within each matrix,
   the matrix-local magnitude pruning of Gordon et al. 2020 ("Compressing BERT", Sec. 3).
@@ -13,9 +13,9 @@
 
 All start from the fine-tuned dense checkpoint and get the common fine-tuning budget.
 
-Guard (``methods.base``): ``finalize`` enforces the budget with one more top-k of the scores
+Guard (``prunebench.method.base``): ``finalize`` enforces the budget with one more top-k of the scores
 if the schedule has not reached it; ``remaining_before_finalize`` is the encoder remaining
-fraction (``prunebench.budget``) of the masked model when ``finalize`` starts. For one-shot
+fraction (``prunebench.structure.budget``) of the masked model when ``finalize`` starts. For one-shot
 pruning the rule's mask *is* the final selection (set before training), so it equals the
 budget. No constants here are calibrated on a profile (the schedule scales with the steps).
 """
@@ -28,17 +28,21 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.masks import apply_masks, topk_masks
-from prunebench.schedules import cubic_remaining
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.structure.masks import apply_masks, topk_masks
+from prunebench.training.schedules import cubic_remaining
 
 
 @dataclass(frozen=True)
 class GradualSettings:
-    warmup_fraction: float = field(default=0.1, metadata={"help": "share of steps before pruning starts (Sanh et al.'s warm-up)"})
-    cooldown_fraction: float = field(default=0.3, metadata={"help": "share of steps fine-tuned at the final sparsity (cool-down)"})
+    warmup_fraction: float = field(
+        default=0.1, metadata={"help": "share of steps before pruning starts (Sanh et al.'s warm-up)"}
+    )
+    cooldown_fraction: float = field(
+        default=0.3, metadata={"help": "share of steps fine-tuned at the final sparsity (cool-down)"}
+    )
     update_every: int = field(default=10, metadata={"help": "steps between mask updates (Zhu & Gupta's delta t)"})
 
 

@@ -1,6 +1,6 @@
 """Movement pruning, hard and soft (Sanh, Wolf & Rush 2020, arXiv 2005.07683).
 
-Every encoder weight matrix W (each ``nn.Linear`` of ``prunebench.budget.prunable_linears``)
+Every encoder weight matrix W (each ``nn.Linear`` of ``prunebench.structure.budget.prunable_linears``)
 gets a learned score matrix S of its shape, initialised to 0 (the authors' ``mask_init
 constant, mask_scale 0``). The layer computes with the masked weight
 
@@ -15,7 +15,7 @@ identity in the backward pass, so
 ("movement"). The paper's two variants:
 
 - ``movement_hard`` — M = Top_v(S): the v% highest scores are kept, v following the cubic
-  schedule (``prunebench.schedules.cubic_remaining``) with the warm-up and cool-down of the
+  schedule (``prunebench.training.schedules.cubic_remaining``) with the warm-up and cool-down of the
   paper (pruning starts after ``initial_warmup`` = 1 and ends ``final_warmup`` = 2 lr-warm-up
   lengths before the end; with our 10% lr warm-up: 0.1 and 0.2 of the steps). Top-v is taken
   per matrix, as in the authors' code (``TopKBinarizer`` per ``MaskedLinear``), so the exact
@@ -101,41 +101,59 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import prunable_linears
-from prunebench.masks import SCOPES
-from prunebench.schedules import cubic_remaining
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import prunable_linears
+from prunebench.structure.masks import SCOPES
+from prunebench.training.schedules import cubic_remaining
 
 PAPER = "Sanh, Wolf & Rush 2020, Movement Pruning (arXiv 2005.07683)"
 
 
 # ----- settings ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _ScheduleSettings:
-    warmup_fraction: float = field(default=0.1, metadata={
-        "help": "share of steps before pruning starts (paper: initial_warmup = 1 lr-warm-up length; ours is 10%)"})
-    cooldown_fraction: float = field(default=0.2, metadata={
-        "help": "share of final steps at the final mask schedule (paper: final_warmup = 2 lr-warm-up lengths)"})
-    update_every: int = field(default=1, metadata={
-        "help": "optimiser steps between mask recomputations (paper: every forward pass, i.e. 1)"})
+    warmup_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "share of steps before pruning starts (paper: initial_warmup = 1 lr-warm-up length; ours is 10%)"
+        },
+    )
+    cooldown_fraction: float = field(
+        default=0.2,
+        metadata={
+            "help": "share of final steps at the final mask schedule (paper: final_warmup = 2 lr-warm-up lengths)"
+        },
+    )
+    update_every: int = field(
+        default=1, metadata={"help": "optimiser steps between mask recomputations (paper: every forward pass, i.e. 1)"}
+    )
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.warmup_fraction and 0.0 <= self.cooldown_fraction
-                and self.warmup_fraction + self.cooldown_fraction < 1.0):
-            raise ValueError(f"warmup_fraction ({self.warmup_fraction}) and cooldown_fraction "
-                             f"({self.cooldown_fraction}) must be >= 0 and sum to less than 1")
+        if not (
+            0.0 <= self.warmup_fraction
+            and 0.0 <= self.cooldown_fraction
+            and self.warmup_fraction + self.cooldown_fraction < 1.0
+        ):
+            raise ValueError(
+                f"warmup_fraction ({self.warmup_fraction}) and cooldown_fraction "
+                f"({self.cooldown_fraction}) must be >= 0 and sum to less than 1"
+            )
         if self.update_every < 1:
             raise ValueError(f"update_every must be >= 1, got {self.update_every}")
 
 
 @dataclass(frozen=True)
 class HardSettings(_ScheduleSettings):
-    score_learning_rate: float = field(default=1e-2, metadata={
-        "help": "peak AdamW lr of the scores (paper: mask_scores_learning_rate 1e-2)"})
-    scope: str = field(default="local", metadata={
-        "help": "top-k per matrix ('local', the authors' code) or over all encoder matrices ('global')"})
+    score_learning_rate: float = field(
+        default=1e-2, metadata={"help": "peak AdamW lr of the scores (paper: mask_scores_learning_rate 1e-2)"}
+    )
+    scope: str = field(
+        default="local",
+        metadata={"help": "top-k per matrix ('local', the authors' code) or over all encoder matrices ('global')"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -147,26 +165,40 @@ class HardSettings(_ScheduleSettings):
 
 @dataclass(frozen=True)
 class SoftSettings(_ScheduleSettings):
-    score_learning_rate: float = field(default=0.1, metadata={
-        "help": "peak AdamW lr of the scores (paper: 1e-2 over 10 epochs; 0.1 so that scores can cross "
-                "the threshold within our few hundred steps, see the module docstring)"})
-    initial_threshold: float = field(default=0.0, metadata={
-        "help": "threshold tau on sigmoid(S) before pruning starts (paper: 0)"})
-    final_threshold: float = field(default=0.1, metadata={
-        "help": "threshold tau on sigmoid(S) at the end of the schedule (paper: 0.1)"})
-    final_lambda: float | None = field(default=None, metadata={
-        "help": "L1 penalty weight on mean sigmoid(S) at the final threshold, scaled by tau_t / final_threshold "
-                "during the schedule (paper: 400, tuned per target sparsity); null = budget-dependent value "
-                "interpolated from LAMBDA_CALIBRATION (see the module docstring)"})
+    score_learning_rate: float = field(
+        default=0.1,
+        metadata={
+            "help": "peak AdamW lr of the scores (paper: 1e-2 over 10 epochs; 0.1 so that scores can cross "
+            "the threshold within our few hundred steps, see the module docstring)"
+        },
+    )
+    initial_threshold: float = field(
+        default=0.0, metadata={"help": "threshold tau on sigmoid(S) before pruning starts (paper: 0)"}
+    )
+    final_threshold: float = field(
+        default=0.1, metadata={"help": "threshold tau on sigmoid(S) at the end of the schedule (paper: 0.1)"}
+    )
+    final_lambda: float | None = field(
+        default=None,
+        metadata={
+            "help": "L1 penalty weight on mean sigmoid(S) at the final threshold, scaled by tau_t / final_threshold "
+            "during the schedule (paper: 400, tuned per target sparsity); null = budget-dependent value "
+            "interpolated from LAMBDA_CALIBRATION (see the module docstring)"
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.initial_threshold < 1.0 or not 0.0 < self.final_threshold < 1.0:
-            raise ValueError(f"thresholds must lie in [0, 1) (final > 0), got initial {self.initial_threshold} "
-                             f"and final {self.final_threshold}")
+            raise ValueError(
+                f"thresholds must lie in [0, 1) (final > 0), got initial {self.initial_threshold} "
+                f"and final {self.final_threshold}"
+            )
         if (self.final_lambda is not None and self.final_lambda < 0) or self.score_learning_rate <= 0:
-            raise ValueError(f"final_lambda must be >= 0 and score_learning_rate > 0, got {self.final_lambda} "
-                             f"and {self.score_learning_rate}")
+            raise ValueError(
+                f"final_lambda must be >= 0 and score_learning_rate > 0, got {self.final_lambda} "
+                f"and {self.score_learning_rate}"
+            )
 
 
 #: Soft movement: (final_lambda, remaining fraction the soft threshold reached) measured on the
@@ -188,6 +220,7 @@ def calibrated_lambda(remaining: float, points=LAMBDA_CALIBRATION) -> float:
 
 
 # ----- the masked weight -------------------------------------------------------------------
+
 
 class _StraightThrough(torch.autograd.Function):
     """Forward: the (precomputed) binary mask; backward: the gradient passed to the scores unchanged."""
@@ -256,6 +289,7 @@ def top_k_masks(scores: dict[str, torch.Tensor], remaining: float, scope: str) -
 
 # ----- the methods -------------------------------------------------------------------------
 
+
 class MovementPruning(PruningMethod):
     """Shared machinery: scores, parametrizations, schedule, finalize."""
 
@@ -323,14 +357,15 @@ class MovementPruning(PruningMethod):
         return model
 
 
-
 @register("movement_hard")
 class HardMovement(MovementPruning):
     """Movement pruning with a top-k mask on the learned scores (Sanh et al. 2020)."""
 
     Settings = HardSettings
-    finalize_enforcement: ClassVar[str] = ("per-matrix top-k of the final scores; the schedule already holds the "
-                                           "budget during the cool-down, so this prunes nothing extra")
+    finalize_enforcement: ClassVar[str] = (
+        "per-matrix top-k of the final scores; the schedule already holds the "
+        "budget during the cool-down, so this prunes nothing extra"
+    )
 
     def masks_at(self, step: int) -> dict[str, torch.Tensor]:
         remaining = self.schedule(step, 1.0, self.target_remaining)
@@ -346,8 +381,10 @@ class SoftMovement(MovementPruning):
     the exact budget is enforced at ``finalize`` by a global top-k of the scores."""
 
     Settings = SoftSettings
-    finalize_enforcement: ClassVar[str] = ("soft movement controls sparsity only through lambda and tau; at finalize "
-                                           "the global top-k scores are kept so the budget is met exactly")
+    finalize_enforcement: ClassVar[str] = (
+        "soft movement controls sparsity only through lambda and tau; at finalize "
+        "the global top-k scores are kept so the budget is met exactly"
+    )
     #: The profile LAMBDA_CALIBRATION was measured on (see the module docstring).
     calibrated_on: ClassVar[dict[str, Any]] = {"model": "embedded", "task": "sst2", "steps": 200, "batch_size": 32}
 

@@ -26,7 +26,7 @@ set to zero (those coordinates are constraints and never updated). Memory: m x (
 weights) floats for the gradients plus one matrix's blocks at a time (about 1.4 GB for
 MiniLM-L6 at m = 32).
 
-Schedule: the cubic schedule of ``prunebench.schedules`` inside the common fine-tuning
+Schedule: the cubic schedule of ``prunebench.training.schedules`` inside the common fine-tuning
 budget (warm-up, ramp, cool-down as methods/magnitude.py), a pruning step every
 ``update_every`` optimiser steps (default 20: 6 steps over 200-step runs, like the paper's
 7 pruning steps over its 30-epoch recipe; the paper's first jump to 70% sparsity and
@@ -41,12 +41,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.calibration import describe_indices, require_calibration
-from prunebench.masks import SCOPES, apply_masks, topk_masks
-from prunebench.schedules import cubic_remaining
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.structure.masks import SCOPES, apply_masks, topk_masks
+from prunebench.training.calibration import describe_indices, require_calibration
+from prunebench.training.schedules import cubic_remaining
 
 UPDATES = ("summed", "exact")
 
@@ -56,12 +56,23 @@ class OBERTSettings:
     warmup_fraction: float = field(default=0.1, metadata={"help": "share of steps before pruning starts"})
     cooldown_fraction: float = field(default=0.3, metadata={"help": "share of steps fine-tuned at the final sparsity"})
     update_every: int = field(default=20, metadata={"help": "optimiser steps between oBERT pruning steps"})
-    num_grads: int = field(default=32, metadata={"help": "m: gradients (mini-batches) per Fisher estimate (paper: 1024)"})
+    num_grads: int = field(
+        default=32, metadata={"help": "m: gradients (mini-batches) per Fisher estimate (paper: 1024)"}
+    )
     grad_batch_size: int = field(default=16, metadata={"help": "training examples per gradient (paper: 16 on MNLI)"})
-    block_size: int = field(default=50, metadata={"help": "B: consecutive weights per diagonal Fisher block (paper: 50)"})
-    damp: float = field(default=1e-7, metadata={"help": "lambda: dampening of the empirical Fisher, F = lambda I + ... (paper: 1e-7)"})
-    scope: str = field(default="global", metadata={"help": "'global' (paper) or 'local' (per matrix) ranking of saliencies"})
-    update: str = field(default="summed", metadata={"help": "'summed' single-weight OBS updates (sparseml) or 'exact' multi-weight OBS per block"})
+    block_size: int = field(
+        default=50, metadata={"help": "B: consecutive weights per diagonal Fisher block (paper: 50)"}
+    )
+    damp: float = field(
+        default=1e-7, metadata={"help": "lambda: dampening of the empirical Fisher, F = lambda I + ... (paper: 1e-7)"}
+    )
+    scope: str = field(
+        default="global", metadata={"help": "'global' (paper) or 'local' (per matrix) ranking of saliencies"}
+    )
+    update: str = field(
+        default="summed",
+        metadata={"help": "'summed' single-weight OBS updates (sparseml) or 'exact' multi-weight OBS per block"},
+    )
 
 
 def _blocks(vector: torch.Tensor, block: int) -> torch.Tensor:
@@ -126,7 +137,9 @@ class OptimalBertSurgeon(PruningMethod):
     def prepare(self, model: nn.Module, plan: TrainingPlan) -> None:
         s = self.settings
         if s.scope not in SCOPES or s.update not in UPDATES:
-            raise ValueError(f"obert: scope must be one of {SCOPES} and update one of {UPDATES}, got {s.scope!r}, {s.update!r}")
+            raise ValueError(
+                f"obert: scope must be one of {SCOPES} and update one of {UPDATES}, got {s.scope!r}, {s.update!r}"
+            )
         if s.num_grads < 1 or s.grad_batch_size < 1 or s.block_size < 1 or s.update_every < 1:
             raise ValueError("obert: num_grads, grad_batch_size, block_size and update_every must be positive")
         self.calibration = require_calibration(plan, self.name)

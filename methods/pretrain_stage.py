@@ -3,7 +3,7 @@
 Gordon et al. 2020, RPP (Guo et al. 2019) and LayerDrop (Fan et al. 2019) compress during
 *pre-training* and then fine-tune the compressed model per task. Here that is two jobs:
 
-1. the pre-training stage (``prunebench.pretrain``, rule ``pretrain``): masked-language-model
+1. the pre-training stage (``prunebench.training.pretrain``, rule ``pretrain``): masked-language-model
    training of the model with the row's *stage method* -- a registered method run through the same
    hooks as in fine-tuning -- at the row's budget, once per (row, budget, seed) and shared by all tasks;
 2. this row, in the ordinary ``prune`` job: the stage's pruned encoder plus a fresh task head is
@@ -27,7 +27,7 @@ Rows and the fine-tuning-time row each is compared with (``finetune_counterpart`
   removed at the end of the stage (``layerdrop``; Fan et al. prune after pre-training and fine-tune
   the shallower model) ~ ``layerdrop`` (LayerDrop applied while fine-tuning only).
 
-Guard (``methods.base``): ``finalize`` re-applies the kept mask and prunes nothing, so
+Guard (``prunebench.method.base``): ``finalize`` re-applies the kept mask and prunes nothing, so
 ``remaining_before_finalize`` is the model's remaining fraction at that point.
 """
 
@@ -38,25 +38,25 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.masks import apply_masks
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.structure.masks import apply_masks
 
 
 class PretrainStageRow(PruningMethod):
     """Fine-tune a model pruned during pre-training with its zeros kept (module docstring)."""
 
     starts_from = "pretrain"
-    #: the registered method the pre-training stage runs (``prunebench.pretrain``)
+    #: the registered method the pre-training stage runs (``prunebench.training.pretrain``)
     stage_method: ClassVar[str] = ""
     #: the row that applies the same method during fine-tuning (the report's comparison)
     finetune_counterpart: ClassVar[str] = ""
     finalize_enforcement = "none: re-applies the pre-training stage's mask (zeros stay zero); prunes nothing itself"
 
     def use_pretrain(self, summary: dict[str, Any]) -> None:
-        """The stage's ``pretrain.json`` (``prunebench.pretrain.read_summary``), for the record."""
-        from prunebench.pretrain import summary_for_record
+        """The stage's ``pretrain.json`` (``prunebench.training.pretrain.read_summary``), for the record."""
+        from prunebench.training.pretrain import summary_for_record
 
         self.pretrain = summary_for_record(summary)
 
@@ -79,8 +79,10 @@ class PretrainStageRow(PruningMethod):
         out = super().describe()
         out["stage_method"] = self.stage_method
         out["finetune_counterpart"] = self.finetune_counterpart
-        out["mask_kept"] = {"remaining_at_start": getattr(self, "remaining_at_start", None),
-                            "rule": "encoder weights zero at the start of fine-tuning are re-zeroed after every step"}
+        out["mask_kept"] = {
+            "remaining_at_start": getattr(self, "remaining_at_start", None),
+            "rule": "encoder weights zero at the start of fine-tuning are re-zeroed after every step",
+        }
         if getattr(self, "pretrain", None) is not None:
             out["pretrain"] = self.pretrain
             layers = (self.pretrain.get("method") or {}).get("layers")

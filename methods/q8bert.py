@@ -5,7 +5,7 @@ What the paper does (``../shared/PAPERS-2.md`` section 3; the authors' code is
 ``IntelLabs/nlp-architect``, ``nlp_architect/nn/torch/quantization.py`` and
 ``models/transformers/quantized_bert.py``), and what this module does:
 
-- **Symmetric linear quantization, 8 bits** (``prunebench.fake_quant``): ``q = clamp(round(x / s),
+- **Symmetric linear quantization, 8 bits** (``prunebench.quantization.fake_quant``): ``q = clamp(round(x / s),
   -127, 127)``, ``s = T / 127``.
 - **Weights**: ``T = max|W|`` of the whole matrix, recomputed at every training step (per tensor;
   ``weight_scale: channel`` is an option, see below). Installed as a parametrization of every encoder
@@ -43,7 +43,7 @@ as the authors' ``training_quantized_forward`` does), LayerNorm, softmax, GELU, 
 
 ``finalize``: the activation hooks are removed, every encoder weight is left at its fake-quantized
 value ``W^`` (the weights the model was trained with), the embeddings too, and
-``prunebench.quantized.quantize_encoder_linears`` turns the encoder linears into real int8 layers, so
+``prunebench.quantization.int8.quantize_encoder_linears`` turns the encoder linears into real int8 layers, so
 latency is measured on the int8 kernel. That kernel differs from the training simulation in two
 ways, both recorded in ``describe()``:
 
@@ -53,7 +53,7 @@ ways, both recorded in ``describe()``:
    step); ``finalize_requantization`` records the largest error in trained steps and the share of
    weights reproduced exactly. ``weight_scale: channel`` trains with per-row scales instead, which
    the kernel reproduces exactly (a deviation from the paper, off by default);
-2. it quantizes activations dynamically at run time, with its own scheme (``prunebench.quantized``
+2. it quantizes activations dynamically at run time, with its own scheme (``prunebench.quantization.int8``
    describes its kernels; which one ran is in ``inference.kernel_report``), instead of with the
    learned static 8-bit EMA ranges; the learned thresholds are recorded (``activation_thresholds``)
    but not used.
@@ -71,12 +71,16 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.quant_noise import inference_details
-from methods.registry import register
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.fake_quant import InputFakeQuant, WeightFakeQuant, fake_quantize_embeddings, symmetric_scale
-from prunebench.quantized import quantize_encoder_linears
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.quantization.fake_quant import (
+    InputFakeQuant,
+    WeightFakeQuant,
+    fake_quantize_embeddings,
+    symmetric_scale,
+)
+from prunebench.quantization.int8 import inference_details, quantize_encoder_linears
+from prunebench.structure.budget import prunable_linears, remaining_fraction
 
 #: Q8BERT quantizes to 8 bits (weights and activations); the int8 kernel needs 8.
 BITS = 8
@@ -86,12 +90,18 @@ EMBEDDINGS = ("word_embeddings", "position_embeddings")
 
 @dataclass(frozen=True)
 class Q8BertSettings:
-    ema_decay: float = field(default=0.9999, metadata={
-        "help": "decay of the EMA of max|x| that sets each activation range (paper: 0.9999)"})
-    weight_scale: str = field(default="tensor", metadata={
-        "help": "'tensor': T = max|W| per matrix (paper); 'channel': per output row (what the int8 kernel stores)"})
-    quantize_embeddings: bool = field(default=True, metadata={
-        "help": "fake-quantize the word and position embeddings to 8 bits (paper: yes)"})
+    ema_decay: float = field(
+        default=0.9999, metadata={"help": "decay of the EMA of max|x| that sets each activation range (paper: 0.9999)"}
+    )
+    weight_scale: str = field(
+        default="tensor",
+        metadata={
+            "help": "'tensor': T = max|W| per matrix (paper); 'channel': per output row (what the int8 kernel stores)"
+        },
+    )
+    quantize_embeddings: bool = field(
+        default=True, metadata={"help": "fake-quantize the word and position embeddings to 8 bits (paper: yes)"}
+    )
 
     def __post_init__(self):
         if not 0.0 <= self.ema_decay < 1.0:
@@ -109,8 +119,10 @@ class Q8Bert(PruningMethod):
     granularity = "int8-weights"
     budget_free = True
     Settings = Q8BertSettings
-    finalize_enforcement = ("none (no budget): converts the encoder matrices to int8; a weight the trained 8-bit grid "
-                            "rounds to zero stays zero, one it keeps stays non-zero")
+    finalize_enforcement = (
+        "none (no budget): converts the encoder matrices to int8; a weight the trained 8-bit grid "
+        "rounds to zero stays zero, one it keeps stays non-zero"
+    )
 
     def prepare(self, model: nn.Module, plan: TrainingPlan) -> None:
         axis = None if self.settings.weight_scale == "tensor" else 0
@@ -119,8 +131,9 @@ class Q8Bert(PruningMethod):
         for name, module in self.linears.items():
             parametrize.register_parametrization(module, "weight", WeightFakeQuant(BITS, axis=axis))
             self.inputs[name] = InputFakeQuant(BITS, mode="ema", decay=self.settings.ema_decay).install(module)
-        self.embeddings: dict[str, str] = (fake_quantize_embeddings(model, EMBEDDINGS, BITS)
-                                           if self.settings.quantize_embeddings else {})
+        self.embeddings: dict[str, str] = (
+            fake_quantize_embeddings(model, EMBEDDINGS, BITS) if self.settings.quantize_embeddings else {}
+        )
 
     def finalize(self, model: nn.Module) -> nn.Module:
         for hook in getattr(self, "inputs", {}).values():
@@ -131,7 +144,7 @@ class Q8Bert(PruningMethod):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
             snapped[name] = module.weight.detach().clone()
             steps[name] = symmetric_scale(snapped[name], BITS, None if self.settings.weight_scale == "tensor" else 0)
-        # the guard of methods.base: what the method's own rule (the trained 8-bit grid) left non-zero;
+        # the guard of prunebench.method.base: what the method's own rule (the trained 8-bit grid) left non-zero;
         # re-quantizing per row keeps zeros zero and non-zeros non-zero (a row step <= the trained step)
         self.remaining_before_finalize = remaining_fraction(model)
         embeddings = model.base_model.embeddings
@@ -152,27 +165,43 @@ class Q8Bert(PruningMethod):
             "scheme": "quantization-aware fine-tuning: symmetric linear fake quantization, straight-through estimator",
             "weight_bits": BITS,
             "activation_bits": BITS,
-            "weights": ("T = max|W| per output row, every forward pass (deviation: paper per tensor)" if per_channel
-                        else "T = max|W| per matrix, every forward pass (paper)"),
+            "weights": (
+                "T = max|W| per output row, every forward pass (deviation: paper per tensor)"
+                if per_channel
+                else "T = max|W| per matrix, every forward pass (paper)"
+            ),
             "activations": f"input of every encoder Linear; T = EMA of max|x|, decay {self.settings.ema_decay}, "
-                           "set by the first training batch",
+            "set by the first training batch",
             "ema_decay": self.settings.ema_decay,
             "ste": "round in the forward pass, identity gradient everywhere (clamped values included)",
-            "fake_quantized": {"encoder_linear_weights": len(getattr(self, "linears", {})),
-                               "encoder_linear_inputs": len(inputs),
-                               "embeddings": dict(getattr(self, "embeddings", {}))},
-            "kept_fp32": ["biases", "LayerNorm", "softmax", "GELU", "attention products QK^T and PV",
-                          "token_type_embeddings", "pooler", "classifier"]
-                         + ([] if self.settings.quantize_embeddings else list(EMBEDDINGS)),
+            "fake_quantized": {
+                "encoder_linear_weights": len(getattr(self, "linears", {})),
+                "encoder_linear_inputs": len(inputs),
+                "embeddings": dict(getattr(self, "embeddings", {})),
+            },
+            "kept_fp32": [
+                "biases",
+                "LayerNorm",
+                "softmax",
+                "GELU",
+                "attention products QK^T and PV",
+                "token_type_embeddings",
+                "pooler",
+                "classifier",
+            ]
+            + ([] if self.settings.quantize_embeddings else list(EMBEDDINGS)),
             "activation_thresholds": {name: h.observer.state()["threshold"] for name, h in inputs.items()},
             "activation_updates": max((h.observer.updates for h in inputs.values()), default=0),
-            "inference": {**getattr(self, "inference", {}),
-                          "differs_from_training": ("weights: the trained per-row grid, reproduced exactly; "
-                                                    if per_channel else
-                                                    "weights re-quantized per output row from the trained values "
-                                                    "(finalize_requantization); ")
-                                                   + "activations quantized dynamically at run time by the kernel "
-                                                     "(kernel_report), not with the learned static EMA ranges"},
+            "inference": {
+                **getattr(self, "inference", {}),
+                "differs_from_training": (
+                    "weights: the trained per-row grid, reproduced exactly; "
+                    if per_channel
+                    else "weights re-quantized per output row from the trained values (finalize_requantization); "
+                )
+                + "activations quantized dynamically at run time by the kernel "
+                "(kernel_report), not with the learned static EMA ranges",
+            },
             "finalize_requantization": getattr(self, "requantization", None),
         }
         return out

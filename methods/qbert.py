@@ -12,11 +12,11 @@ rest is recalled [U] or from third-party summaries [S]), and what this module do
   seed) at budget 1, like the other quantization rows.
 - **Sensitivity** [U]: per encoder layer (transformer block) i, the top eigenvalue lambda_i of the
   Hessian of the loss w.r.t. that block's weights, by power iteration on Hessian-vector products
-  (``prunebench.hessian``), on several subsets of the training data; ``Omega_i = |mean(lambda_i)| +
+  (``prunebench.quantization.hessian``), on several subsets of the training data; ``Omega_i = |mean(lambda_i)| +
   std(lambda_i)``. Here: the block is the layer's six encoder matrices (Q, K, V, attention output,
   FFN in and out: the matrices that are quantized; biases and LayerNorm are not); each subset is one
   calibration batch of training examples (``hessian_batches`` x ``hessian_batch_size``, default 4 x
-  32 = 128 examples, drawn with the run's seed: ``prunebench.calibration``); dropout off; power
+  32 = 128 examples, drawn with the run's seed: ``prunebench.training.calibration``); dropout off; power
   iteration from a seeded random start, at most ``hessian_iters`` (20) products, stopping at a
   relative change <= ``hessian_tol`` (1e-3, PyHessian's default [V]; PyHessian allows 100 products).
   Deviation: the paper's subsets are recalled as 10% of the training data each; 128 examples per
@@ -26,7 +26,7 @@ rest is recalled [U] or from third-party summaries [S]), and what this module do
   ``low_bits`` (ties: the lower layer index first). The paper's headline mixed settings are 2/3-bit
   ("2/3 MP") and 2/4-bit; **the default here is 8/4 bits, half the layers at 8**, because the finished
   model must run on storage and kernels the project has: 8-bit layers on the int8 kernel
-  (``prunebench.quantized``), <= 4-bit layers as packed int4 (``prunebench.int4``). ``low_bits`` 2 or 3
+  (``prunebench.quantization.int8``), <= 4-bit layers as packed int4 (``prunebench.quantization.int4``). ``low_bits`` 2 or 3
   and ``high_bits`` 3 or 4 are accepted (the paper's 2/3 MP: ``{"low_bits": 2, "high_bits": 3}``), with
   codes in the 2- or 3-bit range stored in the 4-bit container: the accuracy is the 2/3-bit model's,
   the bytes on disk are 4-bit's.
@@ -37,12 +37,12 @@ rest is recalled [U] or from third-party summaries [S]), and what this module do
   rows per matrix: the 768-group end of the paper's ablation), nested inside every head of Q, K, V
   (a head is ``head_dim`` consecutive rows; ``group_rows: head_dim`` gives one range per head, the
   12-group setting). Per-row steps are what both containers store, so any whole-row grouping is
-  stored exactly (``prunebench.mixed``), and the training quantizer is the deployed one: the stored
+  stored exactly (``prunebench.quantization.mixed``), and the training quantizer is the deployed one: the stored
   codes times steps are bit-for-bit the fake-quantized weights of the last training step
   (``describe()["quantization"]["finalize_check"]``).
 - **Quantizer** [U: Q-BERT's uniform quantizer is asymmetric in the paper's formula; not verified]:
   symmetric linear, ``q = clamp(round(w / s), -Q, Q)``, ``s = max|group| / Q``, ``Q = 2^(b-1) - 1``
-  (``prunebench.fake_quant``): the form the int8 and int4 containers store. Ranges are recomputed from
+  (``prunebench.quantization.fake_quant``): the form the int8 and int4 containers store. Ranges are recomputed from
   the weights at every forward pass; straight-through estimator (identity gradient).
 - **Activations 8-bit** [V abstract]: the input of every encoder Linear is fake-quantized to 8 bits,
   symmetric per token, in training. At inference the int8 layers' kernel quantizes its input itself
@@ -60,7 +60,7 @@ kernel): they save bytes on disk, not time.
 
 ``describe()["quantization"]`` records the eigenvalues per layer (per batch, mean, std, Omega,
 iterations), the bits per layer and per matrix, the groups, the calibration examples, what stays fp32,
-the kernels, and the encoder matrices' bytes (``prunebench.mixed.weight_bytes``).
+the kernels, and the encoder matrices' bytes (``prunebench.quantization.mixed.weight_bytes``).
 """
 
 from __future__ import annotations
@@ -73,16 +73,21 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.quant_noise import inference_details
-from methods.registry import register
-from prunebench.budget import dense_encoder_size, prunable_linears
-from prunebench.calibration import _LAYER, linears_by_layer, require_calibration
-from prunebench.fake_quant import InputFakeQuant, fake_quantize_embeddings
-from prunebench.hessian import layer_eigenvalues
-from prunebench.mixed import (INPUT_BITS, SUPPORTED_BITS, GroupWeightFakeQuant, quantize_encoder_mixed, storage_of,
-                              weight_bytes)
-from prunebench.quantized import KERNELS
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.quantization.fake_quant import InputFakeQuant, fake_quantize_embeddings
+from prunebench.quantization.hessian import layer_eigenvalues
+from prunebench.quantization.int8 import KERNELS, inference_details
+from prunebench.quantization.mixed import (
+    INPUT_BITS,
+    SUPPORTED_BITS,
+    GroupWeightFakeQuant,
+    quantize_encoder_mixed,
+    storage_of,
+    weight_bytes,
+)
+from prunebench.structure.budget import dense_encoder_size, prunable_linears
+from prunebench.training.calibration import _LAYER, linears_by_layer, require_calibration
 
 #: Embeddings Q-BERT quantizes to 8 bits (token-type embeddings stay fp32, as in q8bert).
 EMBEDDINGS = ("word_embeddings", "position_embeddings")
@@ -91,24 +96,38 @@ EMBEDDING_BITS = 8
 
 @dataclass(frozen=True)
 class QBertSettings:
-    high_bits: int = field(default=8, metadata={
-        "help": "bits of the most sensitive layers (8: int8 kernel; 3 or 4: packed int4 container)"})
-    low_bits: int = field(default=4, metadata={
-        "help": "bits of the other layers (2, 3 or 4: packed int4 container; paper's 2/3 MP: low 2, high 3)"})
-    high_share: float = field(default=0.5, metadata={
-        "help": "share of encoder layers given high_bits, the largest Hessian sensitivity first"})
-    group_rows: int = field(default=1, metadata={
-        "help": "consecutive output rows sharing one range (1: per row, finest; head_dim: per head)"})
-    quantize_activations: bool = field(default=True, metadata={
-        "help": "fake-quantize the encoder linears' inputs to 8 bits per token in training (paper: 8-bit)"})
-    quantize_embeddings: bool = field(default=True, metadata={
-        "help": "fake-quantize word and position embeddings to 8 bits (paper: 8-bit embeddings)"})
-    hessian_batches: int = field(default=4, metadata={
-        "help": "calibration batches (data subsets); one top eigenvalue per layer and batch"})
+    high_bits: int = field(
+        default=8,
+        metadata={"help": "bits of the most sensitive layers (8: int8 kernel; 3 or 4: packed int4 container)"},
+    )
+    low_bits: int = field(
+        default=4,
+        metadata={"help": "bits of the other layers (2, 3 or 4: packed int4 container; paper's 2/3 MP: low 2, high 3)"},
+    )
+    high_share: float = field(
+        default=0.5, metadata={"help": "share of encoder layers given high_bits, the largest Hessian sensitivity first"}
+    )
+    group_rows: int = field(
+        default=1,
+        metadata={"help": "consecutive output rows sharing one range (1: per row, finest; head_dim: per head)"},
+    )
+    quantize_activations: bool = field(
+        default=True,
+        metadata={"help": "fake-quantize the encoder linears' inputs to 8 bits per token in training (paper: 8-bit)"},
+    )
+    quantize_embeddings: bool = field(
+        default=True,
+        metadata={"help": "fake-quantize word and position embeddings to 8 bits (paper: 8-bit embeddings)"},
+    )
+    hessian_batches: int = field(
+        default=4, metadata={"help": "calibration batches (data subsets); one top eigenvalue per layer and batch"}
+    )
     hessian_batch_size: int = field(default=32, metadata={"help": "training examples per calibration batch"})
     hessian_iters: int = field(default=20, metadata={"help": "most Hessian-vector products per power iteration"})
-    hessian_tol: float = field(default=1e-3, metadata={
-        "help": "power iteration stops at this relative change of the eigenvalue (PyHessian: 1e-3)"})
+    hessian_tol: float = field(
+        default=1e-3,
+        metadata={"help": "power iteration stops at this relative change of the eigenvalue (PyHessian: 1e-3)"},
+    )
     kernel: str = field(default="auto", metadata={"help": "int8 kernel of the 8-bit layers: auto | engine | int_mm"})
 
     def __post_init__(self):
@@ -144,18 +163,21 @@ def allocate_bits(omega: dict[str, float], high_bits: int, low_bits: int, high_s
 class QBert(PruningMethod):
     """Hessian-sensitivity mixed precision (8/4 bits by default), group-wise ranges, QAT, then int8/int4 layers."""
 
-    paper = ("Shen et al. 2020, Q-BERT (arXiv 1909.05840): Hessian-based mixed-precision group-wise quantization, "
-             "8/4-bit")
+    paper = (
+        "Shen et al. 2020, Q-BERT (arXiv 1909.05840): Hessian-based mixed-precision group-wise quantization, 8/4-bit"
+    )
     starts_from = "dense"  # the paper quantizes a fine-tuned model
     granularity = "int4-weights"  # the lowest width of the mixed row (8-bit layers are on the int8 kernel)
     budget_free = True
     Settings = QBertSettings
-    finalize_enforcement = ("none (no budget): stores each encoder matrix with the quantizer it was trained with "
-                            "(int8 or packed int4); a weight the grid rounds to zero stays zero")
+    finalize_enforcement = (
+        "none (no budget): stores each encoder matrix with the quantizer it was trained with "
+        "(int8 or packed int4); a weight the grid rounds to zero stays zero"
+    )
 
     # ----- sensitivity and allocation ---------------------------------------------------------
     def sensitivity(self, model: nn.Module, batches, seed: int) -> dict[str, dict]:
-        """Top Hessian eigenvalue per encoder layer and batch (``prunebench.hessian.layer_eigenvalues``)."""
+        """Top Hessian eigenvalue per encoder layer and batch (``prunebench.quantization.hessian.layer_eigenvalues``)."""
         blocks = {}
         for layer in linears_by_layer(prunable_linears(model)):
             index = int(_LAYER.search(next(iter(layer))).group(1))
@@ -169,8 +191,9 @@ class QBert(PruningMethod):
         data = calibration(s.hessian_batches * s.hessian_batch_size, s.hessian_batch_size, draw=0)
         self.calibration_data = data.describe()
         self.eigen = self.sensitivity(model, data.batches, seed=plan.seed)
-        self.layer_bits = allocate_bits({k: v["omega"] for k, v in self.eigen.items()}, s.high_bits, s.low_bits,
-                                        s.high_share)
+        self.layer_bits = allocate_bits(
+            {k: v["omega"] for k, v in self.eigen.items()}, s.high_bits, s.low_bits, s.high_share
+        )
         self.install(model, plan.seed)
 
     def install(self, model: nn.Module, seed: int = 0) -> None:
@@ -183,15 +206,17 @@ class QBert(PruningMethod):
             self.bits[name] = self.layer_bits[found.group(1)]
         for name, module in self.linears.items():
             if module.out_features % s.group_rows:
-                raise ValueError(f"qbert: group_rows {s.group_rows} does not divide the {module.out_features} "
-                                 f"output rows of {name}")
+                raise ValueError(
+                    f"qbert: group_rows {s.group_rows} does not divide the {module.out_features} output rows of {name}"
+                )
         self.inputs: dict[str, InputFakeQuant] = {}
         for name, module in self.linears.items():
             parametrize.register_parametrization(module, "weight", GroupWeightFakeQuant(self.bits[name], s.group_rows))
             if s.quantize_activations:
                 self.inputs[name] = InputFakeQuant(INPUT_BITS, mode="per_token").install(module)
-        self.embeddings: dict[str, str] = (fake_quantize_embeddings(model, EMBEDDINGS, EMBEDDING_BITS)
-                                           if s.quantize_embeddings else {})
+        self.embeddings: dict[str, str] = (
+            fake_quantize_embeddings(model, EMBEDDINGS, EMBEDDING_BITS) if s.quantize_embeddings else {}
+        )
 
     # ----- finalize ---------------------------------------------------------------------------
     def finalize(self, model: nn.Module) -> nn.Module:
@@ -201,9 +226,10 @@ class QBert(PruningMethod):
         linears = getattr(self, "linears", {})
         with torch.no_grad():
             trained = {n: m.weight.detach().clone() for n, m in linears.items()}  # the fake-quantized weights
-        # the guard of methods.base: non-zero weights of the trained grids, which the stored codes reproduce
-        self.remaining_before_finalize = (sum(int(torch.count_nonzero(w)) for w in trained.values())
-                                          / dense_encoder_size(model.config))
+        # the guard of prunebench.method.base: non-zero weights of the trained grids, which the stored codes reproduce
+        self.remaining_before_finalize = sum(
+            int(torch.count_nonzero(w)) for w in trained.values()
+        ) / dense_encoder_size(model.config)
         for module in linears.values():
             if parametrize.is_parametrized(module, "weight"):
                 # the float weights: quantize_encoder_mixed applies the very quantizer of the training
@@ -216,13 +242,17 @@ class QBert(PruningMethod):
         if not linears:  # finalize without prepare: nothing was allocated
             raise RuntimeError("qbert: finalize called before prepare (no bits allocated)")
         s = self.settings
-        model = quantize_encoder_mixed(model, self.bits, s.group_rows, s.kernel,
-                                       INPUT_BITS if s.quantize_activations else None)
+        model = quantize_encoder_mixed(
+            model, self.bits, s.group_rows, s.kernel, INPUT_BITS if s.quantize_activations else None
+        )
         with torch.no_grad():
-            worst = max(float((model.get_submodule(n).dequantized_weight() - w.float()).abs().max())
-                        for n, w in trained.items())
-        self.finalize_check = {"max_abs_difference_stored_vs_trained": worst,
-                               "stored_equals_trained": worst <= 1e-6 * max(float(w.abs().max()) for w in trained.values())}
+            worst = max(
+                float((model.get_submodule(n).dequantized_weight() - w.float()).abs().max()) for n, w in trained.items()
+            )
+        self.finalize_check = {
+            "max_abs_difference_stored_vs_trained": worst,
+            "stored_equals_trained": worst <= 1e-6 * max(float(w.abs().max()) for w in trained.values()),
+        }
         self.weight_bytes = weight_bytes(model)
         self.inference = inference_details(model)
         return model
@@ -237,43 +267,62 @@ class QBert(PruningMethod):
         layer_bits = getattr(self, "layer_bits", {})
         out["quantization"] = {
             "scheme": "Q-BERT: Hessian-sensitivity mixed precision per encoder layer, group-wise symmetric "
-                      "linear quantization, quantization-aware fine-tuning (straight-through estimator)",
+            "linear quantization, quantization-aware fine-tuning (straight-through estimator)",
             "bits": {"high": s.high_bits, "low": s.low_bits, "high_share": s.high_share},
             "bits_per_layer": dict(layer_bits),
             "bits_per_matrix": dict(getattr(self, "bits", {})),
             "storage_per_layer": {k: storage_of(b) for k, b in layer_bits.items()},
             "sensitivity": {
                 "measure": "top Hessian eigenvalue of the loss w.r.t. the layer's six encoder matrices, power "
-                           "iteration on Hessian-vector products (double backprop), one per calibration batch; "
-                           "omega = |mean| + std (ddof 0)",
-                "max_iter": s.hessian_iters, "tol": s.hessian_tol, "batches": s.hessian_batches,
+                "iteration on Hessian-vector products (double backprop), one per calibration batch; "
+                "omega = |mean| + std (ddof 0)",
+                "max_iter": s.hessian_iters,
+                "tol": s.hessian_tol,
+                "batches": s.hessian_batches,
                 "batch_size": s.hessian_batch_size,
                 "per_layer": getattr(self, "eigen", None),
             },
             "calibration_data": getattr(self, "calibration_data", None),
-            "groups": {"group_rows": s.group_rows,
-                       "groups_per_matrix": {n: o // s.group_rows for n, (o, _) in shapes.items()},
-                       "note": "one range per group of consecutive output rows (1 = per row), nested inside the "
-                               "heads of Q/K/V; stored as one fp32 step per row"},
+            "groups": {
+                "group_rows": s.group_rows,
+                "groups_per_matrix": {n: o // s.group_rows for n, (o, _) in shapes.items()},
+                "note": "one range per group of consecutive output rows (1 = per row), nested inside the "
+                "heads of Q/K/V; stored as one fp32 step per row",
+            },
             "weights": "symmetric, step max|group|/(2^(b-1)-1), recomputed every forward pass",
-            "activations": ("inputs of the encoder Linears: 8-bit symmetric per token in training; int8 layers: the "
-                            "kernel's dynamic quantization at inference; int4 layers: 8-bit per token, as trained"
-                            if s.quantize_activations else "fp32 (not quantized)"),
+            "activations": (
+                "inputs of the encoder Linears: 8-bit symmetric per token in training; int8 layers: the "
+                "kernel's dynamic quantization at inference; int4 layers: 8-bit per token, as trained"
+                if s.quantize_activations
+                else "fp32 (not quantized)"
+            ),
             "embeddings": dict(getattr(self, "embeddings", {})),
-            "kept_fp32": ["biases", "LayerNorm", "softmax", "GELU", "attention products QK^T and PV",
-                          "token_type_embeddings", "pooler", "classifier"]
-                         + ([] if s.quantize_embeddings else list(EMBEDDINGS)),
-            "kernels": {"8-bit layers": f"Int8DynamicLinear, int8 kernel (setting {s.kernel})",
-                        "2-4-bit layers": "Int4WeightLinear: codes packed two per byte, dequantized to fp32 at every "
-                                          "forward (no int4 CPU kernel)"},
+            "kept_fp32": [
+                "biases",
+                "LayerNorm",
+                "softmax",
+                "GELU",
+                "attention products QK^T and PV",
+                "token_type_embeddings",
+                "pooler",
+                "classifier",
+            ]
+            + ([] if s.quantize_embeddings else list(EMBEDDINGS)),
+            "kernels": {
+                "8-bit layers": f"Int8DynamicLinear, int8 kernel (setting {s.kernel})",
+                "2-4-bit layers": "Int4WeightLinear: codes packed two per byte, dequantized to fp32 at every "
+                "forward (no int4 CPU kernel)",
+            },
             "encoder_weight_bytes": wb,
             "encoder_bytes_vs_fp32": (wb["total"] / wb["fp32_bytes"]) if wb and wb["fp32_bytes"] else None,
             "finalize_check": getattr(self, "finalize_check", None),
             "inference": dict(getattr(self, "inference", {})),
-            "deviations": ["8/4-bit default instead of the paper's 2/3-bit (kernels and containers of this project)",
-                           "symmetric quantizer (the containers' form)",
-                           f"{s.hessian_batches} x {s.hessian_batch_size} training examples for the eigenvalues "
-                           "instead of 10% subsets of the training data",
-                           "embeddings on the 8-bit grid but stored as fp32"],
+            "deviations": [
+                "8/4-bit default instead of the paper's 2/3-bit (kernels and containers of this project)",
+                "symmetric quantizer (the containers' form)",
+                f"{s.hessian_batches} x {s.hessian_batch_size} training examples for the eigenvalues "
+                "instead of 10% subsets of the training data",
+                "embeddings on the 8-bit grid but stored as fp32",
+            ],
         }
         return out

@@ -6,14 +6,14 @@ The method (``../shared/PAPERS-2.md`` section 2; fairseq ``examples/quant_noise/
 blocks of every weight matrix is replaced by its quantized value and the rest stays in full
 precision; gradients pass straight through (``w + mask * (q(w) - w).detach()``, mask ~ Bernoulli(p)).
 At evaluation the whole network is quantized (p = 1). For *scalar* quantization a block is one
-weight element. ``prunebench.fake_quant`` has the equations (``quant_noise``, ``WeightFakeQuant``).
+weight element. ``prunebench.quantization.fake_quant`` has the equations (``quant_noise``, ``WeightFakeQuant``).
 
 Rows:
 
-- ``quant_noise``: 8 bits, finalized with ``prunebench.quantized.quantize_encoder_linears`` (real
+- ``quant_noise``: 8 bits, finalized with ``prunebench.quantization.int8.quantize_encoder_linears`` (real
   int8 weights, activations quantized dynamically at run time, int8 kernel) -- latency on the int8
   kernel.
-- ``quant_noise_int4``: 4 bits, finalized with ``prunebench.int4.quantize_encoder_linears_int4``:
+- ``quant_noise_int4``: 4 bits, finalized with ``prunebench.quantization.int4.quantize_encoder_linears_int4``:
   per-channel int4 codes, two per byte on disk (~1/8 of fp32 bytes for the encoder matrices).
   **Inference dequantizes the weights to fp32 at every forward pass** (no int4 kernel on the CPU
   here): the row saves bytes on disk, not time.
@@ -24,7 +24,7 @@ Choices, each with why:
   int4 runs use a p not read here (tag [U]); 0.5 is used for both rows.
 - Quantizer: symmetric, one step per output row (``max|row| / (2^(b-1) - 1)``), recomputed at every
   forward pass -- exactly the quantizer the finalized model uses (int8: ``quantize_weight`` of
-  ``prunebench.quantized``; int4: ``prunebench.int4``), so the noise is the error of the deployed
+  ``prunebench.quantization.int8``; int4: ``prunebench.quantization.int4``), so the noise is the error of the deployed
   quantization and the model evaluated at p = 1 before ``finalize`` has exactly the finalized model's
   weights (int4: it *is* the finalized model, activations being fp32 in both). fairseq
   offers per-tensor, per-channel and histogram observers (default: histogram, affine uint8 per
@@ -38,7 +38,7 @@ Choices, each with why:
   each quantized module with the same p (per-tensor histogram observer, clamped to +-5). The int8
   kernel quantizes the *inputs* of the encoder linears dynamically at run time, so the noise is put
   there, with the same p: symmetric 8-bit with one step per token (``max|x_token| / 127``), the
-  quantizer of the ``int_mm`` kernel of ``prunebench.quantized``. Its default ``engine`` kernel
+  quantizer of the ``int_mm`` kernel of ``prunebench.quantization.int8``. Its default ``engine`` kernel
   quantizes activations a little differently (rows scaled to max|x| = 1, then uint8 with a 7-bit
   range per tensor, as of this writing; the kernels are being reworked), so for activations the
   noise approximates the deployed quantizer instead of copying it; which kernel ran is recorded
@@ -68,33 +68,27 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import dense_encoder_size, prunable_linears
-from prunebench.fake_quant import InputFakeQuant, WeightFakeQuant
-from prunebench.int4 import quantize_encoder_linears_int4
-from prunebench.quantized import CONFIG_ATTR, Int8DynamicLinear, quantize_encoder_linears
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.quantization.fake_quant import InputFakeQuant, WeightFakeQuant
+from prunebench.quantization.int4 import quantize_encoder_linears_int4
+from prunebench.quantization.int8 import inference_details, quantize_encoder_linears
+from prunebench.structure.budget import dense_encoder_size, prunable_linears
 
 PAPER = "Fan et al. 2020, Quant-Noise (arXiv 2004.07320): scalar quantization noise"
-def inference_details(model: nn.Module) -> dict[str, Any]:
-    """The finalized model's quantization scheme (its config) and, for int8, the kernel that runs here."""
-    out = dict(getattr(model.config, CONFIG_ATTR, None) or {})
-    try:
-        from prunebench.quantized import kernel_report
-
-        if any(isinstance(m, Int8DynamicLinear) for m in model.modules()):
-            out["kernel_report"] = kernel_report(model)
-    except ImportError:
-        pass
-    return out
 
 
 @dataclass(frozen=True)
 class QuantNoiseSettings:
-    p: float = field(default=0.5, metadata={
-        "help": "share of weights (and activations) quantized per training forward pass (fairseq scalar example: 0.5)"})
-    activation_noise: bool = field(default=True, metadata={
-        "help": "also quantize a share p of the encoder linears' inputs (8-bit, per token)"})
+    p: float = field(
+        default=0.5,
+        metadata={
+            "help": "share of weights (and activations) quantized per training forward pass (fairseq scalar example: 0.5)"
+        },
+    )
+    activation_noise: bool = field(
+        default=True, metadata={"help": "also quantize a share p of the encoder linears' inputs (8-bit, per token)"}
+    )
 
     def __post_init__(self):
         if not 0.0 <= self.p <= 1.0:
@@ -103,8 +97,12 @@ class QuantNoiseSettings:
 
 @dataclass(frozen=True)
 class QuantNoiseInt4Settings:
-    p: float = field(default=0.5, metadata={
-        "help": "share of weights quantized to 4 bits per training forward pass (the paper's int4 p not read; 0.5)"})
+    p: float = field(
+        default=0.5,
+        metadata={
+            "help": "share of weights quantized to 4 bits per training forward pass (the paper's int4 p not read; 0.5)"
+        },
+    )
 
     def __post_init__(self):
         if not 0.0 <= self.p <= 1.0:
@@ -121,8 +119,10 @@ class QuantNoise(PruningMethod):
     budget_free = True
     Settings = QuantNoiseSettings
     bits: ClassVar[int] = 8
-    finalize_enforcement = ("none (no budget): stores the encoder matrices with the quantizer the noise used; the "
-                            "weights it rounds to zero are the only ones counted as removed")
+    finalize_enforcement = (
+        "none (no budget): stores the encoder matrices with the quantizer the noise used; the "
+        "weights it rounds to zero are the only ones counted as removed"
+    )
 
     @property
     def activation_noise(self) -> bool:
@@ -137,8 +137,9 @@ class QuantNoise(PruningMethod):
             parametrize.register_parametrization(module, "weight", noise)
             self.weights[name] = noise
             if self.activation_noise:
-                self.inputs[name] = InputFakeQuant(8, mode="per_token", p=self.settings.p,
-                                                   seed=plan.seed * 1000 + 2 * i + 1).install(module)
+                self.inputs[name] = InputFakeQuant(
+                    8, mode="per_token", p=self.settings.p, seed=plan.seed * 1000 + 2 * i + 1
+                ).install(module)
 
     def _remove(self) -> None:
         for hook in getattr(self, "inputs", {}).values():
@@ -152,7 +153,7 @@ class QuantNoise(PruningMethod):
         return quantize_encoder_linears(model)
 
     def finalize(self, model: nn.Module) -> nn.Module:
-        # the guard of methods.base: non-zero weights of the fully quantized (eval-mode, p = 1) matrices,
+        # the guard of prunebench.method.base: non-zero weights of the fully quantized (eval-mode, p = 1) matrices,
         # which are exactly the finalized model's
         model.eval()
         with torch.no_grad():
@@ -174,15 +175,18 @@ class QuantNoise(PruningMethod):
         q = 2 ** (self.bits - 1) - 1
         out["quantization"] = {
             "scheme": "quantization noise (scalar): a random share p of the entries quantized per training forward "
-                      "pass, straight-through gradient; all quantized at evaluation and in the finalized model",
+            "pass, straight-through gradient; all quantized at evaluation and in the finalized model",
             "bits": self.bits,
             "p": self.settings.p,
             "blocks": "scalar: one weight element per block, Bernoulli(p) per element and forward pass",
             "weights": f"encoder Linear weights, symmetric per output row, step max|row|/{q}, "
-                       "recomputed every forward pass",
-            "activations": ("inputs of the encoder Linears, 8-bit symmetric per token (the int_mm kernel's "
-                            "quantizer; the engine kernel's differs slightly), share p in training"
-                            if self.activation_noise else "fp32, not quantized"),
+            "recomputed every forward pass",
+            "activations": (
+                "inputs of the encoder Linears, 8-bit symmetric per token (the int_mm kernel's "
+                "quantizer; the engine kernel's differs slightly), share p in training"
+                if self.activation_noise
+                else "fp32, not quantized"
+            ),
             "noised": {"encoder_linear_weights": len(weights), "encoder_linear_inputs": len(inputs)},
             "noised_share_weights": share(weights.values()),
             "noised_share_activations": share(inputs.values()),

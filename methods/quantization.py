@@ -4,7 +4,7 @@ Zafrir et al. 2019 ("Q8BERT: Quantized 8Bit BERT", arXiv 1910.06188) store every
 multiply of BERT in 8-bit integers. This row is the post-training *dynamic* variant:
 nothing changes during training; ``finalize`` replaces each encoder ``nn.Linear`` by an
 int8 layer (symmetric per-channel int8 weights stored as plain tensors, activations quantized
-at run time, integer GEMM), see ``prunebench.quantized`` for the scheme and why it does not use
+at run time, integer GEMM), see ``prunebench.quantization.int8`` for the scheme and why it does not use
 the deprecated ``torch.ao.quantization.quantize_dynamic``.
 
 Setting ``kernel`` (``auto`` | ``engine`` | ``int_mm``): the integer matrix product at inference.
@@ -12,7 +12,7 @@ Setting ``kernel`` (``auto`` | ``engine`` | ``int_mm``): the integer matrix prod
 ``x86``/``fbgemm``/``onednn``: fast on AVX2 and AVX512 CPUs alike) where it is available, else
 ``torch._int_mm`` (fast only with VNNI). The stored checkpoint is the same for every kernel.
 ``describe()`` records the setting (``settings.kernel``) and what ran on the machine that trained
-and evaluated the model (``kernel``: ``prunebench.quantized.kernel_report``).
+and evaluated the model (``kernel``: ``prunebench.quantization.int8.kernel_report``).
 
 The method starts from the *pretrained* weights and gets the common fine-tuning budget
 with the same seed as the dense baseline, and the trainer is deterministic for a fixed
@@ -29,17 +29,27 @@ from typing import Any
 
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.quantized import (DEFAULT_KERNEL, KERNELS, check_kernel, engine_unavailable, kernel_report,
-                                  quantize_encoder_linears)
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.quantization.int8 import (
+    DEFAULT_KERNEL,
+    KERNELS,
+    check_kernel,
+    engine_unavailable,
+    kernel_report,
+    quantize_encoder_linears,
+)
 
 
 @dataclass(frozen=True)
 class Int8Settings:
-    kernel: str = field(default=DEFAULT_KERNEL, metadata={
-        "help": f"int8 matrix product at inference, one of {list(KERNELS)}: 'engine' = PyTorch's quantized engine "
-                "(quantized::linear_dynamic), 'int_mm' = torch._int_mm, 'auto' = engine where available"})
+    kernel: str = field(
+        default=DEFAULT_KERNEL,
+        metadata={
+            "help": f"int8 matrix product at inference, one of {list(KERNELS)}: 'engine' = PyTorch's quantized engine "
+            "(quantized::linear_dynamic), 'int_mm' = torch._int_mm, 'auto' = engine where available"
+        },
+    )
 
     def __post_init__(self):
         check_kernel(self.kernel)
@@ -62,7 +72,9 @@ class Int8Dynamic(PruningMethod):
             return
         why = engine_unavailable(next(model.parameters()).device)
         if why is not None:
-            raise RuntimeError(f"method int8_dynamic: kernel 'engine' requested, but {why}; use kernel 'auto' or 'int_mm'")
+            raise RuntimeError(
+                f"method int8_dynamic: kernel 'engine' requested, but {why}; use kernel 'auto' or 'int_mm'"
+            )
 
     def finalize(self, model: nn.Module) -> nn.Module:
         model = quantize_encoder_linears(model, kernel=self.settings.kernel)

@@ -7,7 +7,7 @@ method gains from *where* it prunes (its per-layer allocation) from what it gain
 *which* weights it picks. Here: in each encoder matrix m, a fixed random score per weight,
 and the top-r_m weights by that score are kept, where r_m is the fraction the reference
 method's model kept in that matrix (``details.per_matrix_remaining`` of its result record
-at the same task, budget and seed, written by ``prunebench.experiment``).
+at the same task, budget and seed, written by ``prunebench.runner.jobs``).
 
 Schedule: the gradual cubic schedule of ``random`` (``methods.magnitude``), applied per
 matrix, r_m(t) = r_m + (1 − r_m)(1 − p_t)^3, so every matrix starts dense, ends at its
@@ -18,7 +18,7 @@ weights per matrix of rounding), which for element-wise references is the budget
 The reference is the ``reference`` setting (default ``movement_soft``, the method whose
 per-layer allocation is free); the workflow makes its record an input of this job.
 
-Guard (``methods.base``): ``finalize`` applies the matched end point if the schedule has not
+Guard (``prunebench.method.base``): ``finalize`` applies the matched end point if the schedule has not
 reached it; ``remaining_before_finalize`` is the encoder remaining fraction of the masked
 model when ``finalize`` starts.
 """
@@ -31,15 +31,17 @@ from typing import Any, ClassVar
 import torch
 
 from methods.magnitude import GradualSettings, RandomPruning
-from methods.registry import register
-from prunebench.budget import remaining_fraction
-from prunebench.masks import apply_masks
+from prunebench.method.registry import register
+from prunebench.structure.budget import remaining_fraction
+from prunebench.structure.masks import apply_masks
 
 
 @dataclass(frozen=True)
 class MatchedSettings(GradualSettings):
-    reference: str = field(default="movement_soft", metadata={
-        "help": "method whose per-matrix remaining fractions (same task, budget, seed) are matched"})
+    reference: str = field(
+        default="movement_soft",
+        metadata={"help": "method whose per-matrix remaining fractions (same task, budget, seed) are matched"},
+    )
 
 
 class ReferenceRecordError(ValueError):
@@ -59,21 +61,29 @@ class RandomMatched(RandomPruning):
     def use_reference(self, record: dict[str, Any]) -> None:
         ref = self.settings.reference
         if record.get("method") != ref:
-            raise ReferenceRecordError(f"random_matched: the reference record is for method {record.get('method')!r}, "
-                                 f"but the 'reference' setting is {ref!r}")
+            raise ReferenceRecordError(
+                f"random_matched: the reference record is for method {record.get('method')!r}, "
+                f"but the 'reference' setting is {ref!r}"
+            )
         if "budget" in record and abs(float(record["budget"]) - self.target_remaining) > 1e-9:
-            raise ReferenceRecordError(f"random_matched: the reference record is at budget {record['budget']}, "
-                                 f"this run at {self.target_remaining}")
+            raise ReferenceRecordError(
+                f"random_matched: the reference record is at budget {record['budget']}, "
+                f"this run at {self.target_remaining}"
+            )
         granularity = record.get("details", {}).get("method", {}).get("granularity", "element")
         if granularity != "element":
-            raise ReferenceRecordError(f"random_matched: reference {ref!r} prunes at {granularity!r} granularity; "
-                                 "matched proportions need an element-wise reference with the dense shapes")
+            raise ReferenceRecordError(
+                f"random_matched: reference {ref!r} prunes at {granularity!r} granularity; "
+                "matched proportions need an element-wise reference with the dense shapes"
+            )
         fractions = record.get("details", {}).get("per_matrix_remaining")
         if not isinstance(fractions, dict) or not fractions:
             raise ReferenceRecordError(f"random_matched: the {ref!r} record has no details.per_matrix_remaining")
         bad = {n: v for n, v in fractions.items() if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0}
         if bad:
-            raise ReferenceRecordError(f"random_matched: per_matrix_remaining values must be fractions in [0, 1]; got {bad}")
+            raise ReferenceRecordError(
+                f"random_matched: per_matrix_remaining values must be fractions in [0, 1]; got {bad}"
+            )
         self.reference_fractions = {n: float(v) for n, v in fractions.items()}
 
     def prepare(self, model, plan) -> None:
@@ -84,13 +94,16 @@ class RandomMatched(RandomPruning):
         missing = sorted(wanted - set(self.reference_fractions))
         extra = sorted(set(self.reference_fractions) - wanted)
         if missing or extra:
-            raise ReferenceRecordError(f"random_matched: the reference's matrices do not match this model's "
-                                 f"(missing: {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                                 f"unknown: {extra[:3]}{'...' if len(extra) > 3 else ''})")
+            raise ReferenceRecordError(
+                f"random_matched: the reference's matrices do not match this model's "
+                f"(missing: {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                f"unknown: {extra[:3]}{'...' if len(extra) > 3 else ''})"
+            )
         self.matched = {name: self.reference_fractions[f"{name}.weight"] for name in self.linears}
         # What "remaining" means for this method: the reference's overall fraction.
-        self.final_remaining = (sum(self.matched[n] * m.weight.numel() for n, m in self.linears.items())
-                                / sum(m.weight.numel() for m in self.linears.values()))
+        self.final_remaining = sum(self.matched[n] * m.weight.numel() for n, m in self.linears.items()) / sum(
+            m.weight.numel() for m in self.linears.values()
+        )
 
     def remaining_at(self, step: int) -> float:
         remaining = super().remaining_at(step)

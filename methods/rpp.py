@@ -40,7 +40,7 @@ Choices (the paper's values for η, γ and ε are not verified; ``../shared/PAPE
   gradient can still reorder the weights near the cut-off before ``finalize``'s top-k;
   ``min_survivor_scale: 0`` gives the uncapped calibration. A number for ``gamma`` overrides.
 - Sparsity floor (our addition): the proximal step never takes the remaining fraction below
-  the cubic schedule of the other gradual methods (``prunebench.schedules.cubic_remaining``,
+  the cubic schedule of the other gradual methods (``prunebench.training.schedules.cubic_remaining``,
   same warm-up and cool-down as magnitude pruning). When the full step would zero more, its
   step size is reduced for that step (the same operator with a smaller η) so exactly the
   scheduled number of weights survives; before the warm-up ends no proximal step is taken.
@@ -63,35 +63,59 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import prunable_linears
-from prunebench.masks import SCOPES, apply_masks, topk_masks
-from prunebench.schedules import cubic_remaining
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import prunable_linears
+from prunebench.structure.masks import SCOPES, apply_masks, topk_masks
+from prunebench.training.schedules import cubic_remaining
 
 
 @dataclass(frozen=True)
 class RPPSettings:
-    gamma: float | None = field(default=None, metadata={
-        "help": "penalty strength gamma of the reweighted L1 term; null = calibrated at the first proximal step "
-                "from the budget, min_survivor_scale and the lr integral of the pruning phase (module docstring)"})
-    eps: float = field(default=1e-3, metadata={
-        "help": "epsilon in alpha_i = 1/(|w_i| + eps): caps the penalty of near-zero weights at gamma/eps "
-                "(about 1/35 of the median |w| of MiniLM's encoder)"})
-    reweight_every: int = field(default=10, metadata={
-        "help": "optimiser steps between recomputations of alpha from the current weights"})
-    step_size: float | None = field(default=None, metadata={
-        "help": "proximal step size eta; null = the lr of the optimiser step just taken (Guo et al.), "
-                "a number = that constant"})
-    min_survivor_scale: float = field(default=0.9, metadata={
-        "help": "calibrated gamma is capped so the proximal steps alone keep the median weight of the start's "
-                "magnitude top-k at >= this share of its size; 0 = no cap (the proximal steps alone reach the budget)"})
-    warmup_fraction: float = field(default=0.1, metadata={
-        "help": "share of steps before the first proximal step (the sparsity floor stays at 1)"})
-    cooldown_fraction: float = field(default=0.3, metadata={
-        "help": "share of final steps with the sparsity floor at the budget (as magnitude pruning)"})
-    scope: str = field(default="global", metadata={
-        "help": "top-k of |w| at finalize over all encoder matrices ('global', the penalty is global) or per matrix"})
+    gamma: float | None = field(
+        default=None,
+        metadata={
+            "help": "penalty strength gamma of the reweighted L1 term; null = calibrated at the first proximal step "
+            "from the budget, min_survivor_scale and the lr integral of the pruning phase (module docstring)"
+        },
+    )
+    eps: float = field(
+        default=1e-3,
+        metadata={
+            "help": "epsilon in alpha_i = 1/(|w_i| + eps): caps the penalty of near-zero weights at gamma/eps "
+            "(about 1/35 of the median |w| of MiniLM's encoder)"
+        },
+    )
+    reweight_every: int = field(
+        default=10, metadata={"help": "optimiser steps between recomputations of alpha from the current weights"}
+    )
+    step_size: float | None = field(
+        default=None,
+        metadata={
+            "help": "proximal step size eta; null = the lr of the optimiser step just taken (Guo et al.), "
+            "a number = that constant"
+        },
+    )
+    min_survivor_scale: float = field(
+        default=0.9,
+        metadata={
+            "help": "calibrated gamma is capped so the proximal steps alone keep the median weight of the start's "
+            "magnitude top-k at >= this share of its size; 0 = no cap (the proximal steps alone reach the budget)"
+        },
+    )
+    warmup_fraction: float = field(
+        default=0.1, metadata={"help": "share of steps before the first proximal step (the sparsity floor stays at 1)"}
+    )
+    cooldown_fraction: float = field(
+        default=0.3,
+        metadata={"help": "share of final steps with the sparsity floor at the budget (as magnitude pruning)"},
+    )
+    scope: str = field(
+        default="global",
+        metadata={
+            "help": "top-k of |w| at finalize over all encoder matrices ('global', the penalty is global) or per matrix"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.gamma is not None and self.gamma < 0:
@@ -104,10 +128,15 @@ class RPPSettings:
             raise ValueError(f"min_survivor_scale must be in [0, 1), got {self.min_survivor_scale}")
         if self.reweight_every < 1:
             raise ValueError(f"reweight_every must be >= 1, got {self.reweight_every}")
-        if not (0.0 <= self.warmup_fraction and 0.0 <= self.cooldown_fraction
-                and self.warmup_fraction + self.cooldown_fraction < 1.0):
-            raise ValueError(f"warmup_fraction ({self.warmup_fraction}) and cooldown_fraction "
-                             f"({self.cooldown_fraction}) must be >= 0 and sum to less than 1")
+        if not (
+            0.0 <= self.warmup_fraction
+            and 0.0 <= self.cooldown_fraction
+            and self.warmup_fraction + self.cooldown_fraction < 1.0
+        ):
+            raise ValueError(
+                f"warmup_fraction ({self.warmup_fraction}) and cooldown_fraction "
+                f"({self.cooldown_fraction}) must be >= 0 and sum to less than 1"
+            )
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
 
@@ -136,7 +165,7 @@ def shrink_target(weights: list[torch.Tensor], remaining: float, eps: float, min
     q = float(flat[flat.numel() - keep - 1]) if keep > 0 else float(flat[-1])
     target = shrink_potential(q, eps)
     if min_survivor_scale > 0 and keep > 0:
-        m = float(flat[flat.numel() - keep:].median())
+        m = float(flat[flat.numel() - keep :].median())
         target = min(target, shrink_potential(m, eps) - shrink_potential(min_survivor_scale * m, eps))
     return target
 
@@ -150,8 +179,9 @@ def linear_decay_lr_integral(lr: float, step: int, last_step: int, total_steps: 
     return lr * terms / span
 
 
-def calibrated_gamma(weights: list[torch.Tensor], remaining: float, eps: float, lr_integral: float,
-                     min_survivor_scale: float = 0.0) -> float:
+def calibrated_gamma(
+    weights: list[torch.Tensor], remaining: float, eps: float, lr_integral: float, min_survivor_scale: float = 0.0
+) -> float:
     """γ = C / (2 Σ η_t): the proximal steps alone lower f(w) by C over the pruning phase."""
     if lr_integral <= 0:
         raise ValueError(f"RPP calibration: the lr integral of the pruning phase must be positive, got {lr_integral}")
@@ -198,8 +228,10 @@ class ReweightedProximalPruning(PruningMethod):
             return self.settings.step_size
         lr = getattr(self, "current_lr", None)
         if lr is None:
-            raise RuntimeError(f"method 'rpp', step {step}: no current_lr; the trainer sets it before after_step "
-                               "(or give the setting step_size a number)")
+            raise RuntimeError(
+                f"method 'rpp', step {step}: no current_lr; the trainer sets it before after_step "
+                "(or give the setting step_size a number)"
+            )
         return float(lr)
 
     def _calibrate(self, step: int, lr: float) -> None:
@@ -210,8 +242,13 @@ class ReweightedProximalPruning(PruningMethod):
         else:
             self.lr_integral = linear_decay_lr_integral(lr, step, last, self.total_steps)
         if self.gamma is None:
-            self.gamma = calibrated_gamma(self.start_weights, self.target_remaining, self.settings.eps,
-                                          self.lr_integral, self.settings.min_survivor_scale)
+            self.gamma = calibrated_gamma(
+                self.start_weights,
+                self.target_remaining,
+                self.settings.eps,
+                self.lr_integral,
+                self.settings.min_survivor_scale,
+            )
         self.start_weights = []
 
     @torch.no_grad()
@@ -261,6 +298,9 @@ class ReweightedProximalPruning(PruningMethod):
             info["floor_limited_steps"] = self.limited_steps
         if hasattr(self, "remaining_before_finalize"):
             info["remaining_before_finalize"] = self.remaining_before_finalize
-        info["finalize"] = "global top-k |w| so the budget is met exactly" if self.settings.scope == "global" \
+        info["finalize"] = (
+            "global top-k |w| so the budget is met exactly"
+            if self.settings.scope == "global"
             else "per-matrix top-k |w| so the budget is met exactly"
+        )
         return info

@@ -6,7 +6,7 @@ Sec. 3.4): in every group of M consecutive *input* weights of an output row, onl
 ``magnitude_2to4`` keeps the 2 largest |w| of every 4, once, before fine-tuning, and then
 fine-tunes with the mask fixed.
 
-Budget. The remaining fraction is counted by ``prunebench.budget`` (non-zero encoder
+Budget. The remaining fraction is counted by ``prunebench.structure.budget`` (non-zero encoder
 weights over the dense count): a 2:4 pattern on every encoder matrix leaves exactly 0.5.
 A budget below 0.5 is out of the pattern's reach: the run prunes to 0.5, and ``describe()``
 reports it as the head-pruning methods do (``pattern.reached`` = 0.5,
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.calibration import require_calibration
-from prunebench.masks import apply_masks
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.structure.masks import apply_masks
+from prunebench.training.calibration import require_calibration
 
 PATTERNS = ("unstructured", "2:4")
 
@@ -64,8 +64,12 @@ def nm_mask(scores: torch.Tensor, n_keep: int, m: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class OneShotSettings:
-    finetune: bool = field(default=True, metadata={
-        "help": "fine-tune with the mask fixed for the common budget; false: keep the one-shot weights (zero-step row)"})
+    finetune: bool = field(
+        default=True,
+        metadata={
+            "help": "fine-tune with the mask fixed for the common budget; false: keep the one-shot weights (zero-step row)"
+        },
+    )
 
 
 class OneShotPruning(PruningMethod):
@@ -119,13 +123,20 @@ class OneShotPruning(PruningMethod):
         nm = self.pattern()
         if nm is not None:
             n, m = nm
-            out["pattern"] = {"n": n, "m": m, "reached": n / m, "budget_reachable": self.target_remaining >= n / m - 1e-9}
+            out["pattern"] = {
+                "n": n,
+                "m": m,
+                "reached": n / m,
+                "budget_reachable": self.target_remaining >= n / m - 1e-9,
+            }
         return out
 
 
 @dataclass(frozen=True)
 class MagnitudeNMSettings(OneShotSettings):
-    pattern: str = field(default="2:4", metadata={"help": "'N:M': keep N of every M consecutive input weights of a row"})
+    pattern: str = field(
+        default="2:4", metadata={"help": "'N:M': keep N of every M consecutive input weights of a row"}
+    )
 
 
 @register("magnitude_2to4")

@@ -33,19 +33,28 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods.base import TrainingPlan
-from methods.registry import register
 from methods.semi_structured import OneShotPruning, OneShotSettings
-from prunebench.calibration import collect_layer_inputs, linears_by_layer
+from prunebench.method.base import TrainingPlan
+from prunebench.method.registry import register
+from prunebench.training.calibration import collect_layer_inputs, linears_by_layer
 
 
 @dataclass(frozen=True)
 class SparseGPTSettings(OneShotSettings):
-    calibration_examples: int = field(default=512, metadata={"help": "training examples whose tokens form the input Hessian (paper: 128 x 2048 tokens)"})
+    calibration_examples: int = field(
+        default=512,
+        metadata={"help": "training examples whose tokens form the input Hessian (paper: 128 x 2048 tokens)"},
+    )
     calibration_batch_size: int = field(default=32, metadata={"help": "examples per calibration forward pass"})
-    block_size: int = field(default=128, metadata={"help": "columns per lazy-update block and per adaptive mask selection (paper: 128)"})
-    damping: float = field(default=0.01, metadata={"help": "dampening added to diag(H), as a fraction of mean(diag H) (paper: 1%)"})
-    pattern: str = field(default="unstructured", metadata={"help": "'unstructured' or '2:4' (N:M, 2 of every 4 inputs kept)"})
+    block_size: int = field(
+        default=128, metadata={"help": "columns per lazy-update block and per adaptive mask selection (paper: 128)"}
+    )
+    damping: float = field(
+        default=0.01, metadata={"help": "dampening added to diag(H), as a fraction of mean(diag H) (paper: 1%)"}
+    )
+    pattern: str = field(
+        default="unstructured", metadata={"help": "'unstructured' or '2:4' (N:M, 2 of every 4 inputs kept)"}
+    )
 
 
 def damped_hessian(hessian: torch.Tensor, weight: torch.Tensor, damping: float) -> torch.Tensor:
@@ -58,8 +67,14 @@ def damped_hessian(hessian: torch.Tensor, weight: torch.Tensor, damping: float) 
     return H
 
 
-def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, remaining: float, block_size: int = 128,
-                    damping: float = 0.01, nm: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sparsegpt_prune(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    remaining: float,
+    block_size: int = 128,
+    damping: float = 0.01,
+    nm: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT (Alg. 1) on one matrix: returns (updated weight, keep-mask); the inputs are not modified.
 
     ``hessian`` is (2/n) sum x x^T over the layer's calibration inputs; ``remaining`` the
@@ -129,8 +144,9 @@ class SparseGPT(OneShotPruning):
             collect_layer_inputs(model, layer, calibration, accumulate)
             for name, module in layer.items():
                 hessian = sums[name] * (2.0 / max(1, tokens[name]))
-                new_weight, masks[name] = sparsegpt_prune(module.weight, hessian, self.target_remaining,
-                                                          s.block_size, s.damping, nm)
+                new_weight, masks[name] = sparsegpt_prune(
+                    module.weight, hessian, self.target_remaining, s.block_size, s.damping, nm
+                )
                 with torch.no_grad():
                     module.weight.copy_(new_weight)
         return masks

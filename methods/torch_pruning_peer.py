@@ -19,13 +19,13 @@ score is the mean over its channels. Larger weights are kept.
 What is pruned, and what is not. Only whole heads (Q, K, V rows + attention-output columns)
 and whole FFN channels (intermediate rows + output columns). Unlike the example, the hidden
 size (the residual stream: embeddings, LayerNorms, every matrix's hidden side) is never
-pruned -- ``prunebench.surgery`` cannot express it and the budget's dense reference assumes it
+pruned -- ``prunebench.structure.surgery`` cannot express it and the budget's dense reference assumes it
 -- nor are head dimensions: every module other than Q/K/V and the intermediate projection is in
 ``ignored_layers``, so the only groups rooted in the graph are the attention groups and the FFN
 groups. Every group Torch-Pruning yields is checked to touch only those matrices on those sides
 and to remove whole heads; anything else raises ``TorchPruningError``.
 
-Budget, by the shared ruler (``prunebench.budget``). The example prunes heads and channels with
+Budget, by the shared ruler (``prunebench.structure.budget``). The example prunes heads and channels with
 one ratio (``pruning_ratio = head_pruning_ratio``); so does this method: with ``E`` the encoder
 weights to remove (non-zero count minus target x dense reference) and ``r = E / prunable
 weights`` (1 - target for a dense start), it removes ``r x heads`` heads (each 4 x hidden x
@@ -58,11 +58,11 @@ optimiser cannot follow.) ``finalize`` prunes nothing (``remaining_before_finali
 fraction the one-shot selection reached).
 
 Reloading: the heads and channels Torch-Pruning removed (read from the groups it yields) are
-recorded as ``prunebench.surgery`` ops (``remove_heads``, ``remove_ffn_units``, dense indices)
+recorded as ``prunebench.structure.surgery`` ops (``remove_heads``, ``remove_ffn_units``, dense indices)
 with ``record_op``, and the attention modules' ``num_attention_heads``/``all_head_size`` are
 updated as the example does. ``prepare`` replays the recorded ops on a copy of the unpruned
 model and requires every tensor to equal Torch-Pruning's result, so
-``prunebench.checkpoints.load_model`` rebuilds exactly this model.
+``prunebench.checkpoints.store.load_model`` rebuilds exactly this model.
 
 transformers 5: BERT's attention reshapes with ``view(*shape, -1, head_size)`` and calls the
 attention interface (``sdpa`` by default); Torch-Pruning traces through
@@ -81,10 +81,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import PruningMethod, TrainingPlan
-from methods.registry import register
-from prunebench.budget import count_encoder_weights
-from prunebench.surgery import encoder_layers, record_op, recorded_ops, replay
+from prunebench.method.base import PruningMethod, TrainingPlan
+from prunebench.method.registry import register
+from prunebench.structure.budget import count_encoder_weights
+from prunebench.structure.surgery import encoder_layers, record_op, recorded_ops, replay
 
 #: The pin this method was written and checked against.
 TORCH_PRUNING_PIN = "torch-pruning==1.6.1"
@@ -96,13 +96,20 @@ class TorchPruningError(RuntimeError):
 
 @dataclass(frozen=True)
 class TorchPruningSettings:
-    global_ranking: bool = field(default=True, metadata={
-        "help": "rank heads and FFN channels across layers (Torch-Pruning's global_pruning, the example's setting); "
-                "falls back to layer-wise where global ranking would empty a layer"})
+    global_ranking: bool = field(
+        default=True,
+        metadata={
+            "help": "rank heads and FFN channels across layers (Torch-Pruning's global_pruning, the example's setting); "
+            "falls back to layer-wise where global ranking would empty a layer"
+        },
+    )
     p: int = field(default=2, metadata={"help": "norm of MagnitudeImportance (the example: 2)"})
-    group_reduction: str = field(default="mean", metadata={
-        "help": "how MagnitudeImportance reduces a group's scores (the example: 'mean')"})
-    trace_tokens: int = field(default=16, metadata={"help": "length of the dummy input that traces the dependency graph"})
+    group_reduction: str = field(
+        default="mean", metadata={"help": "how MagnitudeImportance reduces a group's scores (the example: 'mean')"}
+    )
+    trace_tokens: int = field(
+        default=16, metadata={"help": "length of the dummy input that traces the dependency graph"}
+    )
 
     def __post_init__(self):
         if self.p not in (1, 2):
@@ -117,8 +124,10 @@ def _import_tp():
     try:
         import torch_pruning as tp
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise TorchPruningError(f"method 'torch_pruning' needs the PyPI package torch-pruning ({TORCH_PRUNING_PIN}): "
-                                f"pip install {TORCH_PRUNING_PIN}") from exc
+        raise TorchPruningError(
+            f"method 'torch_pruning' needs the PyPI package torch-pruning ({TORCH_PRUNING_PIN}): "
+            f"pip install {TORCH_PRUNING_PIN}"
+        ) from exc
     return tp
 
 
@@ -133,14 +142,15 @@ def torch_pruning_version() -> str | None:
 
 # ----- the plan: how many heads and channels ------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Plan:
-    ranking: str            # "global" or "layer-wise"
-    heads: int              # heads removed in all (layer-wise: per layer x layers)
-    units: int              # FFN channels removed in all
-    head_ratio: float       # what Torch-Pruning is given (gives back exactly ``heads``)
+    ranking: str  # "global" or "layer-wise"
+    heads: int  # heads removed in all (layer-wise: per layer x layers)
+    units: int  # FFN channels removed in all
+    head_ratio: float  # what Torch-Pruning is given (gives back exactly ``heads``)
     ffn_ratio: float
-    reached: float          # remaining fraction the plan reaches (structural count)
+    reached: float  # remaining fraction the plan reaches (structural count)
     reachable: bool
 
 
@@ -150,8 +160,15 @@ def _shape(model: nn.Module) -> dict[str, Any]:
     units = [int(layer.intermediate.dense.out_features) for layer in layers]
     size = int(layers[0].attention.self.attention_head_size)
     hidden = int(layers[0].attention.output.dense.out_features)
-    return {"layers": len(layers), "heads": heads, "units": units, "head_size": size, "hidden": hidden,
-            "per_head": 4 * hidden * size, "per_unit": 2 * hidden}
+    return {
+        "layers": len(layers),
+        "heads": heads,
+        "units": units,
+        "head_size": size,
+        "hidden": hidden,
+        "per_head": 4 * hidden * size,
+        "per_unit": 2 * hidden,
+    }
 
 
 def plan_pruning(model: nn.Module, target: float, ranking: str) -> Plan:
@@ -164,7 +181,7 @@ def plan_pruning(model: nn.Module, target: float, ranking: str) -> Plan:
     s = _shape(model)
     count = count_encoder_weights(model)
     L, a, b = s["layers"], s["per_head"], s["per_unit"]
-    excess = count.nonzero - target * count.dense_reference          # weights to remove
+    excess = count.nonzero - target * count.dense_reference  # weights to remove
     prunable = sum(s["heads"]) * a + sum(s["units"]) * b
     r = min(1.0, max(0.0, excess / prunable)) if prunable else 0.0
     if ranking == "global":
@@ -175,8 +192,10 @@ def plan_pruning(model: nn.Module, target: float, ranking: str) -> Plan:
             n_h = min(math.floor(r * H), cap_h)
     else:
         if len(set(s["heads"])) != 1 or len(set(s["units"])) != 1:
-            raise TorchPruningError(f"layer-wise ranking needs the same heads and FFN width in every layer, got "
-                                    f"heads {s['heads']}, FFN {s['units']}")
+            raise TorchPruningError(
+                f"layer-wise ranking needs the same heads and FFN width in every layer, got "
+                f"heads {s['heads']}, FFN {s['units']}"
+            )
         H, U = s["heads"][0], s["units"][0]
         cap_h, cap_u, step = H - 1, U - 1, L
         n_h = min(math.floor(r * H + 0.5), cap_h)
@@ -187,8 +206,9 @@ def plan_pruning(model: nn.Module, target: float, ranking: str) -> Plan:
     n_u = min(max(0, need), cap_u)
     removed = (n_h * a + n_u * b) * step
     reached = (count.nonzero - removed) / count.dense_reference
-    return Plan(ranking, n_h * step, n_u * step, _ratio(n_h, H), _ratio(n_u, U), reached,
-                reachable=reached <= target + 1e-12)
+    return Plan(
+        ranking, n_h * step, n_u * step, _ratio(n_h, H), _ratio(n_u, U), reached, reachable=reached <= target + 1e-12
+    )
 
 
 def _ratio(n: int, total: int) -> float:
@@ -197,6 +217,7 @@ def _ratio(n: int, total: int) -> float:
 
 
 # ----- running Torch-Pruning ---------------------------------------------------------------
+
 
 def _example_inputs(model: nn.Module, tokens: int) -> dict[str, torch.Tensor]:
     device = next(model.parameters()).device
@@ -213,8 +234,9 @@ def _sum_outputs(out) -> torch.Tensor:
     return sum(t.sum() for t in tensors)
 
 
-def run_torch_pruning(model: nn.Module, head_ratio: float, ffn_ratio: float, global_ranking: bool,
-                      settings: TorchPruningSettings) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+def run_torch_pruning(
+    model: nn.Module, head_ratio: float, ffn_ratio: float, global_ranking: bool, settings: TorchPruningSettings
+) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
     """Prune ``model`` in place with Torch-Pruning; returns ``(removed heads, removed FFN units)`` by layer.
 
     Heads and units are indices of the model as it was before the call. Raises
@@ -237,20 +259,31 @@ def run_torch_pruning(model: nn.Module, head_ratio: float, ffn_ratio: float, glo
     roots = set(num_heads) | set(ffn)
     # every other module holding parameters is ignored: no group may be rooted in it, so the
     # hidden size (embeddings, attention output, FFN output, LayerNorms, pooler, head) stays
-    ignored = [m for m in model.modules()
-               if m not in roots and not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+    ignored = [
+        m
+        for m in model.modules()
+        if m not in roots and not list(m.children()) and any(True for _ in m.parameters(recurse=False))
+    ]
     was_training = model.training
     try:
         with torch.enable_grad():
             pruner = tp.pruner.BasePruner(
-                model, _example_inputs(model, settings.trace_tokens),
+                model,
+                _example_inputs(model, settings.trace_tokens),
                 importance=tp.importance.MagnitudeImportance(p=settings.p, group_reduction=settings.group_reduction),
-                global_pruning=global_ranking, iterative_steps=1,
-                pruning_ratio=head_ratio,                 # attention groups' scope (head dims are not pruned)
-                pruning_ratio_dict={ffn: ffn_ratio},      # FFN channels: a scope of their own
-                num_heads=num_heads, prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=head_ratio,
-                in_channel_groups={}, out_channel_groups={},  # fresh dicts: the library's defaults are shared
-                output_transform=_sum_outputs, ignored_layers=ignored)
+                global_pruning=global_ranking,
+                iterative_steps=1,
+                pruning_ratio=head_ratio,  # attention groups' scope (head dims are not pruned)
+                pruning_ratio_dict={ffn: ffn_ratio},  # FFN channels: a scope of their own
+                num_heads=num_heads,
+                prune_num_heads=True,
+                prune_head_dims=False,
+                head_pruning_ratio=head_ratio,
+                in_channel_groups={},
+                out_channel_groups={},  # fresh dicts: the library's defaults are shared
+                output_transform=_sum_outputs,
+                ignored_layers=ignored,
+            )
         is_out = pruner.DG.is_out_channel_pruning_fn
         is_in = pruner.DG.is_in_channel_pruning_fn
         removed: dict[tuple[int, str], set[int]] = {}
@@ -265,8 +298,10 @@ def run_torch_pruning(model: nn.Module, head_ratio: float, ffn_ratio: float, glo
                 if key not in allowed:
                     name = pruner.DG._module2name.get(module, type(module).__name__)
                     side = "output" if key[1] else "input"
-                    raise TorchPruningError(f"Torch-Pruning pruned the {side} side of {name}, which is neither a whole "
-                                            "head nor an FFN channel; prunebench's surgery cannot express it")
+                    raise TorchPruningError(
+                        f"Torch-Pruning pruned the {side} side of {name}, which is neither a whole "
+                        "head nor an FFN channel; prunebench's surgery cannot express it"
+                    )
                 plain = [int(getattr(i, "idx", i)) for i in idxs]
                 removed.setdefault(allowed[key], set()).update(plain)
             group.prune()
@@ -277,8 +312,10 @@ def run_torch_pruning(model: nn.Module, head_ratio: float, ffn_ratio: float, glo
     for l, layer in enumerate(layers):
         dims = {role: removed.get((l, role), set()) for role in ("query", "key", "value", "attention_output")}
         if len({frozenset(v) for v in dims.values()}) != 1:
-            raise TorchPruningError(f"layer {l}: Torch-Pruning removed different channels of Q, K, V and the "
-                                    f"attention output: { {k: sorted(v) for k, v in dims.items()} }")
+            raise TorchPruningError(
+                f"layer {l}: Torch-Pruning removed different channels of Q, K, V and the "
+                f"attention output: { {k: sorted(v) for k, v in dims.items()} }"
+            )
         hs = sorted({i // size for i in dims["query"]})
         if set(dims["query"]) != {h * size + j for h in hs for j in range(size)}:
             raise TorchPruningError(f"layer {l}: Torch-Pruning removed head dimensions, not whole heads")
@@ -324,17 +361,22 @@ class TorchPruningPeer(PruningMethod):
             del trial
             got = _removed_counts(heads, units)
             if got != (self.plan.heads, self.plan.units):
-                self.fallback_reason = (f"global ranking removed {got[0]} heads and {got[1]} FFN channels instead of "
-                                        f"{self.plan.heads} and {self.plan.units} (Torch-Pruning skips a group that "
-                                        "would empty a layer)")
+                self.fallback_reason = (
+                    f"global ranking removed {got[0]} heads and {got[1]} FFN channels instead of "
+                    f"{self.plan.heads} and {self.plan.units} (Torch-Pruning skips a group that "
+                    "would empty a layer)"
+                )
                 self.plan = plan_pruning(model, self.target_remaining, "layer-wise")
         reference = copy.deepcopy(model)  # the unpruned model, to check the recorded surgery ops
         before = len(recorded_ops(model))
-        heads, units = run_torch_pruning(model, self.plan.head_ratio, self.plan.ffn_ratio,
-                                         self.plan.ranking == "global", s)
+        heads, units = run_torch_pruning(
+            model, self.plan.head_ratio, self.plan.ffn_ratio, self.plan.ranking == "global", s
+        )
         if _removed_counts(heads, units) != (self.plan.heads, self.plan.units):
-            raise TorchPruningError(f"Torch-Pruning ({self.plan.ranking} ranking) removed {_removed_counts(heads, units)} "
-                                    f"heads/FFN channels, the plan asked for {(self.plan.heads, self.plan.units)}")
+            raise TorchPruningError(
+                f"Torch-Pruning ({self.plan.ranking} ranking) removed {_removed_counts(heads, units)} "
+                f"heads/FFN channels, the plan asked for {(self.plan.heads, self.plan.units)}"
+            )
         if heads:
             record_op(model, "remove_heads", {"heads": {str(l): hs for l, hs in heads.items()}})
         if units:
@@ -351,14 +393,20 @@ class TorchPruningPeer(PruningMethod):
         replay(reference, ops)
         got, want = pruned.state_dict(), reference.state_dict()
         if set(got) != set(want):
-            raise TorchPruningError(f"replaying the surgery ops gives other tensors: {sorted(set(got) ^ set(want))[:5]}")
+            raise TorchPruningError(
+                f"replaying the surgery ops gives other tensors: {sorted(set(got) ^ set(want))[:5]}"
+            )
         for name, tensor in want.items():
             if got[name].shape != tensor.shape or not torch.equal(got[name], tensor):
-                raise TorchPruningError(f"replaying the surgery ops does not rebuild Torch-Pruning's model: {name} "
-                                        f"{tuple(got[name].shape)} vs {tuple(tensor.shape)}")
+                raise TorchPruningError(
+                    f"replaying the surgery ops does not rebuild Torch-Pruning's model: {name} "
+                    f"{tuple(got[name].shape)} vs {tuple(tensor.shape)}"
+                )
         for a, b in zip(encoder_layers(pruned), encoder_layers(reference)):
-            if (a.attention.self.num_attention_heads, a.attention.self.all_head_size) != \
-                    (b.attention.self.num_attention_heads, b.attention.self.all_head_size):
+            if (a.attention.self.num_attention_heads, a.attention.self.all_head_size) != (
+                b.attention.self.num_attention_heads,
+                b.attention.self.all_head_size,
+            ):
                 raise TorchPruningError("attention head counts differ between Torch-Pruning's model and the replay")
 
     def finalize(self, model: nn.Module) -> nn.Module:
@@ -372,7 +420,7 @@ class TorchPruningPeer(PruningMethod):
             "package": TORCH_PRUNING_PIN,
             "installed": torch_pruning_version(),
             "importance": f"MagnitudeImportance(p={self.settings.p}, group_reduction={self.settings.group_reduction!r}, "
-                          "normalizer='mean')",
+            "normalizer='mean')",
             "schedule": "one-shot before fine-tuning (iterative_steps=1)",
             "ranking": plan.ranking if plan else None,
             "fallback_reason": getattr(self, "fallback_reason", None),

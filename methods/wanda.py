@@ -33,29 +33,41 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods.base import TrainingPlan
-from methods.registry import register
 from methods.semi_structured import OneShotPruning, OneShotSettings, nm_mask
-from prunebench.calibration import collect_layer_inputs, linears_by_layer
+from prunebench.method.base import TrainingPlan
+from prunebench.method.registry import register
+from prunebench.training.calibration import collect_layer_inputs, linears_by_layer
 
 
 @dataclass(frozen=True)
 class WandaSettings(OneShotSettings):
-    calibration_examples: int = field(default=512, metadata={"help": "training examples whose tokens calibrate the input norms (paper: 128 x 2048-token sequences)"})
+    calibration_examples: int = field(
+        default=512,
+        metadata={
+            "help": "training examples whose tokens calibrate the input norms (paper: 128 x 2048-token sequences)"
+        },
+    )
     calibration_batch_size: int = field(default=32, metadata={"help": "examples per calibration forward pass"})
-    pattern: str = field(default="unstructured", metadata={"help": "'unstructured' (per-row top-k) or '2:4' (N:M, keep 2 of every 4 inputs)"})
+    pattern: str = field(
+        default="unstructured",
+        metadata={"help": "'unstructured' (per-row top-k) or '2:4' (N:M, keep 2 of every 4 inputs)"},
+    )
 
 
 @dataclass(frozen=True)
 class WandaOneShotSettings(WandaSettings):
-    finetune: bool = field(default=False, metadata={"help": "false: the record is the one-shot model without fine-tuning"})
+    finetune: bool = field(
+        default=False, metadata={"help": "false: the record is the one-shot model without fine-tuning"}
+    )
 
 
 def wanda_scores(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> torch.Tensor:
     """|W_ij| * ||X_j||_2 (Sun et al. Eq. 1), from the squared input norms sum_t x_tj^2."""
     if input_sq_norms.shape != (weight.shape[1],):
-        raise ValueError(f"input norms of shape {tuple(input_sq_norms.shape)} do not match a weight with "
-                         f"{weight.shape[1]} input features")
+        raise ValueError(
+            f"input norms of shape {tuple(input_sq_norms.shape)} do not match a weight with "
+            f"{weight.shape[1]} input features"
+        )
     return weight.detach().abs().float() * input_sq_norms.float().clamp_min(0).sqrt().unsqueeze(0)
 
 

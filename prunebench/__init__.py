@@ -1,21 +1,24 @@
 """prunebench: a reproducible benchmark of BERT weight-pruning methods.
 
-The shared machinery lives here (one module per job):
+The package is the core that every method and job uses; it never imports the method modules
+(the top-level ``methods`` package) nor the job runner. Subpackages by concern:
 
-- ``config``      -- experiment configuration: profiles, overrides, validation
-- ``tasks``       -- task specifications (columns, labels, metric) for SST-2, MNLI, QQP, QNLI, SQuAD
-- ``data``        -- loading a task through ``datasets`` (hub by name, or local files)
-- ``modeling``    -- loading the model (embedded default, hub id, local folder, tiny random)
-- ``budget``      -- THE definition of "encoder weights remaining"
-- ``schedules``   -- sparsity schedules (cubic, Zhu & Gupta 2017)
-- ``trainer``     -- the one fine-tuning loop every method uses
-- ``metrics``     -- task metrics as ``evaluate`` modules
-- ``measure/``    -- the one measurement path: accuracy, FLOPs, bytes on disk, memory, latency
-- ``records``     -- the result record: schema, validation, atomic writing
-- ``checkpoints`` -- saving and reloading (dense and sparse-encoded) models
-- ``cli``         -- the commands the Snakemake rules call
+- ``config``          -- the experiment configuration: profiles, overrides, validation (one module)
+- ``data/``           -- tasks, loading their splits (local files or the hub), SQuAD, metrics, data checks
+- ``method/``         -- the interface every pruning method implements and the registry of names
+- ``training/``       -- the one fine-tuning loop, sparsity schedules, calibration batches, MLM pre-training
+- ``structure/``      -- the budget definition, masks, model surgery, factorized layers, hard-concrete
+                         gates, fixed attention heads
+- ``quantization/``   -- fake quantization, int8 / int4 / mixed storage and kernels, Hessian eigenvalues
+- ``checkpoints/``    -- the pretrained starting model, saving and reloading, storage formats, portable export
+- ``measure/``        -- the one measurement path: accuracy, FLOPs, bytes on disk, memory, latency, backends
+- ``records/``        -- the result record (schema, validation, atomic writing) and its provenance
+- ``analysis/``       -- analyses of fine-tuned models that are not pruning runs (head ablation)
+- ``report/``         -- leaderboards, statistics, figures, the survey table and the HTML report, from records
+- ``runner/``         -- the job runner: the command line each Snakemake rule calls, and the jobs behind it
 
-Pruning methods live in the top-level ``methods`` package, one module per paper.
+Import direction: ``runner`` -> ``methods`` -> the core; the core never imports ``methods`` or
+``runner`` (an import-linter contract in ``pyproject.toml``, checked by ``tests/test_architecture.py``).
 """
 
 __version__ = "0.1.0"

@@ -22,8 +22,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from prunebench.budget import check_budget
-from prunebench.tasks import get_task
+from prunebench.data.loading import task_data
+from prunebench.data.tasks import get_task
+from prunebench.method import registry
+from prunebench.structure.budget import check_budget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -49,6 +51,7 @@ def normalize_cli_values(raw: dict) -> dict:
     Snakemake parses ``--config budgets=[0.5,0.3]`` into ``['0.5', '0.3']``; each string
     that YAML reads as a number, boolean or null is converted.
     """
+
     def fix(value):
         if isinstance(value, dict):
             return {k: fix(v) for k, v in value.items()}
@@ -59,7 +62,11 @@ def normalize_cli_values(raw: dict) -> dict:
                 parsed = yaml.safe_load(value)
             except yaml.YAMLError:
                 return value
-            return parsed if isinstance(parsed, (int, float, bool)) or parsed is None and value.strip() in ("null", "~") else value
+            return (
+                parsed
+                if isinstance(parsed, (int, float, bool)) or parsed is None and value.strip() in ("null", "~")
+                else value
+            )
         return value
 
     for key in list(raw):
@@ -71,7 +78,11 @@ def normalize_cli_values(raw: dict) -> dict:
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else copy.deepcopy(value)
+        )
     return out
 
 
@@ -123,45 +134,6 @@ def for_task(exp: dict, task: str) -> dict:
 SPLIT_KINDS = ("official", "sample", "stand-in", "unspecified")
 
 
-def task_data(exp: dict, task: str) -> dict:
-    """The ``data`` block one task's jobs load (``prunebench.data.DataConfig``).
-
-    - ``data.source: local`` and no ``data.train``/``data.eval`` in the experiment: the task's entry
-      of the ``task_data`` table supplies the files, the loading rules and the split description;
-      the experiment's ``data`` keys (source, limits) are laid over it;
-    - ``data.train``/``data.eval`` set (``{task}`` is replaced by the task name): those files, for
-      every task, and the split kinds ``unspecified`` unless ``data`` names them;
-    - ``data.source: hub``: the hub's official splits (kinds ``official``).
-
-    An ``eval_limit`` turns an ``official`` evaluation split into a ``stand-in``, a ``train_limit`` an
-    ``official`` training split into a ``sample`` (the note says so).
-    Applying it to its own result changes nothing, so a job's resolved block resolves to itself.
-    """
-    data = {k: v for k, v in exp["data"].items() if v is not None}
-    source = data.get("source", "local")
-    if source == "local" and not data.get("train") and not data.get("eval"):
-        entry = (exp.get("task_data") or {}).get(task)
-        if entry:
-            data = {**copy.deepcopy(entry), **data}
-    data = {k: v.replace("{task}", task) if isinstance(v, str) and k in ("train", "eval") else v for k, v in data.items()}
-    if isinstance(data.get("extra_eval"), dict):
-        data["extra_eval"] = {name: path.replace("{task}", task) for name, path in data["extra_eval"].items()}
-    default = "official" if source == "hub" else "unspecified"
-    data.setdefault("train_split_kind", default)
-    data.setdefault("eval_split_kind", default)
-    limits = (("train_limit", "train_split_kind", "sample",
-               "training on a fixed random sample of {} examples of that training file (train_limit)"),
-              ("eval_limit", "eval_split_kind", "stand-in",
-               "evaluation on the first {} examples of that evaluation file only (eval_limit)"))
-    for limit, kind, limited_kind, text in limits:
-        if data.get(limit) and f"({limit})" not in (data.get("split_note") or ""):
-            if data[kind] == "official":
-                data[kind] = limited_kind
-            note = text.format(data[limit])
-            data["split_note"] = f"{data['split_note']}; {note}" if data.get("split_note") else note
-    return data
-
-
 def _data_key(exp: dict, task: str, key: str) -> str:
     """Where a task's data setting comes from, for error messages: ``data.train`` or ``task_data.qqp.train``."""
     explicit = exp["data"].get("train") or exp["data"].get("eval")
@@ -169,7 +141,6 @@ def _data_key(exp: dict, task: str, key: str) -> str:
 
 
 def check_semantics(exp: dict, check_files: bool = True) -> None:
-    import methods
 
     for task in exp["tasks"]:
         try:
@@ -177,8 +148,10 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
         except ValueError as exc:
             raise ConfigError(f"invalid config: key 'task': {exc}") from None
     for m in exp["methods"]:
-        if m not in methods.available():
-            raise ConfigError(f"invalid config: key 'methods': unknown method {m!r}; registered methods are: {', '.join(methods.available())}")
+        if m not in registry.available():
+            raise ConfigError(
+                f"invalid config: key 'methods': unknown method {m!r}; registered methods are: {', '.join(registry.available())}"
+            )
     for b in exp["budgets"]:
         try:
             check_budget(b)
@@ -193,8 +166,10 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
         if not check_files or data.get("source", "local") != "local":
             continue
         if not data.get("train") and not data.get("eval"):
-            raise ConfigError(f"invalid config: key 'task_data': no data files for task {task!r}: add a "
-                              f"'task_data.{task}' entry (train, eval) or set data.train / data.eval")
+            raise ConfigError(
+                f"invalid config: key 'task_data': no data files for task {task!r}: add a "
+                f"'task_data.{task}' entry (train, eval) or set data.train / data.eval"
+            )
         files = [(key, data.get(key)) for key in ("train", "eval")]
         files += [(f"extra_eval.{name}", path) for name, path in (data.get("extra_eval") or {}).items()]
         for key, path in files:
@@ -202,37 +177,39 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
             if not path:
                 raise ConfigError(f"invalid config: key {where!r}: required when data.source is 'local'")
             if not Path(path).is_file():
-                raise ConfigError(f"invalid config: key {where!r}: data file not found for task {task!r}: {path} "
-                                  f"(resolved: {Path(path).resolve()})")
+                raise ConfigError(
+                    f"invalid config: key {where!r}: data file not found for task {task!r}: {path} "
+                    f"(resolved: {Path(path).resolve()})"
+                )
     check_model(exp["model"])
 
 
 def check_method_settings(mapping: dict, key: str) -> None:
     """Every entry of a ``{method: settings}`` block (``key`` names it in errors) names a registered
     method and builds its settings dataclass; otherwise a ``ConfigError`` naming the key."""
-    import methods
 
     for m, values in mapping.items():
-        if m not in methods.available():
+        if m not in registry.available():
             raise ConfigError(f"invalid config: key '{key}.{m}': no method named {m!r}")
         try:
-            methods.get(m).make_settings(values)
+            registry.get(m).make_settings(values)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid config: key '{key}.{m}': {exc}") from None
 
 
 def check_pretrain(exp: dict) -> None:
-    """The ``pretrain`` block (``prunebench.pretrain.PretrainSettings``): required when a row that compresses
+    """The ``pretrain`` block (``prunebench.training.pretrain.PretrainSettings``): required when a row that compresses
     during pre-training runs (``starts_from = "pretrain"``); its stage methods' settings must build."""
-    import methods
 
-    rows = [m for m in exp["methods"] if methods.get(m).starts_from == "pretrain"]
+    rows = [m for m in exp["methods"] if registry.get(m).starts_from == "pretrain"]
     if rows and not exp.get("pretrain"):
-        raise ConfigError(f"invalid config: key 'pretrain': methods {rows} compress during pre-training and need a "
-                          "'pretrain' block (steps, batch_size, ...; see workflow/config.yaml)")
+        raise ConfigError(
+            f"invalid config: key 'pretrain': methods {rows} compress during pre-training and need a "
+            "'pretrain' block (steps, batch_size, ...; see workflow/config.yaml)"
+        )
     if not exp.get("pretrain"):
         return
-    from prunebench.pretrain import PretrainSettings
+    from prunebench.training.pretrain import PretrainSettings
 
     try:
         settings = PretrainSettings.from_dict(exp["pretrain"])
@@ -249,19 +226,24 @@ def check_method_budgets(exp: dict) -> None:
     reach. Every entry must name a registered method of ``methods`` that takes a budget, with valid
     budgets (``resolve`` drops the profile's entries for methods a command-line ``methods`` left out).
     """
-    import methods
 
     for m, budgets in (exp.get("method_budgets") or {}).items():
         key = f"method_budgets.{m}"
-        if m not in methods.available():
-            raise ConfigError(f"invalid config: key {key!r}: unknown method {m!r}; registered methods are: "
-                              f"{', '.join(methods.available())}")
+        if m not in registry.available():
+            raise ConfigError(
+                f"invalid config: key {key!r}: unknown method {m!r}; registered methods are: "
+                f"{', '.join(registry.available())}"
+            )
         if m not in exp["methods"]:
-            raise ConfigError(f"invalid config: key {key!r}: method {m!r} is not in 'methods' {exp['methods']!r}; "
-                              "add it there or remove its budgets")
-        if methods.get(m).budget_free:
-            raise ConfigError(f"invalid config: key {key!r}: method {m!r} is budget-free (it runs once per task and "
-                              f"seed at budget 1); remove its budgets {budgets!r}")
+            raise ConfigError(
+                f"invalid config: key {key!r}: method {m!r} is not in 'methods' {exp['methods']!r}; "
+                "add it there or remove its budgets"
+            )
+        if registry.get(m).budget_free:
+            raise ConfigError(
+                f"invalid config: key {key!r}: method {m!r} is budget-free (it runs once per task and "
+                f"seed at budget 1); remove its budgets {budgets!r}"
+            )
         if not isinstance(budgets, list) or not budgets:
             raise ConfigError(f"invalid config: key {key!r}: a non-empty list of budgets is required, got {budgets!r}")
         for b in budgets:
@@ -277,9 +259,8 @@ def check_method_budgets(exp: dict) -> None:
 def budgets_of(exp: dict, method: str) -> list[float]:
     """The budgets a method runs at: ``[1.0]`` for a budget-free method, its ``method_budgets`` entry
     when it has one, else ``budgets``."""
-    import methods
 
-    if methods.get(method).budget_free:
+    if registry.get(method).budget_free:
         return [1.0]
     return list((exp.get("method_budgets") or {}).get(method) or exp["budgets"])
 
@@ -292,7 +273,7 @@ def check_model(model: str) -> None:
     """
     import os
 
-    from prunebench.modeling import EMBEDDED, TINY_RANDOM
+    from prunebench.checkpoints.pretrained import EMBEDDED, TINY_RANDOM
 
     if model in (EMBEDDED, TINY_RANDOM) or Path(model).expanduser().is_dir():
         return
@@ -305,13 +286,17 @@ def check_model(model: str) -> None:
     try:
         validate_repo_id(model)
     except HFValidationError as exc:
-        raise ConfigError(f"invalid config: key 'model': {model!r} is neither a local folder nor a valid hub id ({exc})") from None
+        raise ConfigError(
+            f"invalid config: key 'model': {model!r} is neither a local folder nor a valid hub id ({exc})"
+        ) from None
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return
     try:
         HfApi().model_info(model, timeout=10)
     except RepositoryNotFoundError:
-        raise ConfigError(f"invalid config: key 'model': unknown model id {model!r} (not found on the hub, not a local folder)") from None
+        raise ConfigError(
+            f"invalid config: key 'model': unknown model id {model!r} (not found on the hub, not a local folder)"
+        ) from None
     except Exception:  # hub unreachable: cannot verify here
         return
 
@@ -326,7 +311,9 @@ def finetune_steps(exp: dict) -> list[int]:
     values = steps if isinstance(steps, list) else [steps]
     for s in values:
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ConfigError(f"invalid config: key 'finetune.steps': every entry must be a positive integer, got {s!r} in {steps!r}")
+            raise ConfigError(
+                f"invalid config: key 'finetune.steps': every entry must be a positive integer, got {s!r} in {steps!r}"
+            )
     return values
 
 

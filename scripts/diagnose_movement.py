@@ -24,18 +24,18 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import methods  # noqa: E402
-from prunebench import checkpoints  # noqa: E402
-from prunebench.experiment import load_context  # noqa: E402
+from prunebench.checkpoints import store as checkpoints  # noqa: E402
 from prunebench.measure.accuracy import predict  # noqa: E402
-from prunebench.trainer import train  # noqa: E402
+from prunebench.runner.jobs import load_context  # noqa: E402
+from prunebench.training.trainer import train  # noqa: E402
 
 
 def accuracy(model, ctx) -> float:
@@ -68,12 +68,24 @@ def pruned_profile(method) -> dict[str, float]:
         row_top += int(off.sum(1).float().topk(k_row).values.sum())
     if pruned == 0:
         return {"pruned_fraction": 0.0}
-    return {"pruned_fraction": 1.0 - method.current_remaining(), "below_median_abs": below / pruned,
-            "top_col_share": col_top / pruned, "top_row_share": row_top / pruned}
+    return {
+        "pruned_fraction": 1.0 - method.current_remaining(),
+        "below_median_abs": below / pruned,
+        "top_col_share": col_top / pruned,
+        "top_row_share": row_top / pruned,
+    }
 
 
-def run_variant(ctx, dense_dir: Path, method_name: str, budget: float, settings: dict, probe_steps: set[int],
-                patch: Callable | None = None, log_every: int = 10) -> dict:
+def run_variant(
+    ctx,
+    dense_dir: Path,
+    method_name: str,
+    budget: float,
+    settings: dict,
+    probe_steps: set[int],
+    patch: Callable | None = None,
+    log_every: int = 10,
+) -> dict:
     """Train one variant, probing accuracy and the pruned set at ``probe_steps``; finalize; evaluate."""
     model = checkpoints.load_model(dense_dir)
     method = methods.build(method_name, budget, settings)
@@ -85,16 +97,23 @@ def run_variant(ctx, dense_dir: Path, method_name: str, budget: float, settings:
     def probe(m, step):
         original(m, step)
         if step in probe_steps:
-            probes[step] = {"accuracy": accuracy(m, ctx), **pruned_profile(method),
-                            "score_absmax": max(float(s.detach().abs().max()) for s in method.scores.values())}
+            probes[step] = {
+                "accuracy": accuracy(m, ctx),
+                **pruned_profile(method),
+                "score_absmax": max(float(s.detach().abs().max()) for s in method.scores.values()),
+            }
             print(f"    step {step}: {probes[step]}", flush=True)
 
     method.after_step = probe
     start = time.perf_counter()
     result = train(model, ctx.train, ctx.tokenizer, ctx.budget, method, seed=0, log_every=log_every)
     model = method.finalize(model)
-    return {"loss_curve": result.loss_curve, "probes": probes, "final_accuracy": accuracy(model, ctx),
-            "wall_s": time.perf_counter() - start}
+    return {
+        "loss_curve": result.loss_curve,
+        "probes": probes,
+        "final_accuracy": accuracy(model, ctx),
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 def _sgd_scores(method, scale: float = 1e4) -> None:
@@ -154,8 +173,9 @@ def main() -> None:
         names = args.variants.split(",")
         if len(names) != 1 or names[0] not in VARIANTS or VARIANTS[names[0]].get("settings"):
             raise SystemExit("--ablate-at takes one variant without settings (e.g. baseline, sgd_scores)")
-        res = mask_ablation(ctx, Path(args.dense_dir), args.budget, args.ablate_at, args.detail,
-                            VARIANTS[names[0]].get("patch"))
+        res = mask_ablation(
+            ctx, Path(args.dense_dir), args.budget, args.ablate_at, args.detail, VARIANTS[names[0]].get("patch")
+        )
         res["variant"] = names[0]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1))
@@ -167,18 +187,28 @@ def main() -> None:
     for name in args.variants.split(","):
         spec = VARIANTS[name]
         print(f"== {name} (budget {args.budget})", flush=True)
-        res = run_variant(ctx, Path(args.dense_dir), spec.get("method", "movement_hard"), args.budget,
-                          spec["settings"], {int(s) for s in args.probe.split(",")}, spec.get("patch"),
-                          args.log_every)
-        print(f"    loss {['%.3f' % x for x in res['loss_curve']]}\n    final accuracy {res['final_accuracy']:.4f} "
-              f"({res['wall_s']:.0f} s)", flush=True)
+        res = run_variant(
+            ctx,
+            Path(args.dense_dir),
+            spec.get("method", "movement_hard"),
+            args.budget,
+            spec["settings"],
+            {int(s) for s in args.probe.split(",")},
+            spec.get("patch"),
+            args.log_every,
+        )
+        print(
+            f"    loss {['%.3f' % x for x in res['loss_curve']]}\n    final accuracy {res['final_accuracy']:.4f} "
+            f"({res['wall_s']:.0f} s)",
+            flush=True,
+        )
         out[name] = res
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"budget": args.budget, "variants": out}, indent=1))
 
 
-
 # ----- which pruned weights break the model? ---------------------------------------------
+
 
 def _apply(model, masks: dict[str, torch.Tensor], linears) -> None:
     for name, mask in masks.items():
@@ -198,12 +228,13 @@ def _quantile_masks(scores: dict[str, torch.Tensor], fraction: float, lowest: bo
     return out
 
 
-def mask_ablation(ctx, dense_dir: Path, budget: float, step: int, detail: bool = True,
-                  patch: Callable | None = None) -> dict:
+def mask_ablation(
+    ctx, dense_dir: Path, budget: float, step: int, detail: bool = True, patch: Callable | None = None
+) -> dict:
     """Train movement_hard for ``step`` steps, then apply its mask (or parts of it) to the dense
     weights, with no further training, and compare with a random mask of the same per-matrix
     fractions: does the *choice* of pruned weights break the model, and where are they?"""
-    from prunebench.budget import prunable_linears
+    from prunebench.structure.budget import prunable_linears
 
     model = checkpoints.load_model(dense_dir)
     method = methods.build("movement_hard", budget, {})
@@ -216,8 +247,9 @@ def mask_ablation(ctx, dense_dir: Path, budget: float, step: int, detail: bool =
     masks = {n: p.mask.clone() for n, p in method.parametrizations.items()}
     scores = {n: s.detach().clone() for n, s in method.scores.items()}
     gen = torch.Generator().manual_seed(0)
-    random_masks = {n: (torch.randperm(m.numel(), generator=gen) >= int((~m).sum())).view_as(m)
-                    for n, m in masks.items()}
+    random_masks = {
+        n: (torch.randperm(m.numel(), generator=gen) >= int((~m).sum())).view_as(m) for n, m in masks.items()
+    }
     out = {}
 
     def score(label, chosen):
@@ -235,14 +267,25 @@ def mask_ablation(ctx, dense_dir: Path, budget: float, step: int, detail: bool =
     score(f"highest {pruned:.1%} scores per matrix", _quantile_masks(scores, pruned, lowest=False))
     if not detail:
         return {"step": step, "accuracies": out}
-    for part in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                 "intermediate.dense", "output.dense"):
-        chosen = {n: m for n, m in masks.items() if n.endswith(part) and not (part == "output.dense" and "attention" in n)}
+    for part in (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ):
+        chosen = {
+            n: m for n, m in masks.items() if n.endswith(part) and not (part == "output.dense" and "attention" in n)
+        }
         score(f"movement mask on {part} only", chosen)
     for layer in sorted({n.split(".layer.")[1].split(".")[0] for n in masks}, key=int):
         score(f"movement mask on layer {layer} only", {n: m for n, m in masks.items() if f".layer.{layer}." in n})
-    return {"step": step, "accuracies": out, "scores": {n: [float(s.min()), float(s.max()), float(s.abs().mean())]
-                                                         for n, s in scores.items()}}
+    return {
+        "step": step,
+        "accuracies": out,
+        "scores": {n: [float(s.min()), float(s.max()), float(s.abs().mean())] for n, s in scores.items()},
+    }
 
 
 class _Stop(Exception):

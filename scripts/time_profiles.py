@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from reports.collect import rule_of_benchmark  # noqa: E402  (the report's own rule-from-path mapping)
+from prunebench.report.collect import rule_of_benchmark  # noqa: E402  (the report's own rule-from-path mapping)
 
 
 def time_profile(profile: str, cores: int, results: Path) -> None:
@@ -30,8 +30,21 @@ def time_profile(profile: str, cores: int, results: Path) -> None:
         shutil.rmtree(results)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", f"profile={profile}",
-                    f"results_dir={results}"], cwd=REPO, env=env, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            str(cores),
+            "--config",
+            f"profile={profile}",
+            f"results_dir={results}",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+    )
     total = time.perf_counter() - start
     print(f"\n== profile {profile}: {total:.1f} s wall ({total / 60:.1f} min) on {os.cpu_count()} logical cores ==")
     summarize(results)

@@ -32,7 +32,9 @@ def timed(fn, *args, **kwargs):
 
 def import_time() -> float:
     """Seconds a fresh interpreter takes to import what a training job imports."""
-    code = "import time; t = time.perf_counter(); import prunebench.experiment, methods; print(time.perf_counter() - t)"
+    code = (
+        "import time; t = time.perf_counter(); import prunebench.runner.jobs, methods; print(time.perf_counter() - t)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -41,7 +43,7 @@ def collate_times(dataset, tokenizer, batch_size: int, n: int) -> dict:
     """Per-batch seconds of the two collators on the same index batches; checks equal tensors."""
     import torch
 
-    from prunebench.trainer import PrePadded, _collate, length_grouped_batches
+    from prunebench.training.trainer import PrePadded, _collate, length_grouped_batches
 
     padded, prepad_s = timed(PrePadded, dataset, tokenizer)
     stream = length_grouped_batches(dataset["length"], batch_size, seed=0)
@@ -52,16 +54,18 @@ def collate_times(dataset, tokenizer, batch_size: int, n: int) -> dict:
     return {"old_ms": 1e3 * old_s / n, "new_ms": 1e3 * new_s / n, "prepad_s": prepad_s, "identical": same}
 
 
-def step_throughput(model_name, spec, dataset, tokenizer, steps: int, batch_size: int, precision: str, old: bool) -> float:
+def step_throughput(
+    model_name, spec, dataset, tokenizer, steps: int, batch_size: int, precision: str, old: bool
+) -> float:
     """Examples/s of ``steps`` training steps of a fresh model (old = ``_collate`` batches)."""
-    from prunebench import trainer
-    from prunebench.modeling import load_pretrained
+    from prunebench.checkpoints.pretrained import load_pretrained
+    from prunebench.training import trainer
 
     model = load_pretrained(model_name, spec.num_labels, 0, spec.label_names, spec.kind)
     budget = trainer.FinetuneBudget(steps=steps, batch_size=batch_size, learning_rate=1e-4, precision=precision)
     original = trainer._collator
     if old:
-        trainer._collator = lambda ds, tok: (lambda idx: trainer._collate(ds, idx, tok))
+        trainer._collator = lambda ds, tok: lambda idx: trainer._collate(ds, idx, tok)
     try:
         result = trainer.train(model, dataset, tokenizer, budget, None, seed=0, log_every=10**9)
     finally:
@@ -73,16 +77,18 @@ def same_model_check(dataset, tokenizer, spec) -> bool:
     """The smoke budget (tiny model, 30 steps) with each collator: identical weights."""
     import torch
 
-    from prunebench import trainer
-    from prunebench.modeling import load_pretrained
+    from prunebench.checkpoints.pretrained import load_pretrained
+    from prunebench.training import trainer
 
-    budget = trainer.FinetuneBudget(steps=30, batch_size=16, learning_rate=2e-3, freeze_embeddings=False, precision="fp32")
+    budget = trainer.FinetuneBudget(
+        steps=30, batch_size=16, learning_rate=2e-3, freeze_embeddings=False, precision="fp32"
+    )
     weights = []
     for old in (True, False):
         model = load_pretrained("tiny-random", spec.num_labels, 0, spec.label_names, spec.kind)
         original = trainer._collator
         if old:
-            trainer._collator = lambda ds, tok: (lambda idx: trainer._collate(ds, idx, tok))
+            trainer._collator = lambda ds, tok: lambda idx: trainer._collate(ds, idx, tok)
         try:
             trainer.train(model, dataset, tokenizer, budget, None, seed=0, log_every=10**9)
         finally:
@@ -105,28 +111,36 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from prunebench.data import DataConfig, load_task_data
-    from prunebench.modeling import load_pretrained, load_tokenizer
-    from prunebench.tasks import get_task
-    from prunebench.trainer import cpu_capability, resolve_precision, tokenize
+    from prunebench.checkpoints.pretrained import load_pretrained, load_tokenizer
+    from prunebench.data.loading import DataConfig, load_task_data
+    from prunebench.data.tasks import get_task
+    from prunebench.training.trainer import cpu_capability, resolve_precision, tokenize
 
     spec = get_task("sst2")
-    print(f"CPU capability: {cpu_capability()}; precision 'auto' resolves to "
-          f"{resolve_precision('auto', torch.device('cpu'))}; 1 thread")
+    print(
+        f"CPU capability: {cpu_capability()}; precision 'auto' resolves to "
+        f"{resolve_precision('auto', torch.device('cpu'))}; 1 thread"
+    )
     print("\n== job start-up ==")
-    print(f"import prunebench.experiment + methods (fresh interpreter): {import_time():.2f} s")
+    print(f"import prunebench.runner.jobs + methods (fresh interpreter): {import_time():.2f} s")
     tokenizer, t_tok = timed(load_tokenizer, args.model)
     _, t_model = timed(load_pretrained, args.model, spec.num_labels, 0, spec.label_names, spec.kind)
-    data, t_data = timed(load_task_data, spec, DataConfig.from_dict({"source": "local", "train": args.train, "eval": args.eval}))
+    data, t_data = timed(
+        load_task_data, spec, DataConfig.from_dict({"source": "local", "train": args.train, "eval": args.eval})
+    )
     train_ds, t_tokenize = timed(tokenize, data["train"], tokenizer, spec.text_fields, args.max_seq_len)
-    print(f"load tokenizer {t_tok:.2f} s, load model {t_model:.2f} s, load data {t_data:.2f} s, "
-          f"tokenize {len(train_ds)} training examples {t_tokenize:.2f} s")
+    print(
+        f"load tokenizer {t_tok:.2f} s, load model {t_model:.2f} s, load data {t_data:.2f} s, "
+        f"tokenize {len(train_ds)} training examples {t_tokenize:.2f} s"
+    )
 
     print("\n== batch building (per batch) ==")
     c = collate_times(train_ds, tokenizer, args.batch_size, 200)
-    print(f"_collate (dataset[idx] + tokenizer.pad): {c['old_ms']:.2f} ms; PrePadded.batch: {c['new_ms']:.3f} ms "
-          f"(ratio {c['old_ms'] / c['new_ms']:.0f}x; padding the split once: {c['prepad_s']:.2f} s); "
-          f"identical tensors: {c['identical']}")
+    print(
+        f"_collate (dataset[idx] + tokenizer.pad): {c['old_ms']:.2f} ms; PrePadded.batch: {c['new_ms']:.3f} ms "
+        f"(ratio {c['old_ms'] / c['new_ms']:.0f}x; padding the split once: {c['prepad_s']:.2f} s); "
+        f"identical tensors: {c['identical']}"
+    )
 
     print(f"\n== training step, {args.model}, batch {args.batch_size}, {args.steps} steps ==")
     for precision in args.precisions:
@@ -135,10 +149,20 @@ def main(argv=None) -> int:
         print(f"{precision}: today {old:.1f} examples/s, pre-padded {new:.1f} examples/s, ratio {new / old:.3f}")
 
     print("\n== same seed, same model ==")
-    small = tokenize(load_task_data(spec, DataConfig.from_dict({"source": "local", "train": args.train, "eval": args.eval,
-                                                                 "train_limit": 4000, "eval_limit": 64}))["train"],
-                     load_tokenizer("tiny-random"), spec.text_fields, 64)
-    print(f"tiny model, 30 steps, old vs pre-padded batches: identical weights: {same_model_check(small, load_tokenizer('tiny-random'), spec)}")
+    small = tokenize(
+        load_task_data(
+            spec,
+            DataConfig.from_dict(
+                {"source": "local", "train": args.train, "eval": args.eval, "train_limit": 4000, "eval_limit": 64}
+            ),
+        )["train"],
+        load_tokenizer("tiny-random"),
+        spec.text_fields,
+        64,
+    )
+    print(
+        f"tiny model, 30 steps, old vs pre-padded batches: identical weights: {same_model_check(small, load_tokenizer('tiny-random'), spec)}"
+    )
     return 0
 
 

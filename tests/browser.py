@@ -20,9 +20,20 @@ import threading
 import time
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
-         "--hide-scrollbars", "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--remote-debugging-pipe",
+]
 
 
 def find_chromium() -> str | None:
@@ -54,10 +65,14 @@ class Chromium:
             os.dup2(a, 3)
             os.dup2(b, 4)
 
-        self.proc = subprocess.Popen([self.binary, *FLAGS, f"--user-data-dir={self.profile}",
-                                      f"--window-size={width},{height}", "about:blank"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     preexec_fn=child_fds, pass_fds=(3, 4))
+        self.proc = subprocess.Popen(
+            [self.binary, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+            preexec_fn=child_fds,
+            pass_fds=(3, 4),
+        )
         os.close(cmd_r)
         os.close(out_w)
         self._next_id = 0
@@ -98,14 +113,17 @@ class Chromium:
             d = params.get("exceptionDetails", {})
             self.console_errors.append(f"exception: {d.get('text')} {d.get('exception', {}).get('description', '')}")
         elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            self.console_errors.append("console.error: " + " ".join(str(a.get("value", a.get("description")))
-                                                                     for a in params.get("args", [])))
+            self.console_errors.append(
+                "console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in params.get("args", []))
+            )
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             e = params["entry"]
             self.console_errors.append(f"log: {e.get('source')}: {e.get('text')} {e.get('url', '')}")
         self._events.put(msg)
 
-    def send(self, method: str, params: dict | None = None, session: str | None = "page", timeout: float | None = None) -> dict:
+    def send(
+        self, method: str, params: dict | None = None, session: str | None = "page", timeout: float | None = None
+    ) -> dict:
         self._next_id += 1
         mid = self._next_id
         msg = {"id": mid, "method": method, "params": params or {}}
@@ -119,7 +137,9 @@ class Chromium:
             while mid not in self._replies:
                 left = deadline - time.monotonic()
                 if left <= 0 or self.proc.poll() is not None:
-                    raise BrowserError(f"no reply to {method} (chromium {'exited' if self.proc.poll() is not None else 'timed out'})")
+                    raise BrowserError(
+                        f"no reply to {method} (chromium {'exited' if self.proc.poll() is not None else 'timed out'})"
+                    )
                 self._cond.wait(min(left, 0.5))
             reply = self._replies.pop(mid)
         if "error" in reply:
@@ -149,12 +169,16 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise BrowserError("chromium opened no page")
             time.sleep(0.1)
-        session = self.send("Target.attachToTarget", {"targetId": pages[0]["targetId"], "flatten": True},
-                            session=None)["sessionId"]
+        session = self.send("Target.attachToTarget", {"targetId": pages[0]["targetId"], "flatten": True}, session=None)[
+            "sessionId"
+        ]
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable", session=session)
-        self.send("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
-                                                         "deviceScaleFactor": 1, "mobile": False}, session=session)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         return session
 
     # ----- what tests use -----------------------------------------------------------------

@@ -18,8 +18,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 def sample_batch(tokenizer):
     """Three short sentences of different lengths, padded: the batch the model-equality tests compare on."""
-    return tokenizer(["a fine film , warm and funny", "dull and long", "not bad at all"], padding=True,
-                     return_tensors="pt")
+    return tokenizer(
+        ["a fine film , warm and funny", "dull and long", "not bad at all"], padding=True, return_tensors="pt"
+    )
 
 
 def logits(model, batch):
@@ -30,14 +31,14 @@ def logits(model, batch):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from prunebench.modeling import load_tokenizer
+    from prunebench.checkpoints.pretrained import load_tokenizer
 
     return load_tokenizer("tiny-random")
 
 
 @pytest.fixture
 def tiny_model():
-    from prunebench.modeling import load_pretrained
+    from prunebench.checkpoints.pretrained import load_pretrained
 
     return load_pretrained("tiny-random", num_labels=2, seed=0, label_names=("negative", "positive")).eval()
 
@@ -57,11 +58,12 @@ def wide_tiny_model(tiny_model):
 @pytest.fixture(scope="session")
 def sst2_small(tokenizer):
     """256 training and 64 evaluation examples of the real SST-2 files, tokenized."""
-    from prunebench.data import DataConfig, load_task_data
-    from prunebench.tasks import get_task
-    from prunebench.trainer import tokenize
+    from prunebench.data.loading import DataConfig, load_task_data
+    from prunebench.data.tasks import get_task
+    from prunebench.training.trainer import tokenize
 
     spec = get_task("sst2")
-    data = load_task_data(spec, DataConfig(source="local", train=str(SST2_TRAIN), eval=str(SST2_DEV),
-                                           train_limit=256, eval_limit=64))
+    data = load_task_data(
+        spec, DataConfig(source="local", train=str(SST2_TRAIN), eval=str(SST2_DEV), train_limit=256, eval_limit=64)
+    )
     return {k: tokenize(v, tokenizer, spec.text_fields, 64) for k, v in data.items()}

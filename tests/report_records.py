@@ -13,19 +13,27 @@ from pathlib import Path
 
 import numpy as np
 
-from prunebench.records import metric, predictions_path, predictions_payload, write_predictions, write_record
+from prunebench.records.record import metric, predictions_path, predictions_payload, write_predictions, write_record
 
 TASK = "sst2"
 SEEDS = (0, 1)
 DENSE_DISK = 90e6
 LAYERS = 2
-MATRICES = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-            "intermediate.dense", "output.dense"]
+MATRICES = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+]
 
 #: (method, budget) -> accuracy per seed, encoder remaining, disk (dense fmt, sparse fmt), latency b1/b32 (ms)
 RUNS = {
     ("dense", 1.0): dict(acc=(0.90, 0.91), rem=1.0, disk=(90e6, 95e6), lat=(10.0, 100.0), gran="element"),
-    ("int8_dynamic", 1.0): dict(acc=(0.9025, 0.9025), rem=0.99, disk=(40e6, 41e6), lat=(6.0, 50.0), gran="int8-weights"),
+    ("int8_dynamic", 1.0): dict(
+        acc=(0.9025, 0.9025), rem=0.99, disk=(40e6, 41e6), lat=(6.0, 50.0), gran="int8-weights"
+    ),
     ("magnitude_global", 0.5): dict(acc=(0.89, 0.88), rem=0.5, disk=(90e6, 70e6), lat=(10.0, 100.0), gran="element"),
     ("magnitude_global", 0.1): dict(acc=(0.80, 0.82), rem=0.1, disk=(90e6, 52e6), lat=(10.0, 100.0), gran="element"),
     ("random", 0.5): dict(acc=(0.85, 0.84), rem=0.5, disk=(90e6, 70e6), lat=(10.0, 100.0), gran="element"),
@@ -96,35 +104,80 @@ def make_record(method: str, budget: float, seed: int, spec: dict) -> dict:
     if spec["gran"] == "head":
         metrics["heads_remaining"] = metric(rem, "fraction")
     return {
-        "schema_version": 1, "task": TASK, "method": method, "budget": budget, "seed": seed,
+        "schema_version": 1,
+        "task": TASK,
+        "method": method,
+        "budget": budget,
+        "seed": seed,
         "metrics": metrics,
         "details": {
-            "method": {"name": method, "paper": f"paper of {method}", "starts_from": "dense", "granularity": spec["gran"],
-                       "target_remaining": budget, "settings": {"update_every": 10}},
+            "method": {
+                "name": method,
+                "paper": f"paper of {method}",
+                "starts_from": "dense",
+                "granularity": spec["gran"],
+                "target_remaining": budget,
+                "settings": {"update_every": 10},
+            },
             "model": {"id": "tiny-random", "source": "BertConfig(...)"},
             "per_matrix_remaining": per_matrix,
-            "measurement": {"backend": "torch-dense-cpu", "seq_len": 32, "batch_sizes": [1, 32], "threads": 2,
-                            "warmup": 1, "repeats": 3, "latency": {}},
+            "measurement": {
+                "backend": "torch-dense-cpu",
+                "seq_len": 32,
+                "batch_sizes": [1, 32],
+                "threads": 2,
+                "warmup": 1,
+                "repeats": 3,
+                "latency": {},
+            },
             "training": {"steps": 20, "loss_curve": [0.7, 0.5]},
         },
-        "config": {"task": TASK, "model": "tiny-random", "profile": "test", "results_dir": "x", "threads": 2,
-                   "measure": {"seq_len": 32, "batch_sizes": [1, 32]}, "finetune": {"steps": 20}},
-        "provenance": {"git_sha": "0123456789abcdef", "git_dirty": False,
-                       "versions": {"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.23.0",
-                                    "datasets": "5.2.0", "evaluate": "0.4.6"},
-                       "hardware": {"cpu": "Test CPU", "logical_cores": 2, "gpu": None, "memory_gib": 8.0},
-                       "wall_time_s": 30.0, "created": "2026-01-01T00:00:00+00:00"},
+        "config": {
+            "task": TASK,
+            "model": "tiny-random",
+            "profile": "test",
+            "results_dir": "x",
+            "threads": 2,
+            "measure": {"seq_len": 32, "batch_sizes": [1, 32]},
+            "finetune": {"steps": 20},
+        },
+        "provenance": {
+            "git_sha": "0123456789abcdef",
+            "git_dirty": False,
+            "versions": {
+                "python": "3.11.7",
+                "torch": "2.13.0+cpu",
+                "transformers": "5.23.0",
+                "datasets": "5.2.0",
+                "evaluate": "0.4.6",
+            },
+            "hardware": {"cpu": "Test CPU", "logical_cores": 2, "gpu": None, "memory_gib": 8.0},
+            "wall_time_s": 30.0,
+            "created": "2026-01-01T00:00:00+00:00",
+        },
     }
 
 
 def head_ablation_json(layers: int = 2, heads: int = 4) -> dict:
     base = 0.905
-    single = [[base - 0.01 * ((l + h) % 3) + (0.004 if (l, h) == (1, 2) else 0.0) for h in range(heads)] for l in range(layers)]
+    single = [
+        [base - 0.01 * ((l + h) % 3) + (0.004 if (l, h) == (1, 2) else 0.0) for h in range(heads)]
+        for l in range(layers)
+    ]
     kept = [[base - 0.05 - 0.01 * h for h in range(heads)] for _ in range(layers)]
-    return {"task": TASK, "metric": "accuracy", "disable": "mask", "layers": layers, "heads_per_layer": [heads] * layers,
-            "baseline": base, "single_head_disabled": single, "one_head_kept": kept,
-            "best_one_head_score": [max(r) for r in kept], "layer_attention_disabled": [base - 0.1, base - 0.02],
-            "eval_examples": 64}
+    return {
+        "task": TASK,
+        "metric": "accuracy",
+        "disable": "mask",
+        "layers": layers,
+        "heads_per_layer": [heads] * layers,
+        "baseline": base,
+        "single_head_disabled": single,
+        "one_head_kept": kept,
+        "best_one_head_score": [max(r) for r in kept],
+        "layer_attention_disabled": [base - 0.1, base - 0.02],
+        "eval_examples": 64,
+    }
 
 
 def build_results(root: Path, predictions: bool = True) -> dict:
@@ -150,24 +203,38 @@ def build_results(root: Path, predictions: bool = True) -> dict:
     missing = record_path(root, "magnitude_local", 0.1, 1)
     expected += [corrupt, failed, missing]
     bench = root / "benchmarks"
-    for rel, s in [("sst2/dense/seed0.tsv", 11.5), ("sst2/dense/seed1.tsv", 12.5),
-                   ("sst2/magnitude_global/0.5/seed0.tsv", 20.0), ("sst2/magnitude_global/0.1/seed0.tsv", 21.0),
-                   ("leaderboard.tsv", 1.5), ("analysis/sst2/head_ablation_seed0.tsv", 40.0)]:
+    for rel, s in [
+        ("sst2/dense/seed0.tsv", 11.5),
+        ("sst2/dense/seed1.tsv", 12.5),
+        ("sst2/magnitude_global/0.5/seed0.tsv", 20.0),
+        ("sst2/magnitude_global/0.1/seed0.tsv", 21.0),
+        ("leaderboard.tsv", 1.5),
+        ("analysis/sst2/head_ablation_seed0.tsv", 40.0),
+    ]:
         (bench / rel).parent.mkdir(parents=True, exist_ok=True)
-        (bench / rel).write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-                                 f"{s}\t0:00:{int(s):02d}\t1000.5\t3000\t700\t800\t1\t2\t90\t{s + 1}\n")
+        (bench / rel).write_text(
+            "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+            f"{s}\t0:00:{int(s):02d}\t1000.5\t3000\t700\t800\t1\t2\t90\t{s + 1}\n"
+        )
     (bench / "broken.tsv").write_text("")
     ab = root / "analysis" / TASK / "head_ablation_seed0.json"
     ab.parent.mkdir(parents=True, exist_ok=True)
     ab.write_text(json.dumps(head_ablation_json()))
     (root / "analysis" / TASK / "head_ablation_seed1.json").write_text("{not json")
     (root / "analysis" / TASK / "head_ablation_uniform_seed0.json").write_text(
-        json.dumps({**head_ablation_json(), "mode": "uniform", "disable": "uniform attention 1/L"}))
-    return {"expected": [str(p) for p in expected], "corrupt": str(corrupt), "failed": str(failed),
-            "missing": str(missing), "present": [str(p) for p in expected if p not in (corrupt, failed, missing)]}
+        json.dumps({**head_ablation_json(), "mode": "uniform", "disable": "uniform attention 1/L"})
+    )
+    return {
+        "expected": [str(p) for p in expected],
+        "corrupt": str(corrupt),
+        "failed": str(failed),
+        "missing": str(missing),
+        "present": [str(p) for p in expected if p not in (corrupt, failed, missing)],
+    }
 
 
 # ----- records of any task, with predictions consistent with them (cross-task tests) ------------
+
 
 def task_record_path(root: Path, task: str, method: str, budget: float, seed: int) -> Path:
     return Path(root) / "records" / task / method / budget_label(budget) / f"seed{seed}.json"
@@ -177,7 +244,7 @@ def task_predictions(task: str, quality: float, n: int, positive_share: float = 
     """(kind, metric, predictions, references) of a model on ``n`` synthetic examples of ``task``:
     right (labels, values, QA score 1) on the first round(quality * n) examples of a fixed order,
     wrong (or noise, or 0) on the rest; labels are 1 on round(positive_share * n) fixed examples."""
-    from prunebench.tasks import get_task
+    from prunebench.data.tasks import get_task
 
     spec = get_task(task)
     rng = np.random.default_rng(7)
@@ -191,28 +258,54 @@ def task_predictions(task: str, quality: float, n: int, positive_share: float = 
         preds = np.where(right, refs, rng.uniform(0.0, 5.0, n))
         return "values", spec.primary_metric, preds.tolist(), refs.tolist()
     refs = np.zeros(n, dtype=int)
-    refs[rng.permutation(n)[:round(positive_share * n)]] = 1
+    refs[rng.permutation(n)[: round(positive_share * n)]] = 1
     if spec.num_labels > 2:  # several classes: labels drawn uniformly (positive_share does not apply)
         refs = rng.integers(0, spec.num_labels, n)
     preds = np.where(right, refs, (refs + 1) % spec.num_labels)
     return "labels", spec.primary_metric, preds.tolist(), refs.tolist()
 
 
-def write_task_run(root: Path, task: str, method: str, budget: float, seed: int, quality: float, n: int = N_EXAMPLES,
-                   split_kind: str | None = None, split_note: str | None = None, positive_share: float = 0.5,
-                   predictions: bool = True) -> Path:
+def write_task_run(
+    root: Path,
+    task: str,
+    method: str,
+    budget: float,
+    seed: int,
+    quality: float,
+    n: int = N_EXAMPLES,
+    split_kind: str | None = None,
+    split_note: str | None = None,
+    positive_share: float = 0.5,
+    predictions: bool = True,
+) -> Path:
     """A schema-valid record of ``task`` and its predictions file (``task_predictions``); the record's
     primary metric is recomputed from the predictions, so the two always match."""
-    from prunebench.records import Predictions, references_sha256
+    from prunebench.records.record import Predictions, references_sha256
 
     kind, name, preds, refs = task_predictions(task, quality, n, positive_share)
-    payload = predictions_payload({"task": task, "method": method, "budget": budget, "seed": seed}, name, kind,
-                                  preds, refs)
+    payload = predictions_payload(
+        {"task": task, "method": method, "budget": budget, "seed": seed}, name, kind, preds, refs
+    )
     arr = {k: np.asarray(v, dtype=float) for k, v in preds.items()} if kind == "scores" else np.asarray(preds)
-    value = Predictions(task, method, float(budget), seed, name, n, kind, arr,
-                        None if kind == "scores" else np.asarray(refs), references_sha256(refs)).value()
-    spec = dict(acc=(value, value), rem=min(1.0, budget), disk=(90e6, 90e6 * max(budget, 0.5)), lat=(10.0, 100.0),
-                gran="element")
+    value = Predictions(
+        task,
+        method,
+        float(budget),
+        seed,
+        name,
+        n,
+        kind,
+        arr,
+        None if kind == "scores" else np.asarray(refs),
+        references_sha256(refs),
+    ).value()
+    spec = dict(
+        acc=(value, value),
+        rem=min(1.0, budget),
+        disk=(90e6, 90e6 * max(budget, 0.5)),
+        lat=(10.0, 100.0),
+        gran="element",
+    )
     record = make_record(method, budget, seed, spec)
     record["task"] = task
     metrics = record["metrics"]
@@ -220,8 +313,11 @@ def write_task_run(root: Path, task: str, method: str, budget: float, seed: int,
     metrics[name] = metric(float(value), "fraction")
     record["config"]["task"] = task
     if split_kind is not None:
-        record["config"]["data"] = {"source": "local", "eval_split_kind": split_kind,
-                                    "split_note": split_note or f"{split_kind} evaluation split of {task}"}
+        record["config"]["data"] = {
+            "source": "local",
+            "eval_split_kind": split_kind,
+            "split_note": split_note or f"{split_kind} evaluation split of {task}",
+        }
     path = task_record_path(root, task, method, budget, seed)
     write_record(record, path)
     if predictions:

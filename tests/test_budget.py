@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from prunebench.budget import (BudgetError, DENSE_SIZE_ATTR, check_budget, count_encoder_weights,
-                               dense_encoder_size, encoder_weights, remaining_fraction)
+from prunebench.structure.budget import (
+    DENSE_SIZE_ATTR,
+    BudgetError,
+    check_budget,
+    count_encoder_weights,
+    dense_encoder_size,
+    encoder_weights,
+    remaining_fraction,
+)
 
 
 def test_dense_reference_matches_bert_formula(tiny_model):
@@ -13,6 +20,7 @@ def test_dense_reference_matches_bert_formula(tiny_model):
     assert dense_encoder_size(c) == expected
     # BERT-base: 84.9M encoder weights, as Sanh et al. 2020 count (3% = 2.6M, 10% = 8.5M)
     from transformers import BertConfig
+
     assert dense_encoder_size(BertConfig()) == 84_934_656
 
 
@@ -54,8 +62,8 @@ def test_valid_budgets_pass():
 
 
 def test_per_matrix_fraction_of_an_emptied_matrix_is_zero(tiny_model):
-    from prunebench.budget import per_matrix_remaining
-    from prunebench.surgery import remove_heads
+    from prunebench.structure.budget import per_matrix_remaining
+    from prunebench.structure.surgery import remove_heads
 
     remove_heads(tiny_model, {0: list(range(tiny_model.config.num_attention_heads))})
     fractions = per_matrix_remaining(tiny_model)

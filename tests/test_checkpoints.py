@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
-from prunebench.checkpoints import CheckpointError, SPARSE, WEIGHTS, load_model, load_sparse, save_model
+from prunebench.checkpoints.store import SPARSE, WEIGHTS, CheckpointError, load_model, load_sparse, save_model
 from prunebench.measure.disk import bytes_on_disk
+from prunebench.method.base import TrainingPlan
 
 
 def _outputs(model, tokenizer):
@@ -41,9 +41,12 @@ def test_csr_path_is_exact(tiny_model, tokenizer, tmp_path):
     # 2% remaining: CSR beats the bitmap and is chosen
     method = methods.build("magnitude_oneshot", 0.02)
     method.prepare(tiny_model, TrainingPlan(total_steps=1, seed=0))
-    from prunebench.checkpoints import save_sparse
-    from safetensors import safe_open
     import json
+
+    from safetensors import safe_open
+
+    from prunebench.checkpoints.store import save_sparse
+
     save_sparse(tiny_model, tmp_path / "s.safetensors")
     with safe_open(str(tmp_path / "s.safetensors"), framework="pt") as fh:
         layout = json.loads(fh.metadata()["prunebench_sparse_layout"])

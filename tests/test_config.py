@@ -28,20 +28,31 @@ def test_overrides_merge_into_profile(raw):
     assert exp["finetune"]["steps"] == 3 and exp["finetune"]["batch_size"] == 16  # merged, not replaced
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"methods": ["magnitude_global", "movment"]}, r"key 'methods': unknown method 'movment'"),
-    ({"budgets": [0.5, 1.5]}, r"key 'budgets.1': 1.5 is greater than the maximum of 1"),
-    ({"budgets": [0]}, r"key 'budgets.0': 0 is less than or equal to the minimum of 0"),
-    ({"data": {"train": "../shared/data/{task}/no_such.tsv"}}, r"key 'data.train': data file not found for task 'sst2': .*sst2/no_such.tsv"),
-    ({"task": ["sst2", "mnli"], "data": {"train": "../shared/data/{task}/train_subset_9k.tsv"}},
-     r"data file not found for task 'sst2'"),
-    ({"budgest": [0.5]}, r"'budgest' was unexpected"),
-    ({"finetune": {"stpes": 3}}, r"key 'finetune'.*'stpes' was unexpected"),
-    ({"profile": "fast"}, r"unknown profile 'fast'"),
-    ({"task": "colaa"}, r"key 'task': 'colaa' is not one of"),
-    ({"method_settings": {"magnitude_global": {"warmup": 1}}}, r"method_settings.magnitude_global.*unknown setting"),
-    ({"model": "./no/such/folder"}, r"key 'model': local model folder not found"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"methods": ["magnitude_global", "movment"]}, r"key 'methods': unknown method 'movment'"),
+        ({"budgets": [0.5, 1.5]}, r"key 'budgets.1': 1.5 is greater than the maximum of 1"),
+        ({"budgets": [0]}, r"key 'budgets.0': 0 is less than or equal to the minimum of 0"),
+        (
+            {"data": {"train": "../shared/data/{task}/no_such.tsv"}},
+            r"key 'data.train': data file not found for task 'sst2': .*sst2/no_such.tsv",
+        ),
+        (
+            {"task": ["sst2", "mnli"], "data": {"train": "../shared/data/{task}/train_subset_9k.tsv"}},
+            r"data file not found for task 'sst2'",
+        ),
+        ({"budgest": [0.5]}, r"'budgest' was unexpected"),
+        ({"finetune": {"stpes": 3}}, r"key 'finetune'.*'stpes' was unexpected"),
+        ({"profile": "fast"}, r"unknown profile 'fast'"),
+        ({"task": "colaa"}, r"key 'task': 'colaa' is not one of"),
+        (
+            {"method_settings": {"magnitude_global": {"warmup": 1}}},
+            r"method_settings.magnitude_global.*unknown setting",
+        ),
+        ({"model": "./no/such/folder"}, r"key 'model': local model folder not found"),
+    ],
+)
 def test_bad_config_names_key_and_value(raw, override, message):
     raw.update(override)
     with pytest.raises(ConfigError, match=message):
@@ -94,7 +105,9 @@ def test_steps_list_is_swept_and_precision_auto_accepted(raw):
     assert finetune_steps(resolve(raw)) == [200, 800, 1600]
 
 
-@pytest.mark.parametrize("steps, needle", [([200, 0], "finetune.steps"), ([], "finetune.steps"), ([5, 5], "non-unique")])
+@pytest.mark.parametrize(
+    "steps, needle", [([200, 0], "finetune.steps"), ([], "finetune.steps"), ([5, 5], "non-unique")]
+)
 def test_bad_steps_list_is_a_clear_error(raw, steps, needle):
     raw.update(profile="smoke", finetune={"steps": steps})
     with pytest.raises(ConfigError, match=needle):
@@ -119,17 +132,20 @@ def test_method_budgets_replace_budgets_for_their_methods(raw):
     assert budgets_of(resolve(raw), "head_importance") == [0.5, 0.1]
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"movment": [0.5]}, r"key 'method_budgets.movment': unknown method 'movment'"),
-    ({"wanda": [0.5]}, r"key 'method_budgets.wanda': method 'wanda' is not in 'methods'"),
-    ({"int8_dynamic": [0.5]}, r"key 'method_budgets.int8_dynamic': method 'int8_dynamic' is budget-free"),
-    ({"fixed_attention": [0.8]}, r"key 'method_budgets.fixed_attention': .*budget-free"),
-    ({"layerdrop": [0.5, 1.5]}, r"key 'method_budgets.layerdrop.1': 1.5 is greater than the maximum of 1"),
-    ({"layerdrop": [0]}, r"key 'method_budgets.layerdrop.0': 0 is less than or equal to the minimum of 0"),
-    ({"layerdrop": []}, r"key 'method_budgets.layerdrop'.*should be non-empty"),
-    ({"layerdrop": 0.5}, r"key 'method_budgets.layerdrop': 0.5 is not of type 'array'"),
-    ({"layerdrop": [0.5, 0.50000001]}, r"key 'method_budgets.layerdrop': repeated budget"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"movment": [0.5]}, r"key 'method_budgets.movment': unknown method 'movment'"),
+        ({"wanda": [0.5]}, r"key 'method_budgets.wanda': method 'wanda' is not in 'methods'"),
+        ({"int8_dynamic": [0.5]}, r"key 'method_budgets.int8_dynamic': method 'int8_dynamic' is budget-free"),
+        ({"fixed_attention": [0.8]}, r"key 'method_budgets.fixed_attention': .*budget-free"),
+        ({"layerdrop": [0.5, 1.5]}, r"key 'method_budgets.layerdrop.1': 1.5 is greater than the maximum of 1"),
+        ({"layerdrop": [0]}, r"key 'method_budgets.layerdrop.0': 0 is less than or equal to the minimum of 0"),
+        ({"layerdrop": []}, r"key 'method_budgets.layerdrop'.*should be non-empty"),
+        ({"layerdrop": 0.5}, r"key 'method_budgets.layerdrop': 0.5 is not of type 'array'"),
+        ({"layerdrop": [0.5, 0.50000001]}, r"key 'method_budgets.layerdrop': repeated budget"),
+    ],
+)
 def test_bad_method_budgets_names_key_and_value(raw, entry, message):
     raw["method_budgets"] = entry
     with pytest.raises(ConfigError, match=message):

@@ -9,22 +9,37 @@ from pathlib import Path
 
 import pytest
 
-from reports.convergence import (convergence_section, kendall, longest_steps_records, ranking, step_counts,
-                                 steps_of)
+from prunebench.report.convergence import (
+    convergence_section,
+    kendall,
+    longest_steps_records,
+    ranking,
+    step_counts,
+    steps_of,
+)
 from tests.conftest import REPO
 
 
 def _rec(method, steps, acc, budget=0.1, seed=0):
-    return {"task": "sst2", "method": method, "budget": 1.0 if method == "dense" else budget, "seed": seed,
-            "metrics": {"accuracy": {"value": acc, "unit": "fraction"}},
-            "config": {"finetune": {"steps": steps}}}
+    return {
+        "task": "sst2",
+        "method": method,
+        "budget": 1.0 if method == "dense" else budget,
+        "seed": seed,
+        "metrics": {"accuracy": {"value": acc, "unit": "fraction"}},
+        "config": {"finetune": {"steps": steps}},
+    }
 
 
 #: At 200 steps a > b > c; at 800 the order is reversed; at 3200 it is back to a > b > c.
-SCORES = {200: {"a": 0.80, "b": 0.70, "c": 0.60}, 800: {"a": 0.60, "b": 0.70, "c": 0.80},
-          3200: {"a": 0.90, "b": 0.85, "c": 0.84}}
-RECORDS = [_rec(m, s, v) for s, row in SCORES.items() for m, v in row.items()] + \
-          [_rec("dense", s, 0.85 + s / 1e5) for s in SCORES]
+SCORES = {
+    200: {"a": 0.80, "b": 0.70, "c": 0.60},
+    800: {"a": 0.60, "b": 0.70, "c": 0.80},
+    3200: {"a": 0.90, "b": 0.85, "c": 0.84},
+}
+RECORDS = [_rec(m, s, v) for s, row in SCORES.items() for m, v in row.items()] + [
+    _rec("dense", s, 0.85 + s / 1e5) for s in SCORES
+]
 
 
 def test_rankings_and_kendall_tau_per_length():
@@ -43,8 +58,13 @@ def test_rankings_and_kendall_tau_per_length():
 
 
 def test_seeds_are_averaged_before_ranking():
-    recs = [_rec("a", 200, 0.9, seed=0), _rec("a", 200, 0.5, seed=1), _rec("b", 200, 0.6),
-            _rec("a", 400, 0.6), _rec("b", 400, 0.6)]
+    recs = [
+        _rec("a", 200, 0.9, seed=0),
+        _rec("a", 200, 0.5, seed=1),
+        _rec("b", 200, 0.6),
+        _rec("a", 400, 0.6),
+        _rec("b", 400, 0.6),
+    ]
     group = convergence_section(recs, with_figures=False)["groups"][0]
     assert group["rankings"][0]["order"] == ["a", "b"]  # mean 0.7 > 0.6
     assert group["taus"][0]["tau"] is None  # every method tied at 400 steps: tau undefined, not a number
@@ -76,13 +96,32 @@ def test_section_draws_a_figure():
 
 
 def _env():
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def test_convergence_profile_dry_runs():
-    out = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "2", "--printshellcmds",
-                          "--config", "profile=convergence"], cwd=REPO, env=_env(), capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--dry-run",
+            "--cores",
+            "2",
+            "--printshellcmds",
+            "--config",
+            "profile=convergence",
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     stats = text.split("Job stats")[-1]
@@ -90,18 +129,33 @@ def test_convergence_profile_dry_runs():
     assert counts["finetune_dense"] == 3 and counts["prune"] == 5 * 3 and counts["measure"] == 6 * 3
     assert "head_ablation" not in counts
     for steps in (200, 800, 1600):
-        assert f'seed0_steps{steps}.json' in text and f'"steps": {steps},' in text
+        assert f"seed0_steps{steps}.json" in text and f'"steps": {steps},' in text
 
 
 @pytest.mark.workflow
 def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}",
-           "finetune={steps: [3, 5]}", "methods=[magnitude_global]", "budgets=[0.5]", "head_ablation_modes=[]",
-           "measure={repeats: 1, batch_sizes: [1], memory: false}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--config",
+        "profile=smoke",
+        f"results_dir={tmp_path}",
+        "finetune={steps: [3, 5]}",
+        "methods=[magnitude_global]",
+        "budgets=[0.5]",
+        "head_ablation_modes=[]",
+        "measure={repeats: 1, batch_sizes: [1], memory: false}",
+    ]
     out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for steps in (3, 5):
-        for rel in (f"records/sst2/dense/1/seed0_steps{steps}.json", f"records/sst2/magnitude_global/0.5/seed0_steps{steps}.json"):
+        for rel in (
+            f"records/sst2/dense/1/seed0_steps{steps}.json",
+            f"records/sst2/magnitude_global/0.5/seed0_steps{steps}.json",
+        ):
             rec = json.loads((tmp_path / rel).read_text())
             assert rec["config"]["finetune"]["steps"] == steps
             assert rec["details"]["training"]["steps"] == steps
@@ -117,7 +171,7 @@ def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
 def test_published_convergence_records_give_the_readme_verdict():
     """The committed convergence run (reports/convergence/records) has three lengths, every
     record has its predictions, and the section computed from it is the one the README states."""
-    from prunebench.records import read_record
+    from prunebench.records.record import read_record
 
     folder = REPO / "reports" / "convergence" / "records"
     paths = sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".predictions.json"))

@@ -9,10 +9,10 @@ import csv
 import numpy as np
 import pytest
 
-from reports import cross_task
-from reports.collect import load_record_set
-from reports.cross_task import Estimate, check_claim, claim_verdict, cross_task_summary, parse_claim
-from reports.uncertainty import load_predictions
+from prunebench.report import cross_task
+from prunebench.report.collect import load_record_set
+from prunebench.report.cross_task import Estimate, check_claim, claim_verdict, cross_task_summary, parse_claim
+from prunebench.report.uncertainty import load_predictions
 from tests.report_records import task_predictions, write_task_run
 
 
@@ -32,9 +32,15 @@ def _runs(root, spec, n=200, **kw):
 
 def test_share_is_the_ratio_of_seed_matched_means(tmp_path):
     # dense has seeds 0, 1, 2; the method 0 and 1 only: seed 2 (a bad dense seed) must not count
-    _runs(tmp_path, {("sst2", "dense", 1.0): {0: 0.9, 1: 0.8, 2: 0.5},
-                     ("sst2", "magnitude_global", 0.1): {0: 0.81, 1: 0.72},
-                     ("cola", "dense", 1.0): {0: 0.9}, ("cola", "magnitude_global", 0.1): {0: 0.8}})
+    _runs(
+        tmp_path,
+        {
+            ("sst2", "dense", 1.0): {0: 0.9, 1: 0.8, 2: 0.5},
+            ("sst2", "magnitude_global", 0.1): {0: 0.81, 1: 0.72},
+            ("cola", "dense", 1.0): {0: 0.9},
+            ("cola", "magnitude_global", 0.1): {0: 0.8},
+        },
+    )
     summary, _, _ = _summary(tmp_path)
     row = summary.row("magnitude_global", 0.1)
     assert row.seeds["sst2"] == [0, 1]
@@ -51,15 +57,25 @@ def test_interval_contains_the_estimate_and_narrows_with_more_examples(tmp_path)
     widths = {}
     for n in (100, 1600):
         root = tmp_path / f"n{n}"
-        _runs(root, {("sst2", "dense", 1.0): {0: 0.9}, ("sst2", "random", 0.5): {0: 0.75},
-                     ("stsb", "dense", 1.0): {0: 0.9}, ("stsb", "random", 0.5): {0: 0.6}}, n=n)
+        _runs(
+            root,
+            {
+                ("sst2", "dense", 1.0): {0: 0.9},
+                ("sst2", "random", 0.5): {0: 0.75},
+                ("stsb", "dense", 1.0): {0: 0.9},
+                ("stsb", "random", 0.5): {0: 0.6},
+            },
+            n=n,
+        )
         summary, _, _ = _summary(root)
         row = summary.row("random", 0.5)
         for est in [*row.shares.values(), row.mean]:
             assert est.low < est.value < est.high
             assert len(est.distribution) == cross_task.N_RESAMPLES
         # the mean's replicates are the elementwise mean of the tasks' replicates
-        assert np.allclose(row.mean.distribution, (row.shares["sst2"].distribution + row.shares["stsb"].distribution) / 2)
+        assert np.allclose(
+            row.mean.distribution, (row.shares["sst2"].distribution + row.shares["stsb"].distribution) / 2
+        )
         widths[n] = {k: v.high - v.low for k, v in {**row.shares, "mean": row.mean}.items()}
     for key in widths[100]:
         assert widths[1600][key] < 0.5 * widths[100][key], key  # 16x the examples: about a quarter of the width
@@ -67,8 +83,16 @@ def test_interval_contains_the_estimate_and_narrows_with_more_examples(tmp_path)
 
 def test_a_task_whose_dense_model_is_at_chance_is_excluded_and_listed(tmp_path):
     # RTE labels 60% positive: the majority class scores 0.6; a dense model at 0.6 is not above chance
-    _runs(tmp_path, {("rte", "dense", 1.0): {0: 0.6}, ("rte", "random", 0.5): {0: 0.55},
-                     ("sst2", "dense", 1.0): {0: 0.9}, ("sst2", "random", 0.5): {0: 0.8}}, positive_share=0.6)
+    _runs(
+        tmp_path,
+        {
+            ("rte", "dense", 1.0): {0: 0.6},
+            ("rte", "random", 0.5): {0: 0.55},
+            ("sst2", "dense", 1.0): {0: 0.9},
+            ("sst2", "random", 0.5): {0: 0.8},
+        },
+        positive_share=0.6,
+    )
     # WNLI well above chance is still out of the mean (BERT paper)
     _runs(tmp_path, {("wnli", "dense", 1.0): {0: 0.95}, ("wnli", "random", 0.5): {0: 0.5}})
     summary, _, _ = _summary(tmp_path)
@@ -98,10 +122,18 @@ def test_claim_verdict_from_the_interval(tmp_path):
     assert claim_verdict(Estimate(0.90, 0.88, 0.949)) == "fails"
     assert claim_verdict(Estimate(0.97)) == "n/a" and claim_verdict(None) == "n/a"
     assert parse_claim("keeps >= 95% of dense at 10% remaining") == (0.95, 0.1)
-    _runs(tmp_path, {("sst2", "dense", 1.0): {0: 0.9}, ("sst2", "magnitude_global", 0.1): {0: 0.9},
-                     ("sst2", "random", 0.1): {0: 0.6},
-                     ("qnli", "dense", 1.0): {0: 0.9}, ("qnli", "magnitude_global", 0.1): {0: 0.9},
-                     ("qnli", "random", 0.1): {0: 0.6}}, n=400)
+    _runs(
+        tmp_path,
+        {
+            ("sst2", "dense", 1.0): {0: 0.9},
+            ("sst2", "magnitude_global", 0.1): {0: 0.9},
+            ("sst2", "random", 0.1): {0: 0.6},
+            ("qnli", "dense", 1.0): {0: 0.9},
+            ("qnli", "magnitude_global", 0.1): {0: 0.9},
+            ("qnli", "random", 0.1): {0: 0.6},
+        },
+        n=400,
+    )
     summary, _, _ = _summary(tmp_path)
     kept = check_claim(summary, "magnitude_global", "keeps >= 95% of dense at 10% remaining")
     assert kept.verdict == "holds" and "over 2 of 2 tasks" in kept.text  # identical predictions: share 1 [1, 1]
@@ -111,9 +143,16 @@ def test_claim_verdict_from_the_interval(tmp_path):
 
 
 def test_a_missing_task_is_flagged_never_silent(tmp_path):
-    _runs(tmp_path, {("sst2", "dense", 1.0): {0: 0.9}, ("sst2", "random", 0.5): {0: 0.8},
-                     ("qnli", "dense", 1.0): {0: 0.9}, ("qnli", "random", 0.5): {0: 0.7},
-                     ("qnli", "magnitude_global", 0.5): {0: 0.85}})
+    _runs(
+        tmp_path,
+        {
+            ("sst2", "dense", 1.0): {0: 0.9},
+            ("sst2", "random", 0.5): {0: 0.8},
+            ("qnli", "dense", 1.0): {0: 0.9},
+            ("qnli", "random", 0.5): {0: 0.7},
+            ("qnli", "magnitude_global", 0.5): {0: 0.85},
+        },
+    )
     summary, records, predictions = _summary(tmp_path)
     mg = summary.row("magnitude_global", 0.5)
     assert mg.flagged and mg.missing == ["sst2"] and mg.tasks_in_mean == ["qnli"]
@@ -121,7 +160,7 @@ def test_a_missing_task_is_flagged_never_silent(tmp_path):
     assert "1 of 2 tasks; missing: sst2" in cross_task.mean_text(mg, summary)
     assert not summary.row("random", 0.5).flagged
 
-    from reports.leaderboard import glue_average, glue_markdown
+    from prunebench.report.leaderboard import glue_average, glue_markdown
 
     md = "\n".join(glue_markdown(glue_average(records, predictions)))
     assert "| 0.5 | magnitude_global | 1 of 2 ⚠ missing: sst2 |" in md
@@ -138,14 +177,27 @@ def test_predictions_on_other_examples_give_no_interval_and_say_so(tmp_path):
 
 
 def test_glue_average_excludes_wnli_and_lists_squad_apart(tmp_path):
-    from reports.leaderboard import COLUMNS, write_leaderboard
+    from prunebench.report.leaderboard import COLUMNS, write_leaderboard
 
-    _runs(tmp_path, {("sst2", "dense", 1.0): {0: 0.9}, ("sst2", "random", 0.5): {0: 0.8},
-                     ("rte", "dense", 1.0): {0: 0.7}, ("rte", "random", 0.5): {0: 0.6},
-                     ("wnli", "dense", 1.0): {0: 0.5}, ("wnli", "random", 0.5): {0: 0.1},
-                     ("squad", "dense", 1.0): {0: 0.8}, ("squad", "random", 0.5): {0: 0.4}})
-    _runs(tmp_path, {("qqp", "dense", 1.0): {0: 0.9}, ("qqp", "random", 0.5): {0: 0.8}}, split_kind="stand-in",
-          split_note="the disjoint 1k train sample")
+    _runs(
+        tmp_path,
+        {
+            ("sst2", "dense", 1.0): {0: 0.9},
+            ("sst2", "random", 0.5): {0: 0.8},
+            ("rte", "dense", 1.0): {0: 0.7},
+            ("rte", "random", 0.5): {0: 0.6},
+            ("wnli", "dense", 1.0): {0: 0.5},
+            ("wnli", "random", 0.5): {0: 0.1},
+            ("squad", "dense", 1.0): {0: 0.8},
+            ("squad", "random", 0.5): {0: 0.4},
+        },
+    )
+    _runs(
+        tmp_path,
+        {("qqp", "dense", 1.0): {0: 0.9}, ("qqp", "random", 0.5): {0: 0.8}},
+        split_kind="stand-in",
+        split_note="the disjoint 1k train sample",
+    )
     board = write_leaderboard(tmp_path / "records", tmp_path / "lb.md", tmp_path / "lb.csv")
     md = (tmp_path / "lb.md").read_text()
     glue = md.split("## GLUE-style average")[1]
@@ -160,13 +212,16 @@ def test_glue_average_excludes_wnli_and_lists_squad_apart(tmp_path):
     assert float(rnd["share_mean_low"]) < float(rnd["share_mean"]) < float(rnd["share_mean_high"])
     # every table names the task; the stand-in task is marked in them and footnoted once per table
     assert "| qqp† | 0.5 |" in md and "| qqp | 0.5 |" not in md
-    assert "qqp†: stand-in evaluation split: not comparable with published dev numbers (the disjoint 1k train sample)" in md
+    assert (
+        "qqp†: stand-in evaluation split: not comparable with published dev numbers (the disjoint 1k train sample)"
+        in md
+    )
     with (tmp_path / "lb.csv").open() as fh:
         assert next(csv.reader(fh)) == COLUMNS  # the leaderboard's own CSV keeps its columns
 
 
 def test_single_task_leaderboard_is_unchanged(tmp_path):
-    from reports.leaderboard import to_markdown, write_leaderboard
+    from prunebench.report.leaderboard import to_markdown, write_leaderboard
 
     outs = {}
     for kind in (None, "stand-in"):
@@ -185,7 +240,7 @@ def test_single_task_leaderboard_is_unchanged(tmp_path):
 
 
 def test_report_renders_the_cross_task_section_with_two_tasks(tmp_path):
-    from reports.render import render_report
+    from prunebench.report.render import render_report
 
     root = tmp_path / "results"
     _runs(root, {("sst2", "dense", 1.0): {0: 0.9}, ("sst2", "random", 0.5): {0: 0.8}})
@@ -206,17 +261,24 @@ def test_report_renders_the_cross_task_section_with_two_tasks(tmp_path):
 
     one = render_report([p for p in paths if "/sst2/" in p], tmp_path / "one.html").read_text()
     assert 'id="across-tasks-single"' in one and "records of more than one task" in one
-    assert 'id="survey-table"' in one and "<h3 id=\"survey-" not in one
+    assert 'id="survey-table"' in one and '<h3 id="survey-' not in one
 
 
 def test_a_method_at_or_below_chance_on_a_task_is_marked(tmp_path):
     # a method whose accuracy is below the majority share keeps a share of dense that a constant
     # predictor would keep: the row names the task, the other method's row does not
-    _runs(tmp_path, {("sst2", "dense", 1.0): {0: 0.9}, ("sst2", "random", 0.1): {0: 0.45},
-                     ("sst2", "magnitude_global", 0.1): {0: 0.8},
-                     ("qnli", "dense", 1.0): {0: 0.9}, ("qnli", "random", 0.1): {0: 0.8},
-                     ("qnli", "magnitude_global", 0.1): {0: 0.8}})
-    from reports.render import render_report
+    _runs(
+        tmp_path,
+        {
+            ("sst2", "dense", 1.0): {0: 0.9},
+            ("sst2", "random", 0.1): {0: 0.45},
+            ("sst2", "magnitude_global", 0.1): {0: 0.8},
+            ("qnli", "dense", 1.0): {0: 0.9},
+            ("qnli", "random", 0.1): {0: 0.8},
+            ("qnli", "magnitude_global", 0.1): {0: 0.8},
+        },
+    )
+    from prunebench.report.render import render_report
 
     summary, _, _ = _summary(tmp_path)
     assert summary.info("sst2").chance == pytest.approx(0.5)
@@ -233,7 +295,7 @@ def test_published_glue_records_give_the_readme_verdict():
     cross-task summary computed from it is the one the README states."""
     from pathlib import Path
 
-    from prunebench.records import read_record
+    from prunebench.records.record import read_record
 
     folder = Path(__file__).resolve().parents[1] / "reports" / "glue" / "records"
     paths = sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".predictions.json"))
@@ -245,8 +307,11 @@ def test_published_glue_records_give_the_readme_verdict():
     summary, _, _ = _summary(folder.parent)
     assert summary.mean_tasks == ["mnli", "mrpc", "qnli", "qqp", "squad", "sst2", "stsb"]  # cola, rte: dense at chance
     means = {r.method: r.mean for r in summary.rows}
-    assert {m: round(e.value, 3) for m, e in means.items()} == {"flop": 0.473, "magnitude_global": 0.463,
-                                                                "movement_soft": 0.551}
+    assert {m: round(e.value, 3) for m, e in means.items()} == {
+        "flop": 0.473,
+        "magnitude_global": 0.463,
+        "movement_soft": 0.551,
+    }
     assert all(r.verdict == "fails" for r in summary.rows)  # nobody keeps 95% of dense at 10% remaining
     assert means["movement_soft"].low > max(means["flop"].high, means["magnitude_global"].high)
     assert means["flop"].low < means["magnitude_global"].high  # flop and magnitude: not separated

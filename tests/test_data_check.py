@@ -1,5 +1,5 @@
 """A missing or malformed task file stops a run before any training (issue 12):
-``prunebench.data_check`` unit-tested, then the workflow's ``onstart`` check through Snakemake."""
+``prunebench.data.check`` unit-tested, then the workflow's ``onstart`` check through Snakemake."""
 
 import json
 import os
@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from prunebench.config import load_config_file, resolve
-from prunebench.data import DataError
-from prunebench.data_check import CACHE_NAME, check_experiment_data
+from prunebench.data.check import CACHE_NAME, check_experiment_data
+from prunebench.data.loading import DataError
 from tests.conftest import REPO
 
 MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
@@ -49,12 +49,15 @@ def test_good_files_are_checked_once_and_cached(tmp_path, good_sst2):
     assert check_experiment_data(exp, tmp_path / "results")["sst2"]["train"] == 7
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("", "is empty"),
-    ("text\tlabel\nsome film\t1\n", "lacks column(s) ['sentence']"),
-    ("sentence\tlabel\nsome film\tgreat\n", "label 'great' is neither an index nor one of"),
-    ("sentence\tlabel\nsome film\t7\n", "is not a valid class index"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("", "is empty"),
+        ("text\tlabel\nsome film\t1\n", "lacks column(s) ['sentence']"),
+        ("sentence\tlabel\nsome film\tgreat\n", "label 'great' is neither an index nor one of"),
+        ("sentence\tlabel\nsome film\t7\n", "is not a valid class index"),
+    ],
+)
 def test_a_malformed_file_is_named_with_its_problem(tmp_path, good_sst2, content, problem):
     bad = _write(tmp_path / "bad.tsv", content)
     exp = _experiment(tmp_path, {"sst2": (bad, good_sst2)})
@@ -82,8 +85,21 @@ def test_the_workflow_stops_before_any_training_on_a_bad_task_file(tmp_path, goo
     overrides.write_text(yaml.safe_dump({"task_data": {"rte": {"train": bad, "eval": bad}}}))
     results = tmp_path / "results"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(overrides), "--config",
-           "profile=smoke", "task=[sst2,rte]", "methods=[magnitude_global]", "budgets=[0.5]", f"results_dir={results}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--configfile",
+        str(overrides),
+        "--config",
+        "profile=smoke",
+        "task=[sst2,rte]",
+        "methods=[magnitude_global]",
+        "budgets=[0.5]",
+        f"results_dir={results}",
+    ]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode != 0
     text = out.stdout + out.stderr

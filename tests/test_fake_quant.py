@@ -1,4 +1,4 @@
-"""prunebench.fake_quant: symmetric fake quantization on the grid, idempotence, the straight-through
+"""prunebench.quantization.fake_quant: symmetric fake quantization on the grid, idempotence, the straight-through
 estimator, the EMA range observer (Q8BERT) and quantization noise (Quant-Noise)."""
 
 from __future__ import annotations
@@ -8,9 +8,19 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunebench.fake_quant import (EMARangeObserver, InputFakeQuant, WeightFakeQuant, fake_quantize,
-                                   fake_quantize_tensor, noise_mask, per_token_scale, qmax, quant_noise, quantize,
-                                   symmetric_scale)
+from prunebench.quantization.fake_quant import (
+    EMARangeObserver,
+    InputFakeQuant,
+    WeightFakeQuant,
+    fake_quantize,
+    fake_quantize_tensor,
+    noise_mask,
+    per_token_scale,
+    qmax,
+    quant_noise,
+    quantize,
+    symmetric_scale,
+)
 
 
 def _x(*shape, seed=0, std=1.0):
@@ -60,8 +70,9 @@ def test_fake_quantization_is_idempotent(bits):
     # with the threshold recomputed from the quantized tensor (max|x^| = Q s): the same grid again
     again = fake_quantize_tensor(once, bits, axis=0)
     torch.testing.assert_close(again, once, rtol=1e-6, atol=0)
-    torch.testing.assert_close(fake_quantize_tensor(fake_quantize_tensor(x, bits), bits), fake_quantize_tensor(x, bits),
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        fake_quantize_tensor(fake_quantize_tensor(x, bits), bits), fake_quantize_tensor(x, bits), rtol=1e-6, atol=0
+    )
 
 
 def test_ste_passes_gradient_one_inside_the_range():
@@ -105,14 +116,14 @@ def test_ema_observer_follows_the_papers_update():
     assert obs.threshold.item() == pytest.approx(3.0)
     for n in range(1, 41):
         obs.update(torch.tensor([-7.0]))
-        assert obs.threshold.item() == pytest.approx(7.0 + (3.0 - 7.0) * 0.5 ** n)
+        assert obs.threshold.item() == pytest.approx(7.0 + (3.0 - 7.0) * 0.5**n)
     assert obs.threshold.item() == pytest.approx(7.0, abs=1e-6) and obs.updates == 45
     # the paper's decay: after 200 batches T has moved only 2% of the way from the first batch's max
     obs = EMARangeObserver()
     obs.update(torch.tensor([10.0]))
     for _ in range(200):
         obs.update(torch.tensor([5.0]))
-    assert obs.threshold.item() == pytest.approx(5.0 + 5.0 * 0.9999 ** 200, rel=1e-5)
+    assert obs.threshold.item() == pytest.approx(5.0 + 5.0 * 0.9999**200, rel=1e-5)
     with pytest.raises(RuntimeError):
         EMARangeObserver().scale(8)
 
@@ -178,4 +189,3 @@ def test_input_quantizer_ema_and_per_token():
     s = per_token_scale(x, 8)
     assert s.shape == (2, 3, 1)
     torch.testing.assert_close(s, x.abs().amax(-1, keepdim=True) / 127)
-

@@ -1,4 +1,4 @@
-"""The guard of issue 10 (``methods.base``): every method whose ``finalize`` can prune reports the
+"""The guard of issue 10 (``prunebench.method.base``): every method whose ``finalize`` can prune reports the
 remaining fraction its own rule reached before the final enforcement of the budget, and a
 method with calibrated constants says whether the run matches its calibration."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 import methods
-from methods.base import TrainingPlan
-from prunebench.budget import per_matrix_remaining, remaining_fraction
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import per_matrix_remaining, remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 #: Registered methods whose finalize prunes nothing by design (int8 quantization changes the
 #: storage, not the number of weights); every other registered method must report the guard.
@@ -25,9 +25,14 @@ def _reference_record(model) -> dict:
     """A plausible element-wise reference (uneven per-matrix fractions) for random_matched."""
     fractions = per_matrix_remaining(model)
     names = sorted(fractions)
-    return {"method": "movement_soft", "budget": BUDGET,
-            "details": {"method": {"granularity": "element"},
-                        "per_matrix_remaining": {n: (0.3 if i % 2 else 0.7) for i, n in enumerate(names)}}}
+    return {
+        "method": "movement_soft",
+        "budget": BUDGET,
+        "details": {
+            "method": {"granularity": "element"},
+            "per_matrix_remaining": {n: (0.3 if i % 2 else 0.7) for i, n in enumerate(names)},
+        },
+    }
 
 
 @pytest.mark.parametrize("name", pruning_methods())
@@ -56,7 +61,8 @@ def test_every_pruning_method_reports_remaining_before_finalize(name, tiny_model
 def test_every_pruning_method_says_what_finalize_enforces(name):
     cls = methods.get(name)
     assert isinstance(cls.finalize_enforcement, str) and cls.finalize_enforcement.strip(), (
-        f"{name}: set the class attribute finalize_enforcement (methods.base)")
+        f"{name}: set the class attribute finalize_enforcement (prunebench.method.base)"
+    )
     assert methods.build(name, BUDGET).describe()["finalize_enforcement"] == cls.finalize_enforcement
 
 

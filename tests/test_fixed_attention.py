@@ -6,13 +6,21 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
-from methods.fixed_attention import (LEARNABLE, PATTERNS, FixedPatternSelfAttention, _fixed_context, assign_patterns,
-                                     fix_heads, key_padding, pattern_matrix)
-from prunebench.budget import count_encoder_weights
-from prunebench.checkpoints import load_model, save_model
+from prunebench.checkpoints.store import load_model, save_model
 from prunebench.measure.flops import flops_per_example
-from prunebench.surgery import encoder_layers, recorded_ops
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import count_encoder_weights
+from prunebench.structure.fixed_attention import (
+    LEARNABLE,
+    PATTERNS,
+    FixedPatternSelfAttention,
+    _fixed_context,
+    assign_patterns,
+    fix_heads,
+    key_padding,
+    pattern_matrix,
+)
+from prunebench.structure.surgery import encoder_layers, recorded_ops
 
 # Hand-checked 4-token example (rows: queries 0..3, columns: keys 0..3), no padding.
 EXPECTED_4 = {

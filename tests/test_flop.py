@@ -6,14 +6,14 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
 from methods.flop import flop_eval_mask
-from prunebench.budget import count_encoder_weights, dense_encoder_size, prunable_linears
-from prunebench.checkpoints import load_model, save_model
-from prunebench.factorized import FactorizedLinear, factorize_svd, factorized_layers, set_submodule
-from prunebench.hard_concrete import HardConcrete
+from prunebench.checkpoints.store import load_model, save_model
 from prunebench.measure.flops import flops_per_example
-from prunebench.surgery import recorded_ops, registered_ops
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import count_encoder_weights, dense_encoder_size, prunable_linears
+from prunebench.structure.factorized import FactorizedLinear, factorize_svd, factorized_layers, set_submodule
+from prunebench.structure.hard_concrete import HardConcrete
+from prunebench.structure.surgery import recorded_ops, registered_ops
 
 
 def _batch():
@@ -81,7 +81,10 @@ def test_finalize_meets_budget_exactly_and_reloads(tiny_model, tmp_path):
     result = method.describe()["result"]
     assert result["reached_remaining"] == pytest.approx(count.remaining_fraction)
     for name, fl in layers.items():
-        assert fl.rank == result["kept_rank"][name] and fl.rank * (fl.in_features + fl.out_features) < fl.in_features * fl.out_features
+        assert (
+            fl.rank == result["kept_rank"][name]
+            and fl.rank * (fl.in_features + fl.out_features) < fl.in_features * fl.out_features
+        )
     assert recorded_ops(model)[-1] == {"op": "factorize", "args": {"ranks": {n: fl.rank for n, fl in layers.items()}}}
     assert "factorize" in registered_ops()
     assert flops_per_example(model, 32)["dense_kernels"] < 0.6 * dense_flops
@@ -100,12 +103,13 @@ def test_unconstrained_finalize_equals_gated_eval_model_and_handles_rank_zero(ti
     with torch.no_grad():
         for gate in method.gates.values():  # a spread of gate values, well under the budget in total
             gate.log_alpha.copy_(torch.linspace(-6.0, 1.0, gate.n))
-        method.gates[names[0]].log_alpha.fill_(-20.0)   # every component of one matrix closed: rank 0
-        method.gates[names[1]].log_alpha.fill_(20.0)    # every component open: factors larger than W
+        method.gates[names[0]].log_alpha.fill_(-20.0)  # every component of one matrix closed: rank 0
+        method.gates[names[1]].log_alpha.fill_(20.0)  # every component open: factors larger than W
     gated = _logits(tiny_model)
     model = method.finalize(tiny_model)
     assert sum(method.describe()["result"]["kept_rank"].values()) == sum(
-        int((flop_eval_mask(g) > 0).sum()) for g in gates.values())  # nothing trimmed
+        int((flop_eval_mask(g) > 0).sum()) for g in gates.values()
+    )  # nothing trimmed
     assert torch.allclose(_logits(model), gated, atol=1e-5)
     assert model.get_submodule(names[0]).rank == 0
     assert isinstance(model.get_submodule(names[1]), torch.nn.Linear)  # stored as the dense product
@@ -141,7 +145,7 @@ def test_flop_eval_mask_zeroes_the_expected_number():
 
 
 def test_factorize_op_rejects_non_linear(tiny_model):
-    from prunebench.surgery import replay
+    from prunebench.structure.surgery import replay
 
     with pytest.raises(TypeError, match="nn.Linear"):
         replay(tiny_model, [{"op": "factorize", "args": {"ranks": {"bert.encoder.layer.0.attention": 3}}}])
@@ -151,7 +155,7 @@ def test_factorize_op_rejects_non_linear(tiny_model):
 def test_gates_reach_the_target_although_the_task_lr_decays_to_zero(tiny_model, tokenizer, sst2_small):
     """Issue 10: the trainer's lr decays linearly to 0; the gates' own constant-lr optimiser still
     brings the expected size within ``target_tolerance`` of the budget before finalize."""
-    from prunebench.trainer import FinetuneBudget, train
+    from prunebench.training.trainer import FinetuneBudget, train
 
     budget = FinetuneBudget(steps=60, batch_size=8, learning_rate=1e-4, max_seq_len=64)
     method = methods.build("flop", 0.2)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from prunebench.hard_concrete import HardConcrete, logit
+from prunebench.structure.hard_concrete import HardConcrete, logit
 
 
 def test_samples_lie_in_unit_interval_with_exact_zeros_and_ones():

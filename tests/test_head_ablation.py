@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from prunebench import surgery
 from prunebench.analysis.head_ablation import head_ablation
-from prunebench.checkpoints import save_model
+from prunebench.checkpoints.store import save_model
 from prunebench.config import load_config_file, resolve
+from prunebench.data.tasks import get_task
 from prunebench.measure.accuracy import task_metrics
-from prunebench.tasks import get_task
+from prunebench.structure import surgery
 from tests.conftest import SST2_DEV, SST2_TRAIN
 
 SPEC = get_task("sst2")
@@ -20,7 +20,7 @@ SPEC = get_task("sst2")
 @pytest.fixture(scope="module")
 def trained():
     """The tiny model with larger random weights, so that heads visibly change its predictions."""
-    from prunebench.modeling import load_pretrained
+    from prunebench.checkpoints.pretrained import load_pretrained
 
     model = load_pretrained("tiny-random", 2, 0, ("negative", "positive"))
     torch.manual_seed(1)
@@ -78,16 +78,34 @@ def test_layer_attention_disabled_and_best_head(result, trained, sst2_small, tok
 
 
 def test_cli_writes_the_json(trained, tokenizer, tmp_path):
-    from prunebench.analysis.__main__ import main
+    from prunebench.runner.cli import main
 
     raw = load_config_file()
-    raw.update(profile="smoke", data={"source": "local", "train": str(SST2_TRAIN), "eval": str(SST2_DEV),
-                                      "train_limit": 32, "eval_limit": 32})
+    raw.update(
+        profile="smoke",
+        data={"source": "local", "train": str(SST2_TRAIN), "eval": str(SST2_DEV), "train_limit": 32, "eval_limit": 32},
+    )
     exp = json.dumps(resolve(raw, check_files=False))
     dense = save_model(trained, tokenizer, tmp_path / "dense")
     out = tmp_path / "analysis" / "head_ablation_seed0.json"
-    assert main(["head-ablation", "--experiment", exp, "--task", "sst2", "--dense-dir", str(dense),
-                 "--out", str(out), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "head-ablation",
+                "--experiment",
+                exp,
+                "--task",
+                "sst2",
+                "--dense-dir",
+                str(dense),
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["eval_examples"] == 32 and len(data["single_head_disabled"]) == 2
     assert data["model_dir"] == str(dense)
@@ -95,14 +113,32 @@ def test_cli_writes_the_json(trained, tokenizer, tmp_path):
 
 
 def test_cli_bad_checkpoint_is_one_clear_line(tmp_path, capsys):
-    from prunebench.analysis.__main__ import main
+    from prunebench.runner.cli import main
 
     raw = load_config_file()
-    raw.update(profile="smoke", data={"source": "local", "train": str(SST2_TRAIN), "eval": str(SST2_DEV),
-                                      "train_limit": 16, "eval_limit": 16})
+    raw.update(
+        profile="smoke",
+        data={"source": "local", "train": str(SST2_TRAIN), "eval": str(SST2_DEV), "train_limit": 16, "eval_limit": 16},
+    )
     exp = json.dumps(resolve(raw, check_files=False))
-    assert main(["head-ablation", "--experiment", exp, "--task", "sst2", "--dense-dir", str(tmp_path / "none"),
-                 "--out", str(tmp_path / "o.json"), "--threads", "1"]) == 2
+    assert (
+        main(
+            [
+                "head-ablation",
+                "--experiment",
+                exp,
+                "--task",
+                "sst2",
+                "--dense-dir",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "o.json"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "checkpoint folder not found" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
     torch.set_num_threads(2)
@@ -126,8 +162,8 @@ def _zero_query_key(model, layer, heads):
     with torch.no_grad():
         for h in heads:
             for lin in (att.query, att.key):
-                lin.weight[h * size:(h + 1) * size] = 0.0
-                lin.bias[h * size:(h + 1) * size] = 0.0
+                lin.weight[h * size : (h + 1) * size] = 0.0
+                lin.bias[h * size : (h + 1) * size] = 0.0
     return model
 
 
@@ -136,8 +172,10 @@ def test_uniform_mode_equals_zeroed_query_and_key(trained, sst2_small, tokenizer
     from prunebench.analysis.head_ablation import _uniform_attention_hooks
 
     ds = sst2_small["eval"].select(range(16))
-    batch = tokenizer.pad([{"input_ids": ds[i]["input_ids"], "attention_mask": ds[i]["attention_mask"]}
-                           for i in range(16)], return_tensors="pt")
+    batch = tokenizer.pad(
+        [{"input_ids": ds[i]["input_ids"], "attention_mask": ds[i]["attention_mask"]} for i in range(16)],
+        return_tensors="pt",
+    )
     assert (batch["attention_mask"] == 0).any(), "the batch has padding, which uniform attention must skip"
     reference = copy.deepcopy(trained)
     for layer, heads in disabled.items():

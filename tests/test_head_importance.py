@@ -4,16 +4,16 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
-from methods.head_importance import heads_for_budget, head_weight_norms
-from prunebench import surgery
-from prunebench.budget import remaining_fraction
-from prunebench.checkpoints import load_model, save_model
-from prunebench.trainer import FinetuneBudget, train
+from methods.head_importance import head_weight_norms, heads_for_budget
+from prunebench.checkpoints.store import load_model, save_model
+from prunebench.method.base import TrainingPlan
+from prunebench.structure import surgery
+from prunebench.structure.budget import remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 # tiny model: 2 layers x 4 heads; a head holds 4*64*16 = 4096 of 65536 encoder weights (1/16)
-DEAD = (1, 3)      # a head with zero value and output weights: it cannot matter
-STRONG = (0, 2)    # a head whose value/output weights are scaled up: it dominates its layer
+DEAD = (1, 3)  # a head with zero value and output weights: it cannot matter
+STRONG = (0, 2)  # a head whose value/output weights are scaled up: it dominates its layer
 
 
 def _rig(model):
@@ -22,24 +22,25 @@ def _rig(model):
     with torch.no_grad():
         layers = model.base_model.encoder.layer
         l, h = DEAD  # zero value rows and output columns: no signal and no gradient ever reach it
-        layers[l].attention.self.value.weight[h * 16:(h + 1) * 16] = 0.0
-        layers[l].attention.self.value.bias[h * 16:(h + 1) * 16] = 0.0
-        layers[l].attention.output.dense.weight[:, h * 16:(h + 1) * 16] = 0.0
+        layers[l].attention.self.value.weight[h * 16 : (h + 1) * 16] = 0.0
+        layers[l].attention.self.value.bias[h * 16 : (h + 1) * 16] = 0.0
+        layers[l].attention.output.dense.weight[:, h * 16 : (h + 1) * 16] = 0.0
         l, h = STRONG
-        layers[l].attention.self.value.weight[h * 16:(h + 1) * 16] *= 8.0
-        layers[l].attention.output.dense.weight[:, h * 16:(h + 1) * 16] *= 8.0
+        layers[l].attention.self.value.weight[h * 16 : (h + 1) * 16] *= 8.0
+        layers[l].attention.output.dense.weight[:, h * 16 : (h + 1) * 16] *= 8.0
     return model
 
 
 def _budget(steps):
-    return FinetuneBudget(steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=True,
-                          warmup_ratio=0.0)
+    return FinetuneBudget(
+        steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=True, warmup_ratio=0.0
+    )
 
 
 def test_heads_for_budget_from_above_and_floor(tiny_model):
     assert heads_for_budget(tiny_model, 0.75, 1) == (4, 0.75, True)
     assert heads_for_budget(tiny_model, 0.74, 1) == (4, 0.75, True)  # never below the budget
-    n, reached, ok = heads_for_budget(tiny_model, 0.5, 1)             # heads alone cannot reach 0.5
+    n, reached, ok = heads_for_budget(tiny_model, 0.5, 1)  # heads alone cannot reach 0.5
     assert (n, reached, ok) == (6, 0.625, False)
     assert heads_for_budget(tiny_model, 0.5, 0) == (8, 0.5, True)
     assert heads_for_budget(tiny_model, 1.0, 1) == (0, 1.0, True)
@@ -114,8 +115,11 @@ def test_schedule_spreads_or_bunches_pruning_steps(tiny_model):
     assert set(gaps) <= {8, 9}
     for h in gradual.handles:
         h.remove()
-    bunched = methods.build("head_importance", 0.5, {"step_fraction": 0.125, "min_heads_per_layer": 0,
-                                                     "finetune_between": False, "reestimate": False})
+    bunched = methods.build(
+        "head_importance",
+        0.5,
+        {"step_fraction": 0.125, "min_heads_per_layer": 0, "finetune_between": False, "reestimate": False},
+    )
     bunched.prepare(tiny_model, plan)
     assert bunched.schedule == {10: 8}
 
@@ -154,13 +158,13 @@ def test_random_control_is_seeded(tiny_model):
 
 def _gate_gradients_one_by_one(model, batch):
     """d loss_b / d gate per example b, by a separate backward per example (the reference)."""
-    from prunebench.surgery import head_counts, head_gate_hooks
+    from prunebench.structure.surgery import head_counts, head_gate_hooks
 
     grads = []
     for b in range(batch["input_ids"].shape[0]):
         gates = {l: torch.ones(n, requires_grad=True) for l, n in enumerate(head_counts(model))}
         handles = head_gate_hooks(model, gates)
-        model(**{k: v[b:b + 1] for k, v in batch.items()}).loss.backward()
+        model(**{k: v[b : b + 1] for k, v in batch.items()}).loss.backward()
         for h in handles:
             h.remove()
         grads.append({l: g.grad.detach().clone() for l, g in gates.items()})
@@ -180,8 +184,9 @@ def _importance_of_one_batch(model, batch, settings):
 def test_per_example_importance_is_the_mean_of_per_example_abs_gradients(tiny_model, tokenizer):
     # Michel et al.'s estimator takes |dL/dgate| per example: with abs_over 'example' one backward
     # of the batch-mean loss must give (1/B) sum_b |d loss_b / d gate|.
-    batch = tokenizer(["a fine and moving film", "dull , long and empty", "it works"], padding=True,
-                      return_tensors="pt")
+    batch = tokenizer(
+        ["a fine and moving film", "dull , long and empty", "it works"], padding=True, return_tensors="pt"
+    )
     batch["labels"] = torch.tensor([1, 0, 1])
     per_example = _gate_gradients_one_by_one(tiny_model, batch)
     importance = _importance_of_one_batch(tiny_model, batch, {"abs_over": "example"})

@@ -7,11 +7,11 @@ import torch
 from transformers import BertConfig
 
 import methods
-from methods.base import TrainingPlan
 from methods.head_l0 import head_weights, target_heads
-from prunebench.budget import count_encoder_weights, dense_encoder_size
-from prunebench.checkpoints import load_model, save_model
-from prunebench.surgery import head_counts, mask_heads, recorded_ops
+from prunebench.checkpoints.store import load_model, save_model
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import count_encoder_weights, dense_encoder_size
+from prunebench.structure.surgery import head_counts, mask_heads, recorded_ops
 
 
 def _batch():
@@ -47,7 +47,7 @@ def test_gates_scale_heads_and_penalty_is_lambda_times_expected_l0(tiny_model):
     method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))
     with torch.no_grad():
         for g in method.gates:
-            g.log_alpha.fill_(20.0)          # deterministic gate 1 everywhere ...
+            g.log_alpha.fill_(20.0)  # deterministic gate 1 everywhere ...
         method.gates[0].log_alpha[1] = -20.0  # ... except layer 0, head 1: gate 0
     gated = _logits(tiny_model)
     assert not torch.allclose(gated, dense_logits, atol=1e-4)

@@ -18,8 +18,9 @@ class _Sleeper(torch.nn.Module):
 
 
 def test_every_model_gets_the_same_number_of_rounds_and_a_median():
-    out = compare_latency({"fast": _Sleeper(0.001), "slow": _Sleeper(0.004)}, {"x": torch.ones(1)}, threads=1,
-                          warmup=1, repeats=3)
+    out = compare_latency(
+        {"fast": _Sleeper(0.001), "slow": _Sleeper(0.004)}, {"x": torch.ones(1)}, threads=1, warmup=1, repeats=3
+    )
     assert len(out["fast"]["samples_ms"]) == len(out["slow"]["samples_ms"]) == 3
     assert out["slow"]["median_ms"] > out["fast"]["median_ms"] >= 1.0
 
@@ -38,6 +39,7 @@ def test_min_time_adds_rounds_for_short_passes_only():
     assert before_last < 100.0
     long = compare_latency({"a": _Sleeper(0.06)}, {"x": torch.ones(1)}, threads=1, warmup=0, repeats=2, min_time_s=0.1)
     assert len(long["a"]["samples_ms"]) == 2  # 2 rounds already take 0.12 s
-    capped = compare_latency(models, {"x": torch.ones(1)}, threads=1, warmup=0, repeats=1, min_time_s=10.0,
-                             max_rounds=5)
+    capped = compare_latency(
+        models, {"x": torch.ones(1)}, threads=1, warmup=0, repeats=1, min_time_s=10.0, max_rounds=5
+    )
     assert len(capped["a"]["samples_ms"]) == 5

@@ -7,38 +7,49 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
-from methods.layerdrop import (every_other_drop, install_layerdrop, layers_for_budget, layers_to_drop,
-                               uninstall_layerdrop)
-from prunebench import surgery
-from prunebench.budget import remaining_fraction
-from prunebench.checkpoints import load_model, save_model
-from prunebench.modeling import load_pretrained
-from prunebench.trainer import FinetuneBudget, train
+from methods.layerdrop import (
+    every_other_drop,
+    install_layerdrop,
+    layers_for_budget,
+    layers_to_drop,
+    uninstall_layerdrop,
+)
+from prunebench.checkpoints.pretrained import load_pretrained
+from prunebench.checkpoints.store import load_model, save_model
+from prunebench.method.base import TrainingPlan
+from prunebench.structure import surgery
+from prunebench.structure.budget import remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 
-@pytest.mark.parametrize("n, p, dropped_depths", [
-    (6, 0.5, [2, 4, 6]),         # every other layer, the first kept
-    (12, 0.5, [2, 4, 6, 8, 10, 12]),
-    (12, 0.25, [4, 8, 12]),
-    (12, 0.2, [5, 10]),          # floor(1/0.2) = 5
-    (24, 0.2, [5, 10, 15, 20]),
-    (6, 1 / 3, [3, 6]),
-    (16, 0.5, [2, 4, 6, 8, 10, 12, 14, 16]),  # fairseq's example keeps 0,2,...,14 (0-based)
-])
+@pytest.mark.parametrize(
+    "n, p, dropped_depths",
+    [
+        (6, 0.5, [2, 4, 6]),  # every other layer, the first kept
+        (12, 0.5, [2, 4, 6, 8, 10, 12]),
+        (12, 0.25, [4, 8, 12]),
+        (12, 0.2, [5, 10]),  # floor(1/0.2) = 5
+        (24, 0.2, [5, 10, 15, 20]),
+        (6, 1 / 3, [3, 6]),
+        (16, 0.5, [2, 4, 6, 8, 10, 12, 14, 16]),  # fairseq's example keeps 0,2,...,14 (0-based)
+    ],
+)
 def test_every_other_rule_matches_the_paper(n, p, dropped_depths):
     assert every_other_drop(n, p) == [d - 1 for d in dropped_depths]
 
 
-@pytest.mark.parametrize("n, keep, dropped", [
-    (6, 3, [1, 3, 5]),      # the paper's rule at p = 1/2
-    (6, 4, [2, 5]),         # the paper's rule at p = 1/3
-    (6, 5, [5]),            # p = 1/6
-    (6, 2, [1, 2, 4, 5]),   # p = 2/3 > 1/2: evenly spaced fallback keeps 0 and 3
-    (6, 1, [1, 2, 3, 4, 5]),
-    (6, 6, []),
-    (12, 9, [3, 7, 11]),    # p = 1/4
-])
+@pytest.mark.parametrize(
+    "n, keep, dropped",
+    [
+        (6, 3, [1, 3, 5]),  # the paper's rule at p = 1/2
+        (6, 4, [2, 5]),  # the paper's rule at p = 1/3
+        (6, 5, [5]),  # p = 1/6
+        (6, 2, [1, 2, 4, 5]),  # p = 2/3 > 1/2: evenly spaced fallback keeps 0 and 3
+        (6, 1, [1, 2, 3, 4, 5]),
+        (6, 6, []),
+        (12, 9, [3, 7, 11]),  # p = 1/4
+    ],
+)
 def test_layers_to_drop_for_a_depth(n, keep, dropped):
     assert layers_to_drop(n, keep) == dropped
     assert len(layers_to_drop(n, keep)) == n - keep
@@ -48,20 +59,26 @@ def test_depth_nearest_the_budget(tiny_model):
     # 2 layers of 1/2 each
     assert layers_for_budget(tiny_model, 0.5)[:2] == (1, [1])
     assert layers_for_budget(tiny_model, 0.8)[:2] == (2, [])
-    assert layers_for_budget(tiny_model, 0.75)[0] == 2   # a tie keeps more layers
+    assert layers_for_budget(tiny_model, 0.75)[0] == 2  # a tie keeps more layers
     assert layers_for_budget(tiny_model, 0.1)[:3] == (1, [1], 0.5)  # never fewer than one layer
 
 
 def test_six_layer_depths():
     from transformers import AutoModelForSequenceClassification, BertConfig
 
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=32)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
     model = AutoModelForSequenceClassification.from_config(config)
     assert layers_for_budget(model, 0.5)[:2] == (3, [1, 3, 5])
-    assert layers_for_budget(model, 0.3)[0] == 2     # 1.8 layers -> 2 (0.333)
-    assert layers_for_budget(model, 0.1)[0] == 1     # 0.6 layers -> 1 (0.167)
-    assert layers_for_budget(model, 0.7)[0] == 4     # 4.2 layers -> 4 (0.667)
+    assert layers_for_budget(model, 0.3)[0] == 2  # 1.8 layers -> 2 (0.333)
+    assert layers_for_budget(model, 0.1)[0] == 1  # 0.6 layers -> 1 (0.167)
+    assert layers_for_budget(model, 0.7)[0] == 4  # 4.2 layers -> 4 (0.667)
 
 
 def test_layers_skipped_at_rate_in_training_never_in_eval(tiny_model, tokenizer):
@@ -74,7 +91,7 @@ def test_layers_skipped_at_rate_in_training_never_in_eval(tiny_model, tokenizer)
     skipped = sum(s.skipped for s in skips)
     total = skipped + sum(s.run for s in skips)
     assert total == 200
-    assert 0.3 - 0.1 < skipped / total < 0.3 + 0.1   # binomial sd ~0.032 (and the seed is fixed)
+    assert 0.3 - 0.1 < skipped / total < 0.3 + 0.1  # binomial sd ~0.032 (and the seed is fixed)
     tiny_model.eval()
     before = skipped
     with torch.no_grad():
@@ -101,8 +118,9 @@ def test_skipped_layer_is_the_identity(tiny_model, tokenizer):
 
 
 def _budget(steps):
-    return FinetuneBudget(steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=True,
-                          warmup_ratio=0.0)
+    return FinetuneBudget(
+        steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=True, warmup_ratio=0.0
+    )
 
 
 def test_layerdrop_trains_and_removes_layers(tiny_model, sst2_small, tokenizer, tmp_path):

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
-from prunebench.budget import per_matrix_remaining, prunable_linears, remaining_fraction
-from prunebench.masks import topk_masks
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import per_matrix_remaining, prunable_linears, remaining_fraction
+from prunebench.structure.masks import topk_masks
+from prunebench.training.trainer import FinetuneBudget, train
 
 
 def test_global_topk_keeps_largest_scores():
@@ -50,7 +50,9 @@ def test_methods_meet_budget_after_training(name, tiny_model, tokenizer, sst2_sm
 
 
 def test_gradual_schedule_prunes_progressively(tiny_model, tokenizer, sst2_small):
-    method = methods.build("magnitude_global", 0.1, {"update_every": 1, "warmup_fraction": 0.0, "cooldown_fraction": 0.25})
+    method = methods.build(
+        "magnitude_global", 0.1, {"update_every": 1, "warmup_fraction": 0.0, "cooldown_fraction": 0.25}
+    )
     seen = []
     original = method.after_step
 

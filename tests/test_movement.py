@@ -6,11 +6,11 @@ import torch
 from safetensors.torch import load_file
 
 import methods
-from methods.base import TrainingPlan
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.checkpoints import WEIGHTS, load_model, save_model
-from prunebench.modeling import load_pretrained
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.checkpoints.pretrained import load_pretrained
+from prunebench.checkpoints.store import WEIGHTS, load_model, save_model
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 BUDGET = FinetuneBudget(steps=12, batch_size=8, learning_rate=1e-3, freeze_embeddings=False)
 
@@ -68,8 +68,11 @@ def test_soft_penalty_value_follows_the_schedule(tiny_model):
 
 def _soft_remaining(lam, tokenizer, sst2_small):
     model = load_pretrained("tiny-random", num_labels=2, seed=0, label_names=("negative", "positive"))
-    method = methods.build("movement_soft", 0.3, {"final_lambda": lam, "score_learning_rate": 0.5,
-                                                  "warmup_fraction": 0.0, "cooldown_fraction": 0.25})
+    method = methods.build(
+        "movement_soft",
+        0.3,
+        {"final_lambda": lam, "score_learning_rate": 0.5, "warmup_fraction": 0.0, "cooldown_fraction": 0.25},
+    )
     train(model, sst2_small["train"], tokenizer, BUDGET, method, seed=0)
     return method.current_remaining()
 

@@ -5,8 +5,8 @@ import torch
 
 import methods
 from methods.obert import block_fisher_inverse, obs_saliency, obs_update
-from prunebench.budget import remaining_fraction
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.structure.budget import remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 
 def test_woodbury_block_inverse_equals_linalg_inv():
@@ -37,7 +37,9 @@ def test_saliency_and_exact_update_match_obs_formulas():
 
 
 def test_obs_update_lowers_quadratic_loss_vs_plain_zeroing():
-    g = torch.randn(200, 50, generator=torch.Generator().manual_seed(2), dtype=torch.float64) @ torch.randn(50, 50, dtype=torch.float64)
+    g = torch.randn(200, 50, generator=torch.Generator().manual_seed(2), dtype=torch.float64) @ torch.randn(
+        50, 50, dtype=torch.float64
+    )
     w = torch.randn(50, dtype=torch.float64)
     finv = block_fisher_inverse(g, 50, 1e-4)
     F = torch.linalg.inv(finv[0])
@@ -53,7 +55,14 @@ def test_obert_through_trainer_meets_budget(update, tiny_model, tokenizer, sst2_
     seen = []
     original = method.after_step
     method.after_step = lambda model, step: (original(model, step), seen.append(remaining_fraction(model)))
-    train(tiny_model, sst2_small["train"], tokenizer, FinetuneBudget(steps=10, batch_size=8, learning_rate=1e-3), method, seed=0)
+    train(
+        tiny_model,
+        sst2_small["train"],
+        tokenizer,
+        FinetuneBudget(steps=10, batch_size=8, learning_rate=1e-3),
+        method,
+        seed=0,
+    )
     model = method.finalize(tiny_model)
     assert remaining_fraction(model) == pytest.approx(0.2, abs=1e-3)
     assert seen[0] == 1.0 and 0.2 < seen[3] < 1.0 and all(a >= b - 1e-9 for a, b in zip(seen, seen[1:]))
@@ -63,5 +72,8 @@ def test_obert_through_trainer_meets_budget(update, tiny_model, tokenizer, sst2_
 
 def test_obert_bad_settings_are_named():
     with pytest.raises(ValueError, match="update one of"):
-        from methods.base import TrainingPlan
-        methods.build("obert", 0.5, {"update": "approx"}).prepare(torch.nn.Linear(2, 2), TrainingPlan(1, 0, calibration=lambda *a, **k: None))
+        from prunebench.method.base import TrainingPlan
+
+        methods.build("obert", 0.5, {"update": "approx"}).prepare(
+            torch.nn.Linear(2, 2), TrainingPlan(1, 0, calibration=lambda *a, **k: None)
+        )

@@ -16,19 +16,25 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
 import methods  # noqa: E402
-from methods.base import TrainingPlan  # noqa: E402
-from prunebench import checkpoints, surgery  # noqa: E402
-from prunebench.budget import prunable_linears  # noqa: E402
-from prunebench.factorized import factorized_layers  # noqa: E402
+from prunebench.checkpoints import store as checkpoints  # noqa: E402
 from prunebench.measure import onnx_runtime as ortb  # noqa: E402
-from prunebench.quantized import quantize_encoder_linears  # noqa: E402
+from prunebench.method.base import TrainingPlan  # noqa: E402
+from prunebench.quantization.int8 import quantize_encoder_linears  # noqa: E402
+from prunebench.structure import surgery
+from prunebench.structure.budget import prunable_linears  # noqa: E402
+from prunebench.structure.factorized import factorized_layers  # noqa: E402
 
 SEQ = 16
 
 
 def _batch(tokenizer, n: int, seq: int) -> dict[str, torch.Tensor]:
-    texts = ["a gorgeous , witty , seductive movie .", "bad", "the plot is nothing but boilerplate clichés",
-             "it 's a charming and often affecting journey .", "unflinchingly bleak and desperate"]
+    texts = [
+        "a gorgeous , witty , seductive movie .",
+        "bad",
+        "the plot is nothing but boilerplate clichés",
+        "it 's a charming and often affecting journey .",
+        "unflinchingly bleak and desperate",
+    ]
     texts = (texts * 3)[:n]
     return dict(tokenizer(texts, padding="max_length", truncation=True, max_length=seq, return_tensors="pt"))
 
@@ -122,7 +128,7 @@ def test_every_kind_exports_and_matches_pytorch(kind, tiny_model, tokenizer, tmp
 
 
 def test_question_answering_model_exports_both_logits(tokenizer, tmp_path):
-    from prunebench.modeling import load_pretrained
+    from prunebench.checkpoints.pretrained import load_pretrained
 
     model = load_pretrained("tiny-random", 0, seed=0, kind="extractive_qa").eval()
     model = surgery.remove_heads(model, {1: [0, 3]})
@@ -152,8 +158,9 @@ def test_session_settings_check_and_timing_protocol(tiny_model, tokenizer, tmp_p
         other.classifier.bias += 0.01
     with pytest.raises(ortb.OnnxMismatchError):
         ortb.check_outputs(sess, other, batch)
-    timing = ortb.compare_ort_latency({"model": sess, "dense": ortb.session(path, 1)}, batch, warmup=1, repeats=3,
-                                      min_time_s=0.05)
+    timing = ortb.compare_ort_latency(
+        {"model": sess, "dense": ortb.session(path, 1)}, batch, warmup=1, repeats=3, min_time_s=0.05
+    )
     assert len(timing["model"]["samples_ms"]) == len(timing["dense"]["samples_ms"]) >= 3
     assert timing["model"]["median_ms"] > 0 and timing["model"]["iqr_ms"] >= 0
 
@@ -164,8 +171,10 @@ def test_a_failing_fusion_is_disabled_and_recorded(monkeypatch, tmp_path):
     def fake_session(path, threads, disabled_optimizers=()):
         calls.append(tuple(disabled_optimizers))
         if not disabled_optimizers:
-            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Node (node_MatMul_47/MatMulAddFusion) Op (Gemm) "
-                               "[ShapeInferenceError] Dimension mismatch in unification between 0 and 32")
+            raise RuntimeError(
+                "[ONNXRuntimeError] : 1 : FAIL : Node (node_MatMul_47/MatMulAddFusion) Op (Gemm) "
+                "[ShapeInferenceError] Dimension mismatch in unification between 0 and 32"
+            )
         return "session"
 
     monkeypatch.setattr(ortb, "session", fake_session)
@@ -189,7 +198,7 @@ MEASURE = {"seq_len": SEQ, "batch_sizes": [1, 4], "warmup": 0, "repeats": 2, "mi
 def trained(tmp_path_factory):
     """A dense tiny checkpoint and an int8 one, each with its training summary (2 steps each)."""
     from prunebench.config import for_task, load_config_file, resolve
-    from prunebench.experiment import load_context, run_dense, run_method
+    from prunebench.runner.jobs import load_context, run_dense, run_method
 
     root = tmp_path_factory.mktemp("measure")
     raw = load_config_file()
@@ -204,16 +213,17 @@ def trained(tmp_path_factory):
 
 
 def _measure(root, name, record, **kw):
-    from prunebench.experiment import measure_and_record
+    from prunebench.runner.jobs import measure_and_record
 
     model = root / ("dense" if name == "dense" else name)
-    return measure_and_record(root / f"{name}.summary.json", model, root / "dense", record,
-                              measure=kw.pop("measure", MEASURE), threads=2)
+    return measure_and_record(
+        root / f"{name}.summary.json", model, root / "dense", record, measure=kw.pop("measure", MEASURE), threads=2
+    )
 
 
 def test_measure_job_records_ort_metrics_beside_pytorch(trained, tmp_path):
-    from prunebench import records
     from prunebench.measure.disk import bytes_on_disk
+    from prunebench.records import record as records
 
     dense = _measure(trained, "dense", tmp_path / "dense.json")
     rec = _measure(trained, "int8", tmp_path / "int8.json")
@@ -226,7 +236,8 @@ def test_measure_job_records_ort_metrics_beside_pytorch(trained, tmp_path):
             assert m[f"ort_latency_b{bs}"]["unit"] == m[f"ort_dense_latency_b{bs}"]["unit"] == "ms"
             assert m[f"ort_speedup_b{bs}"]["unit"] == "x"
             assert m[f"ort_speedup_b{bs}"]["value"] == pytest.approx(
-                m[f"ort_dense_latency_b{bs}"]["value"] / m[f"ort_latency_b{bs}"]["value"])
+                m[f"ort_dense_latency_b{bs}"]["value"] / m[f"ort_latency_b{bs}"]["value"]
+            )
             assert m[f"latency_b{bs}"]["value"] > 0  # PyTorch is still timed beside it
             lat = ort["latency"][f"b{bs}"]
             assert len(lat["model"]["samples_ms"]) == len(lat["dense"]["samples_ms"]) >= 2
@@ -243,7 +254,11 @@ def test_measure_job_records_ort_metrics_beside_pytorch(trained, tmp_path):
     assert check["tolerance"] is None and check["argmax_agreement"] is not None and check["max_abs_diff"] < 0.05
     # disk size still means the checkpoint: model.onnx does not count
     disk = bytes_on_disk(trained / "int8")
-    assert rec["metrics"]["disk_bytes_dense_format"]["value"] == disk["dense"] == (trained / "int8" / "model.safetensors").stat().st_size
+    assert (
+        rec["metrics"]["disk_bytes_dense_format"]["value"]
+        == disk["dense"]
+        == (trained / "int8" / "model.safetensors").stat().st_size
+    )
 
 
 def test_export_failure_is_recorded_not_raised(trained, tmp_path, monkeypatch, caplog):
@@ -280,8 +295,9 @@ def test_config_accepts_the_onnx_key():
 
 # ----- the report ---------------------------------------------------------------------------
 
+
 def _with_ort(path, b1: float, b32: float):
-    from prunebench.records import metric, read_record, write_record
+    from prunebench.records.record import metric, read_record, write_record
 
     rec = read_record(path)
     for bs, s in ((1, b1), (32, b32)):
@@ -289,15 +305,21 @@ def _with_ort(path, b1: float, b32: float):
         rec["metrics"][f"ort_dense_latency_b{bs}"] = metric(10.0, "ms")
         rec["metrics"][f"ort_speedup_b{bs}"] = metric(s, "x")
     rec["metrics"]["theoretical_speedup"] = metric(2.5, "x")
-    rec["details"]["measurement"]["onnx_runtime"] = {"enabled": True, "ort_version": "1.32.0", "opset": 20,
-                                                     "exporter": ortb.EXPORTER, "optimization_level": "ORT_ENABLE_ALL",
-                                                     "int8_method": None, "error": None}
+    rec["details"]["measurement"]["onnx_runtime"] = {
+        "enabled": True,
+        "ort_version": "1.32.0",
+        "opset": 20,
+        "exporter": ortb.EXPORTER,
+        "optimization_level": "ORT_ENABLE_ALL",
+        "int8_method": None,
+        "error": None,
+    }
     write_record(rec, path)
 
 
 def test_leaderboard_and_report_show_both_backends(tmp_path):
-    from reports.leaderboard import write_leaderboard
-    from reports.render import render_report
+    from prunebench.report.leaderboard import write_leaderboard
+    from prunebench.report.render import render_report
     from tests.report_records import build_results, record_path
 
     info = build_results(tmp_path)

@@ -25,18 +25,22 @@ import pytest
 import yaml
 
 import methods
-from prunebench.budget import remaining_fraction
 from prunebench.config import ConfigError, budget_label, budgets_of, load_config_file, resolve
-from prunebench.records import read_record
-from prunebench.tasks import get_task
+from prunebench.data.tasks import get_task
+from prunebench.records.record import read_record
+from prunebench.structure.budget import remaining_fraction
 from tests.conftest import REPO
 from tests.test_profiles import _dry_run, _job_count
 from tests.test_workflow import _records
 
 TOLERANCE = 0.005  # the leaderboard's: an entry met its budget when remaining <= budget + 0.005
-#: every metric each task records (prunebench/tasks.py), the primary one included
-TASK_METRICS = {"mnli": {"accuracy", "accuracy_mismatched"}, "qqp": {"accuracy", "f1"}, "sst2": {"accuracy"},
-                "squad": {"exact_match", "f1"}}
+#: every metric each task records (prunebench/data/tasks.py), the primary one included
+TASK_METRICS = {
+    "mnli": {"accuracy", "accuracy_mismatched"},
+    "qqp": {"accuracy", "f1"},
+    "sst2": {"accuracy"},
+    "squad": {"exact_match", "f1"},
+}
 
 
 def _paper_config() -> dict:
@@ -79,8 +83,15 @@ def bert_base_shape():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=64, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                        intermediate_size=3072, max_position_embeddings=64, num_labels=2)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config).eval()
 
 
@@ -88,9 +99,9 @@ def test_structured_paper_budgets_are_reachable_on_bert_base(bert_base_shape, pa
     """Each structured method's own budget rule, on BERT-base's shape, at every paper budget."""
     from methods.head_importance import heads_for_budget
     from methods.head_l0 import HeadL0, head_weights, target_heads
-    from prunebench.budget import dense_encoder_size
     from methods.layerdrop import layers_for_budget
     from methods.torch_pruning_peer import plan_pruning
+    from prunebench.structure.budget import dense_encoder_size
 
     model, config = bert_base_shape, bert_base_shape.config
     for name in ("head_importance", "head_random", "head_magnitude"):
@@ -120,18 +131,24 @@ def test_paper_dry_run_plans_every_task_method_budget_and_seed(tmp_path):
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     planned = set(re.findall(rf"{re.escape(str(tmp_path))}/records/(\w+)/(\w+)/([0-9.]+)/seed(\d+)\.json", text))
-    labels = {m: ["1"] if methods.get(m).budget_free else
-              [budget_label(b) for b in paper.get("method_budgets", {}).get(m, paper["budgets"])]
-              for m in paper["methods"]}
-    expected = {(t, m, b, str(s)) for t in paper["task"] for m in paper["methods"] for b in labels[m]
-                for s in paper["seeds"]}
+    labels = {
+        m: ["1"]
+        if methods.get(m).budget_free
+        else [budget_label(b) for b in paper.get("method_budgets", {}).get(m, paper["budgets"])]
+        for m in paper["methods"]
+    }
+    expected = {
+        (t, m, b, str(s)) for t in paper["task"] for m in paper["methods"] for b in labels[m] for s in paper["seeds"]
+    }
     expected |= {(t, "dense", "1", str(s)) for t in paper["task"] for s in paper["seeds"]}
     assert planned == expected, (sorted(expected - planned)[:10], sorted(planned - expected)[:10])
     assert {t for t, *_ in planned} == {"mnli", "qqp", "sst2", "squad"}
     assert {m for _, m, *_ in planned} == set(methods.available()) | {"dense"}
     n_runs = sum(len(v) for v in labels.values())
     # the profile's comment says how many runs it plans; it stays true
-    said = re.search(r"(\d+) method runs per \(task, seed\), (\d+) with", (REPO / "workflow" / "config.yaml").read_text())
+    said = re.search(
+        r"(\d+) method runs per \(task, seed\), (\d+) with", (REPO / "workflow" / "config.yaml").read_text()
+    )
     assert said and (int(said[1]), int(said[2])) == (n_runs, n_runs * len(paper["task"]) * len(paper["seeds"]))
     per_task_seed = len(paper["task"]) * len(paper["seeds"])
     assert _job_count(text, "prune") == per_task_seed * n_runs
@@ -153,14 +170,16 @@ def test_bad_method_budgets_on_the_paper_profile_is_a_clear_error(paper, monkeyp
 # ----- (b) the paper profile's rules, for real, on the tiny model ----------------------------------
 
 #: one method per family, each at one budget the tiny model (2 layers, 4 heads, hidden 64) reaches
-FAMILIES = {"magnitude_global": 0.1,   # element-wise
-            "head_importance": 0.75,   # attention heads (tiny: attention is 1/2 of the encoder)
-            "layerdrop": 0.5,          # whole layers (1 of 2)
-            "flop": 0.1,               # low-rank factorization (matrix-rank)
-            "int8_dynamic": 1}         # budget-free (int8 weights)
+FAMILIES = {
+    "magnitude_global": 0.1,  # element-wise
+    "head_importance": 0.75,  # attention heads (tiny: attention is 1/2 of the encoder)
+    "layerdrop": 0.5,  # whole layers (1 of 2)
+    "flop": 0.1,  # low-rank factorization (matrix-rank)
+    "int8_dynamic": 1,
+}  # budget-free (int8 weights)
 TINY_OVERRIDES = [
     "model=tiny-random",
-    "data={source: local, train_limit: 64, eval_limit: 32}",   # task_data: ../shared/data beside the checkout
+    "data={source: local, train_limit: 64, eval_limit: 32}",  # task_data: ../shared/data beside the checkout
     f"methods=[{','.join(FAMILIES)}]",
     "method_budgets={" + ", ".join(f"{m}: [{b}]" for m, b in FAMILIES.items() if m != "int8_dynamic") + "}",
     "seeds=[0]",
@@ -177,9 +196,25 @@ TINY_OVERRIDES = [
 def _paper_snakemake(*args, results: Path):
     """`snakemake --cores 2 --config profile=paper ...` into ``results`` (as tests/test_workflow.py runs smoke).
     `--resources timing=2000` lets two measure jobs run side by side: latency here means nothing."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--resources", "timing=2000", "--config", "profile=paper",
-           f"results_dir={results}", *TINY_OVERRIDES, *args]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--resources",
+        "timing=2000",
+        "--config",
+        "profile=paper",
+        f"results_dir={results}",
+        *TINY_OVERRIDES,
+        *args,
+    ]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600, check=False)
 
 
@@ -206,7 +241,11 @@ def test_tiny_paper_run_records_every_task_and_family(tiny_paper_run):
         assert rec["config"]["profile"] == "paper" and rec["config"]["model"] == "tiny-random"
         assert rec["config"]["finetune"]["steps"] == 3
         names = TASK_METRICS[task]
-        assert get_task(task).primary_metric in names and names <= set(rec["metrics"]), (task, method, sorted(rec["metrics"]))
+        assert get_task(task).primary_metric in names and names <= set(rec["metrics"]), (
+            task,
+            method,
+            sorted(rec["metrics"]),
+        )
         for name in names:
             assert 0.0 <= rec["metrics"][name]["value"] <= 1.0, (task, method, name)
         remaining = rec["metrics"]["encoder_remaining"]["value"]
@@ -217,14 +256,16 @@ def test_tiny_paper_run_records_every_task_and_family(tiny_paper_run):
 
 @pytest.mark.workflow
 def test_tiny_paper_run_has_leaderboard_and_report_of_every_task_and_method(tiny_paper_run):
-    from reports.cross_task import STANDIN_MARK
+    from prunebench.report.cross_task import STANDIN_MARK
 
     board = (tiny_paper_run / "leaderboard.md").read_text()
     html = (tiny_paper_run / "report.html").read_text()
     for task in _paper_config()["task"]:  # several tasks: a stand-in evaluation split is marked
         rows = re.findall(rf"^\| {task}(?:{re.escape(STANDIN_MARK)})? \| ([0-9.]+) \| [^|]* \| (\w+)", board, re.M)
         assert {(budget_label(float(b)), m) for b, m in rows} >= {(budget_label(b), m) for m, b in FAMILIES.items()}, (
-            task, rows)
+            task,
+            rows,
+        )
         assert task in html
     for method in FAMILIES:
         assert method in html, method
@@ -238,6 +279,7 @@ def test_tiny_paper_run_has_nothing_left_to_do(tiny_paper_run):
 
 
 # ----- (c) every method of the profile at its smallest paper budget, in process ----------------------
+
 
 def _says_unreachable(info: dict, remaining: float) -> bool:
     """The method's own account that its structure cannot reach the budget (the tiny model's floors are
@@ -264,43 +306,62 @@ def _smallest_paper_budgets() -> list[tuple[str, float]]:
 
 def _reference_record(model, budget: float) -> dict:
     """An element-wise reference record for random_matched (the reference method's job, stood in)."""
-    from prunebench.budget import per_matrix_remaining
+    from prunebench.structure.budget import per_matrix_remaining
 
-    return {"method": "movement_soft", "budget": budget,
-            "details": {"method": {"granularity": "element"},
-                        "per_matrix_remaining": {n: budget for n in per_matrix_remaining(model)}}}
+    return {
+        "method": "movement_soft",
+        "budget": budget,
+        "details": {
+            "method": {"granularity": "element"},
+            "per_matrix_remaining": {n: budget for n in per_matrix_remaining(model)},
+        },
+    }
 
 
 def _pretrain_stage_model(name: str, budget: float, folder: Path, monkeypatch):
     """A row that compresses during pre-training starts from its stage's output: a 4-step MLM stage on the
-    tiny model (prunebench.pretrain), loaded with a task head as the prune job does."""
-    from prunebench.modeling import load_pretrained
-    from prunebench.pretrain import run_pretrain
+    tiny model (prunebench.training.pretrain), loaded with a task head as the prune job does."""
+    from prunebench.checkpoints.pretrained import load_pretrained
+    from prunebench.training.pretrain import run_pretrain
 
     monkeypatch.chdir(REPO)
     raw = load_config_file()
     raw.update(profile="smoke", data={"source": "local", "train_limit": 200, "eval_limit": 32})
     exp = resolve(raw)
-    exp["pretrain"] = {"steps": 4, "batch_size": 8, "max_seq_len": 32, "heldout_sentences": 16, "eval_points": 1,
-                       "precision": "fp32"}
+    exp["pretrain"] = {
+        "steps": 4,
+        "batch_size": 8,
+        "max_seq_len": 32,
+        "heldout_sentences": 16,
+        "eval_points": 1,
+        "precision": "fp32",
+    }
     summary = run_pretrain(exp, name, budget, 0, folder, threads=1)
     return load_pretrained(str(folder), 2, seed=0, label_names=("negative", "positive")), summary
 
 
 @pytest.mark.parametrize("name, budget", _smallest_paper_budgets())
-def test_every_paper_method_at_its_smallest_budget_reaches_it_or_says_so(name, budget, tiny_model, tokenizer,
-                                                                          sst2_small, tmp_path, monkeypatch):
-    from prunebench.trainer import FinetuneBudget, train
+def test_every_paper_method_at_its_smallest_budget_reaches_it_or_says_so(
+    name, budget, tiny_model, tokenizer, sst2_small, tmp_path, monkeypatch
+):
+    from prunebench.training.trainer import FinetuneBudget, train
 
     method = methods.build(name, budget)
     if method.starts_from == "pretrain":
         tiny_model, summary = _pretrain_stage_model(name, budget, tmp_path / "pretrained", monkeypatch)
-        method.use_pretrain(summary)  # as the prune job does (prunebench.experiment.run_method)
+        method.use_pretrain(summary)  # as the prune job does (prunebench.runner.jobs.run_method)
     if method.needs_reference:
         method.use_reference(_reference_record(tiny_model, budget))
     method.note_run({"model": "tiny-random", "task": "sst2", "steps": 3, "batch_size": 8})
-    train(tiny_model, sst2_small["train"], tokenizer, FinetuneBudget(steps=3, batch_size=8, learning_rate=1e-4,
-                                                                     max_seq_len=64), method, seed=0, log_every=1000)
+    train(
+        tiny_model,
+        sst2_small["train"],
+        tokenizer,
+        FinetuneBudget(steps=3, batch_size=8, learning_rate=1e-4, max_seq_len=64),
+        method,
+        seed=0,
+        log_every=1000,
+    )
     model = method.finalize(tiny_model)
     remaining = remaining_fraction(model)
     info = method.describe()

@@ -12,20 +12,31 @@ import json
 
 import pytest
 import torch
-
-from tests.conftest import logits, sample_batch
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig,
-                          BertForSequenceClassification)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+)
 from transformers.models.bert.modeling_bert import BertSelfAttention
 
 import methods
-from methods.base import TrainingPlan
-from prunebench import surgery
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.checkpoints import (CHECKSUMS, WEIGHTS, CheckpointError, load_model, portability, save_model,
-                                    sha256)
-from prunebench.factorized import compact, factorize_svd, set_submodule
-from prunebench.quantized import is_quantized_model, quantize_encoder_linears
+from prunebench.checkpoints.store import (
+    CHECKSUMS,
+    WEIGHTS,
+    CheckpointError,
+    load_model,
+    portability,
+    save_model,
+    sha256,
+)
+from prunebench.method.base import TrainingPlan
+from prunebench.quantization.int8 import is_quantized_model, quantize_encoder_linears
+from prunebench.structure import surgery
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.structure.factorized import compact, factorize_svd, set_submodule
+from tests.conftest import logits, sample_batch
 
 ATOL = 1e-4
 
@@ -43,6 +54,7 @@ def model(wide_tiny_model):
 
 
 # ----- the kinds -------------------------------------------------------------------------------
+
 
 def _dense(model):
     return model
@@ -102,23 +114,37 @@ def _factorized(model):
 
 
 def _fixed_attention(model):
-    from methods.fixed_attention import fix_heads
+    from prunebench.structure.fixed_attention import fix_heads
 
-    return fix_heads(model, {0: ["learnable", "previous", "next", "left"], 1: ["current", "right", "learnable", "left"]})
+    return fix_heads(
+        model, {0: ["learnable", "previous", "next", "left"], 1: ["current", "right", "learnable", "left"]}
+    )
 
 
 def _int8(model):
     return quantize_encoder_linears(model)
 
 
-STOCK_KINDS = {"dense": _dense, "element_sparse": _element_sparse, "layers_removed": _layers_removed,
-               "uniform_ffn_removed": _uniform_ffn_removed, "layers_and_ffn_removed": _layers_and_ffn_removed}
-NON_STOCK_KINDS = {"uneven_heads": _uneven_heads, "even_heads": _even_heads, "uneven_ffn": _uneven_ffn,
-                   "layers_removed_and_uneven_heads": _layers_removed_and_uneven_heads,
-                   "factorized": _factorized, "fixed_attention": _fixed_attention, "int8": _int8}
+STOCK_KINDS = {
+    "dense": _dense,
+    "element_sparse": _element_sparse,
+    "layers_removed": _layers_removed,
+    "uniform_ffn_removed": _uniform_ffn_removed,
+    "layers_and_ffn_removed": _layers_and_ffn_removed,
+}
+NON_STOCK_KINDS = {
+    "uneven_heads": _uneven_heads,
+    "even_heads": _even_heads,
+    "uneven_ffn": _uneven_ffn,
+    "layers_removed_and_uneven_heads": _layers_removed_and_uneven_heads,
+    "factorized": _factorized,
+    "fixed_attention": _fixed_attention,
+    "int8": _int8,
+}
 
 
 # ----- stock -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", sorted(STOCK_KINDS))
 def test_stock_kinds_load_with_plain_transformers(kind, model, tokenizer, tmp_path):
@@ -136,8 +162,9 @@ def test_stock_kinds_load_with_plain_transformers(kind, model, tokenizer, tmp_pa
     stock, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     torch.testing.assert_close(_logits(stock, batch), expected, atol=ATOL, rtol=0)
-    torch.testing.assert_close(_logits(BertForSequenceClassification.from_pretrained(folder), batch), expected,
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        _logits(BertForSequenceClassification.from_pretrained(folder), batch), expected, atol=ATOL, rtol=0
+    )
     again = load_model(folder)
     torch.testing.assert_close(_logits(again, batch), expected, atol=ATOL, rtol=0)
     # still measured against the dense origin
@@ -183,6 +210,7 @@ def test_stock_folder_with_missing_weights_is_refused_by_load_model(model, token
 
 # ----- non-stock ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", sorted(NON_STOCK_KINDS))
 def test_non_stock_kinds_fail_loudly_in_transformers_and_load_with_prunebench(kind, model, tokenizer, tmp_path):
     batch = _batch(tokenizer)
@@ -198,14 +226,16 @@ def test_non_stock_kinds_fail_loudly_in_transformers_and_load_with_prunebench(ki
         AutoModelForSequenceClassification.from_pretrained(folder)
     with pytest.raises(ValueError, match="prunebench-"):
         AutoConfig.from_pretrained(folder)
-    for load in (lambda: BertForSequenceClassification.from_pretrained(folder),
-                 lambda: BertForSequenceClassification.from_pretrained(folder, num_attention_heads=4),
-                 lambda: BertConfig.from_pretrained(folder)):
-        with pytest.raises(Exception, match=r"prunebench\.checkpoints\.load_model\(folder\).*model\.onnx"):
+    for load in (
+        lambda: BertForSequenceClassification.from_pretrained(folder),
+        lambda: BertForSequenceClassification.from_pretrained(folder, num_attention_heads=4),
+        lambda: BertConfig.from_pretrained(folder),
+    ):
+        with pytest.raises(Exception, match=r"prunebench\.checkpoints\.store\.load_model\(folder\).*model\.onnx"):
             load()
     # the tokenizer files stay stock (the ONNX route needs them)
     assert AutoTokenizer.from_pretrained(folder)("a fine film")["input_ids"] == tokenizer("a fine film")["input_ids"]
-    assert "prunebench.checkpoints import load_model" in (folder / "README.md").read_text()
+    assert "prunebench.checkpoints.store import load_model" in (folder / "README.md").read_text()
 
     again = load_model(folder)
     if kind == "int8":
@@ -227,7 +257,10 @@ def test_stock_folder_runs_in_a_transformers_pipeline(model, tokenizer, tmp_path
 
     folder = save_model(_layers_removed(model), tokenizer, tmp_path / "m")
     out = pipeline("text-classification", model=str(folder), device="cpu")(["a fine film", "dull and long"])
-    expected = [int(_logits(model, tokenizer([text], return_tensors="pt")).argmax()) for text in ["a fine film", "dull and long"]]
+    expected = [
+        int(_logits(model, tokenizer([text], return_tensors="pt")).argmax())
+        for text in ["a fine film", "dull and long"]
+    ]
     assert [o["label"] for o in out] == [model.config.id2label[i] for i in expected]
 
 
@@ -242,6 +275,7 @@ def test_bert_head_size_is_hidden_over_heads_so_removed_heads_are_not_stock(mode
 
 
 # ----- the previous format ---------------------------------------------------------------------------
+
 
 def _save_old_format(model, tokenizer, folder):
     """What ``save_model`` wrote before: ``save_pretrained`` as is (model_type bert + ops) + checksums."""

@@ -1,4 +1,4 @@
-"""Compression during pre-training (issue 13): the MLM stage (prunebench/pretrain.py) and the rows that
+"""Compression during pre-training (issue 13): the MLM stage (prunebench/training/pretrain.py) and the rows that
 fine-tune its output with the mask kept (methods/pretrain_stage.py).
 
 - the corpus is deduplicated and holds no text of any evaluation file;
@@ -19,19 +19,44 @@ import pytest
 import torch
 
 import methods
-from prunebench import checkpoints
-from prunebench.budget import count_encoder_weights, prunable_linears, per_matrix_remaining, remaining_fraction
+from prunebench.checkpoints import store as checkpoints
 from prunebench.config import ConfigError, load_config_file, resolve
-from prunebench.pretrain import (HEAD_FILE, SUMMARY_FILE, PretrainSettings, build_corpus, build_mlm, heldout_batches,
-                                 load_mlm, mask_tokens, maskable_positions, mlm_loss, normalize_text, read_summary,
-                                 run_pretrain)
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.structure.budget import (
+    count_encoder_weights,
+    per_matrix_remaining,
+    prunable_linears,
+    remaining_fraction,
+)
+from prunebench.training.pretrain import (
+    HEAD_FILE,
+    SUMMARY_FILE,
+    PretrainSettings,
+    build_corpus,
+    build_mlm,
+    heldout_batches,
+    load_mlm,
+    mask_tokens,
+    maskable_positions,
+    mlm_loss,
+    normalize_text,
+    read_summary,
+    run_pretrain,
+)
+from prunebench.training.trainer import FinetuneBudget, train
 from tests.conftest import REPO
 from tests.test_profiles import _dry_run, _job_count
 
-TINY_PRETRAIN = {"steps": 12, "batch_size": 8, "learning_rate": 2e-3, "max_seq_len": 32, "heldout_sentences": 32,
-                 "max_sentences": 400, "eval_points": 2, "precision": "fp32",
-                 "method_settings": {"magnitude_local": {"update_every": 2}, "layerdrop": {"rate": 0.5}}}
+TINY_PRETRAIN = {
+    "steps": 12,
+    "batch_size": 8,
+    "learning_rate": 2e-3,
+    "max_seq_len": 32,
+    "heldout_sentences": 32,
+    "max_sentences": 400,
+    "eval_points": 2,
+    "precision": "fp32",
+    "method_settings": {"magnitude_local": {"update_every": 2}, "layerdrop": {"rate": 0.5}},
+}
 
 
 def _smoke_experiment(monkeypatch, **pretrain) -> dict:
@@ -51,13 +76,29 @@ def _write_tsv(path, rows):
 
 # ----- corpus ------------------------------------------------------------------------------------
 
+
 def test_corpus_is_deduplicated_and_excludes_every_evaluation_sentence(tmp_path):
-    train_rows = [("a fine film", 1), ("A  fine film ", 1), ("dull and long", 0), ("it 's charming .", 1),
-                  ("not bad at all", 1), ("dull and long", 0), ("warm and funny", 1), ("a mess", 0)]
+    train_rows = [
+        ("a fine film", 1),
+        ("A  fine film ", 1),
+        ("dull and long", 0),
+        ("it 's charming .", 1),
+        ("not bad at all", 1),
+        ("dull and long", 0),
+        ("warm and funny", 1),
+        ("a mess", 0),
+    ]
     eval_rows = [("It 's charming .", 1), ("a mess", 0), ("never seen in training", 1)]
-    exp = {"tasks": ["sst2"], "data": {"source": "local"},
-           "task_data": {"sst2": {"train": _write_tsv(tmp_path / "train.tsv", train_rows),
-                                  "eval": _write_tsv(tmp_path / "dev.tsv", eval_rows)}}}
+    exp = {
+        "tasks": ["sst2"],
+        "data": {"source": "local"},
+        "task_data": {
+            "sst2": {
+                "train": _write_tsv(tmp_path / "train.tsv", train_rows),
+                "eval": _write_tsv(tmp_path / "dev.tsv", eval_rows),
+            }
+        },
+    }
     corpus = build_corpus(exp, PretrainSettings(heldout_sentences=1))
     texts = corpus.train + corpus.heldout
     keys = [normalize_text(t) for t in texts]
@@ -72,11 +113,14 @@ def test_corpus_is_deduplicated_and_excludes_every_evaluation_sentence(tmp_path)
 def test_corpus_of_the_real_files_holds_no_dev_sentence(monkeypatch):
     exp = _smoke_experiment(monkeypatch)
     corpus = build_corpus(exp, PretrainSettings(heldout_sentences=16))
-    from prunebench.data import DataConfig, load_task_data
-    from prunebench.tasks import get_task
+    from prunebench.data.loading import DataConfig, load_task_data
+    from prunebench.data.tasks import get_task
 
-    dev = load_task_data(get_task("sst2"), DataConfig(source="local", train=exp["task_data"]["sst2"]["train"],
-                                                      eval=exp["task_data"]["sst2"]["eval"]), eval_only=True)["eval"]
+    dev = load_task_data(
+        get_task("sst2"),
+        DataConfig(source="local", train=exp["task_data"]["sst2"]["train"], eval=exp["task_data"]["sst2"]["eval"]),
+        eval_only=True,
+    )["eval"]
     assert len(dev) == 872 and corpus.stats["eval_texts_excluded"] == 872  # the whole file, not the eval_limit
     dev_keys = {normalize_text(t) for t in dev["sentence"]}
     assert not dev_keys & {normalize_text(t) for t in corpus.train + corpus.heldout}
@@ -84,6 +128,7 @@ def test_corpus_of_the_real_files_holds_no_dev_sentence(monkeypatch):
 
 
 # ----- masking -----------------------------------------------------------------------------------
+
 
 def test_masking_rate_and_80_10_10_on_a_seeded_draw():
     g = torch.Generator().manual_seed(0)
@@ -102,12 +147,17 @@ def test_masking_rate_and_80_10_10_on_a_seeded_draw():
     masked = int((inputs[chosen] == 103).sum()) / n
     kept = int((inputs[chosen] == ids[chosen]).sum()) / n
     replaced = 1.0 - masked - kept
-    assert abs(masked - 0.8) < 0.02 and abs(replaced - 0.1) < 0.015 and abs(kept - 0.1) < 0.015, (masked, replaced, kept)
+    assert abs(masked - 0.8) < 0.02 and abs(replaced - 0.1) < 0.015 and abs(kept - 0.1) < 0.015, (
+        masked,
+        replaced,
+        kept,
+    )
     again = mask_tokens(ids, maskable, 0.15, 103, 30522, torch.Generator().manual_seed(1))
     assert torch.equal(again[0], inputs) and torch.equal(again[1], labels), "seeded: the same draw"
 
 
 # ----- model ---------------------------------------------------------------------------------------
+
 
 def test_mlm_head_decoder_is_tied_to_the_word_embeddings(tokenizer):
     mlm = build_mlm("tiny-random", tokenizer, seed=0)
@@ -129,6 +179,7 @@ def test_mlm_head_decoder_is_tied_to_the_word_embeddings(tokenizer):
 
 
 # ----- the stage -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def gordon_stage(tmp_path_factory):
@@ -170,7 +221,7 @@ def test_saved_pretrained_model_reloads_with_its_zeros(gordon_stage, tokenizer):
 
 
 def test_mask_fixed_during_pretraining_stays_fixed_during_finetuning(gordon_stage, tokenizer, sst2_small):
-    from prunebench.modeling import load_pretrained
+    from prunebench.checkpoints.pretrained import load_pretrained
 
     out, summary = gordon_stage
     model = load_pretrained(str(out), 2, seed=0, label_names=("negative", "positive"))
@@ -196,9 +247,10 @@ def test_mask_fixed_during_pretraining_stays_fixed_during_finetuning(gordon_stag
     assert info["pretrain"]["points"][-1]["remaining"] == pytest.approx(0.5, abs=1e-3)
 
 
-def test_layerdrop_stage_removes_layers_and_finetuning_keeps_the_shallow_model(monkeypatch, tmp_path, tokenizer,
-                                                                                 sst2_small):
-    from prunebench.modeling import load_pretrained
+def test_layerdrop_stage_removes_layers_and_finetuning_keeps_the_shallow_model(
+    monkeypatch, tmp_path, tokenizer, sst2_small
+):
+    from prunebench.checkpoints.pretrained import load_pretrained
 
     exp = _smoke_experiment(monkeypatch, steps=4, eval_points=1)
     summary = run_pretrain(exp, "layerdrop_pretrain", 0.5, 0, tmp_path, threads=1)
@@ -215,8 +267,13 @@ def test_layerdrop_stage_removes_layers_and_finetuning_keeps_the_shallow_model(m
 
 # ----- configuration and workflow ------------------------------------------------------------------------
 
+
 def test_rows_name_their_stage_method_and_counterpart():
-    for row, stage in (("gordon_pretrain", "magnitude_local"), ("rpp_pretrain", "rpp"), ("layerdrop_pretrain", "layerdrop")):
+    for row, stage in (
+        ("gordon_pretrain", "magnitude_local"),
+        ("rpp_pretrain", "rpp"),
+        ("layerdrop_pretrain", "layerdrop"),
+    ):
         cls = methods.get(row)
         assert cls.starts_from == "pretrain" and cls.stage_method == stage and cls.finetune_counterpart == stage
         assert stage in methods.available()
@@ -234,8 +291,15 @@ def test_a_pretrain_row_without_a_pretrain_block_is_a_config_error(monkeypatch):
 
 
 def test_workflow_plans_one_pretraining_per_row_budget_and_seed(tmp_path):
-    out = _dry_run("--cores", "2", "--printshellcmds", "--config", "profile=smoke",
-                   "methods=[gordon_pretrain,rpp_pretrain,layerdrop_pretrain,magnitude_local]", f"results_dir={tmp_path}")
+    out = _dry_run(
+        "--cores",
+        "2",
+        "--printshellcmds",
+        "--config",
+        "profile=smoke",
+        "methods=[gordon_pretrain,rpp_pretrain,layerdrop_pretrain,magnitude_local]",
+        f"results_dir={tmp_path}",
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert _job_count(text, "pretrain") == 3 * 2  # rows x budgets x seeds (one seed), shared by the task
@@ -249,20 +313,47 @@ def test_workflow_plans_one_pretraining_per_row_budget_and_seed(tmp_path):
 
 # ----- report ------------------------------------------------------------------------------------------
 
-def test_report_measures_the_pretrain_column_and_pairs_rows_with_their_finetuning_counterparts():
-    from reports.collect import Row
-    from reports.survey import load_survey, mlm_loss_points, pretrain_cell, pretrain_comparison
 
-    points = [{"step": 0, "remaining": 1.0, "mlm_loss": 2.0, "stage": "start"},
-              {"step": 40, "remaining": 0.5, "mlm_loss": 2.3, "stage": "after finalize"}]
-    staged = {"starts_from": "pretrain", "stage_method": "magnitude_local", "finetune_counterpart": "magnitude_local",
-              "pretrain": {"stage_method": "magnitude_local", "training": {"steps": 40}, "points": points,
-                           "final": {"remaining": 0.5, "mlm_loss": 2.3, "mlm_loss_start": 2.0}}}
-    rows = [Row("sst2", "gordon_pretrain", 0.5, [0], "accuracy", {"accuracy": [0.80], "encoder_remaining": [0.5]},
-                method_info=staged),
-            Row("sst2", "magnitude_local", 0.5, [0], "accuracy", {"accuracy": [0.83], "encoder_remaining": [0.5]},
-                method_info={"starts_from": "dense"}),
-            Row("sst2", "dense", 1.0, [0], "accuracy", {"accuracy": [0.85]}, method_info={})]
+def test_report_measures_the_pretrain_column_and_pairs_rows_with_their_finetuning_counterparts():
+    from prunebench.report.collect import Row
+    from prunebench.report.survey import load_survey, mlm_loss_points, pretrain_cell, pretrain_comparison
+
+    points = [
+        {"step": 0, "remaining": 1.0, "mlm_loss": 2.0, "stage": "start"},
+        {"step": 40, "remaining": 0.5, "mlm_loss": 2.3, "stage": "after finalize"},
+    ]
+    staged = {
+        "starts_from": "pretrain",
+        "stage_method": "magnitude_local",
+        "finetune_counterpart": "magnitude_local",
+        "pretrain": {
+            "stage_method": "magnitude_local",
+            "training": {"steps": 40},
+            "points": points,
+            "final": {"remaining": 0.5, "mlm_loss": 2.3, "mlm_loss_start": 2.0},
+        },
+    }
+    rows = [
+        Row(
+            "sst2",
+            "gordon_pretrain",
+            0.5,
+            [0],
+            "accuracy",
+            {"accuracy": [0.80], "encoder_remaining": [0.5]},
+            method_info=staged,
+        ),
+        Row(
+            "sst2",
+            "magnitude_local",
+            0.5,
+            [0],
+            "accuracy",
+            {"accuracy": [0.83], "encoder_remaining": [0.5]},
+            method_info={"starts_from": "dense"},
+        ),
+        Row("sst2", "dense", 1.0, [0], "accuracy", {"accuracy": [0.85]}, method_info={}),
+    ]
     (pair,) = pretrain_comparison(rows)
     assert (pair["row"], pair["counterpart"], pair["budget"]) == ("gordon_pretrain", "magnitude_local", 0.5)
     assert pair["delta_pts"] == pytest.approx(-3.0) and pair["dense_score"] == 0.85 and pair["missing"] is None
@@ -287,7 +378,7 @@ def test_smoke_profile_runs_the_pretraining_rows_end_to_end(tmp_path):
 
     out = _snakemake("methods=[gordon_pretrain,rpp_pretrain,layerdrop_pretrain]", "budgets=[0.5]", results=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    from prunebench.records import read_record
+    from prunebench.records.record import read_record
 
     records = {read_record(p)["method"]: read_record(p) for p in _records(tmp_path / "records")}
     assert set(records) == {"dense", "gordon_pretrain", "rpp_pretrain", "layerdrop_pretrain"}

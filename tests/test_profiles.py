@@ -12,9 +12,19 @@ from tests.conftest import REPO
 
 
 def _dry_run(*args):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--dry-run", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _job_count(text, rule):
@@ -34,8 +44,10 @@ def test_paper_profile_plans_every_task_method_budget_and_seed():
     # budget-free ones (quantization, fixed attention) once
     import methods
 
-    runs = sum(1 if methods.get(m).budget_free else len(paper["method_budgets"].get(m, paper["budgets"]))
-               for m in paper["methods"])
+    runs = sum(
+        1 if methods.get(m).budget_free else len(paper["method_budgets"].get(m, paper["budgets"]))
+        for m in paper["methods"]
+    )
     assert sorted(paper["methods"]) == sorted(methods.available()) and runs >= 66
     assert _job_count(text, "finetune_dense") == 4 * 3  # tasks x seeds
     assert _job_count(text, "prune") == 4 * 3 * runs  # tasks x seeds x (method, budget) runs
@@ -46,8 +58,15 @@ def test_paper_profile_plans_every_task_method_budget_and_seed():
 
 def test_slurm_profile_plans_the_smoke_workflow(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm")
-    out = _dry_run("--workflow-profile", "none", "--profile", "workflow/profiles/slurm", "--config", "profile=smoke",
-                   f"results_dir={tmp_path}")
+    out = _dry_run(
+        "--workflow-profile",
+        "none",
+        "--profile",
+        "workflow/profiles/slurm",
+        "--config",
+        "profile=smoke",
+        f"results_dir={tmp_path}",
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     smoke = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())["profiles"]["smoke"]

@@ -11,18 +11,19 @@ import torch
 from torch.nn.utils import parametrize
 
 import methods
-from methods.base import TrainingPlan
-from prunebench import checkpoints
-from prunebench.budget import prunable_linears
-from prunebench.fake_quant import symmetric_scale
-from prunebench.quantized import Int8DynamicLinear, is_quantized_model
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.checkpoints import store as checkpoints
+from prunebench.method.base import TrainingPlan
+from prunebench.quantization.fake_quant import symmetric_scale
+from prunebench.quantization.int8 import Int8DynamicLinear, is_quantized_model
+from prunebench.structure.budget import prunable_linears
+from prunebench.training.trainer import FinetuneBudget, train
 from tests.conftest import logits, sample_batch
 
 
 def _budget(steps, freeze=True):
-    return FinetuneBudget(steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=freeze,
-                          warmup_ratio=0.0)
+    return FinetuneBudget(
+        steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=freeze, warmup_ratio=0.0
+    )
 
 
 def _on_grid(w, scale, bits=8):
@@ -144,7 +145,7 @@ def test_quantize_embeddings_off_keeps_them(tiny_model):
 
 
 def test_guard_remaining_before_finalize_equals_the_int8_model(wide_tiny_model):
-    from prunebench.budget import remaining_fraction
+    from prunebench.structure.budget import remaining_fraction
 
     method = methods.build("q8bert", 1.0)
     method.prepare(wide_tiny_model, TrainingPlan(total_steps=1, seed=0))

@@ -1,6 +1,6 @@
 """Q-BERT (methods/qbert.py): top Hessian eigenvalue per encoder layer by power iteration
-(prunebench/hessian.py), bits by that sensitivity, group-wise fake quantization during fine-tuning,
-finalized to a mixed int8 / packed-int4 model (prunebench/mixed.py) that saves and reloads exactly."""
+(prunebench/quantization/hessian.py), bits by that sensitivity, group-wise fake quantization during fine-tuning,
+finalized to a mixed int8 / packed-int4 model (prunebench/quantization/mixed.py) that saves and reloads exactly."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import methods
-from methods.base import TrainingPlan
 from methods.qbert import allocate_bits
-from prunebench import checkpoints
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.calibration import CalibrationSource
-from prunebench.hessian import layer_eigenvalues, loss_hvp, top_eigenvalue
-from prunebench.int4 import Int4WeightLinear
+from prunebench.checkpoints import store as checkpoints
 from prunebench.measure.disk import encoder_bytes_on_disk
-from prunebench.mixed import GroupWeightFakeQuant, group_scale, quantize_encoder_mixed, weight_bytes
-from prunebench.quantized import Int8DynamicLinear
-from prunebench.trainer import FinetuneBudget, _collator, train
+from prunebench.method.base import TrainingPlan
+from prunebench.quantization.hessian import layer_eigenvalues, loss_hvp, top_eigenvalue
+from prunebench.quantization.int4 import Int4WeightLinear
+from prunebench.quantization.int8 import Int8DynamicLinear
+from prunebench.quantization.mixed import GroupWeightFakeQuant, group_scale, quantize_encoder_mixed, weight_bytes
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.training.calibration import CalibrationSource
+from prunebench.training.trainer import FinetuneBudget, _collator, train
 from tests.conftest import logits, sample_batch
 
 #: small Hessian settings: the tiny model, a few seconds
@@ -32,12 +32,15 @@ FAST = {"hessian_batches": 2, "hessian_batch_size": 8, "hessian_iters": 8}
 
 
 def _budget(steps):
-    return FinetuneBudget(steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=True,
-                          warmup_ratio=0.0)
+    return FinetuneBudget(
+        steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=True, warmup_ratio=0.0
+    )
 
 
 def _plan(data, tokenizer, seed=0):
-    return TrainingPlan(total_steps=1, seed=seed, calibration=CalibrationSource(len(data), _collator(data, tokenizer), seed))
+    return TrainingPlan(
+        total_steps=1, seed=seed, calibration=CalibrationSource(len(data), _collator(data, tokenizer), seed)
+    )
 
 
 def _symmetric(eigenvalues, seed=0):
@@ -47,6 +50,7 @@ def _symmetric(eigenvalues, seed=0):
 
 
 # ----- power iteration -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("eigenvalues", [[5.0, 3.0, 1.0, 0.5, -0.2, 0.1], [-4.0, 2.5, 1.0, 0.3]])
 def test_power_iteration_finds_the_top_eigenvalue_of_a_known_matrix(eigenvalues):
@@ -81,8 +85,10 @@ def test_power_iteration_over_a_block_of_several_tensors_and_its_stopping_rule()
     assert loose.converged and loose.iterations < 50 and loose.eigenvalue == pytest.approx(7.0, rel=1e-2)
     capped = top_eigenvalue(hvp, [x1, x2], max_iter=3, tol=1e-3, seed=1)
     assert capped.iterations == 3 and not capped.converged and len(capped.history) == 3
-    assert top_eigenvalue(hvp, [x1, x2], max_iter=20, seed=5).history == top_eigenvalue(hvp, [x1, x2], max_iter=20,
-                                                                                            seed=5).history  # seeded
+    assert (
+        top_eigenvalue(hvp, [x1, x2], max_iter=20, seed=5).history
+        == top_eigenvalue(hvp, [x1, x2], max_iter=20, seed=5).history
+    )  # seeded
     with pytest.raises(ValueError):
         top_eigenvalue(hvp, [x1, x2], max_iter=0)
 
@@ -107,6 +113,7 @@ def test_layer_eigenvalues_of_the_tiny_model_per_batch(tiny_model, sst2_small, t
 
 def test_layer_eigenvalues_measure_curvature_of_a_fitted_quadratic():
     """On a model whose loss is an explicit quadratic per block, the per-block eigenvalues are the known ones."""
+
     class Quad(nn.Module):
         def __init__(self):
             super().__init__()
@@ -120,14 +127,21 @@ def test_layer_eigenvalues_measure_curvature_of_a_fitted_quadratic():
         s = batch["scale"]
         return 0.5 * s * (m.a @ A @ m.a) + 0.5 * s * (m.b @ B @ m.b) + (m.a.sum() * m.b.sum()) * 0.0
 
-    out = layer_eigenvalues(model, {"a": [model.a], "b": [model.b]}, [{"scale": 1.0}, {"scale": 2.0}],
-                            max_iter=300, tol=1e-10, loss_fn=loss_fn)
+    out = layer_eigenvalues(
+        model,
+        {"a": [model.a], "b": [model.b]},
+        [{"scale": 1.0}, {"scale": 2.0}],
+        max_iter=300,
+        tol=1e-10,
+        loss_fn=loss_fn,
+    )
     assert out["a"]["per_batch"] == pytest.approx([3.0, 6.0], rel=1e-6)
     assert out["b"]["per_batch"] == pytest.approx([0.2, 0.4], rel=1e-6)
     assert out["a"]["omega"] == pytest.approx(4.5 + 1.5, rel=1e-6)
 
 
 # ----- bit allocation ------------------------------------------------------------------------------
+
 
 def test_bits_follow_the_sensitivity_ranking():
     omega = {"0": 1.0, "1": 3.0, "2": 2.0, "3": 0.5}
@@ -170,11 +184,12 @@ def test_a_layer_made_sharper_gets_the_high_bits(tiny_model, sst2_small, tokeniz
 
 # ----- group-wise fake quantization ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bits,group_rows", [(4, 1), (4, 2), (8, 4), (2, 3)])
 def test_fake_quantization_lands_on_the_group_grid(bits, group_rows):
     torch.manual_seed(bits + group_rows)
     w = torch.randn(12, 10) * torch.linspace(0.1, 3, 12)[:, None]
-    w[group_rows:2 * group_rows] = 0.0  # an all-zero group stays zero
+    w[group_rows : 2 * group_rows] = 0.0  # an all-zero group stays zero
     quant = GroupWeightFakeQuant(bits, group_rows)
     wq = quant(w)
     step = group_scale(w, bits, group_rows)
@@ -189,7 +204,7 @@ def test_fake_quantization_lands_on_the_group_grid(bits, group_rows):
         assert float(step[rows][0]) == pytest.approx(amax / q if amax > 0 else 1.0)
         if amax > 0:
             assert float(wq[rows].abs().max()) == pytest.approx(amax)  # the group's largest weight is exact
-    assert torch.equal(wq[group_rows:2 * group_rows], torch.zeros(group_rows, 10))
+    assert torch.equal(wq[group_rows : 2 * group_rows], torch.zeros(group_rows, 10))
     torch.testing.assert_close(quant(wq), wq, rtol=0, atol=1e-6)  # idempotent: already on the grid
     assert (w - wq).abs().max() <= step.max() / 2 + 1e-6  # rounding error at most half a step
     w.requires_grad_(True)
@@ -218,6 +233,7 @@ def test_mixed_layers_store_the_fake_quantized_weights_exactly(wide_tiny_model):
 
 
 # ----- the method end to end -------------------------------------------------------------------------
+
 
 def test_registered_row():
     cls = methods.get("qbert")
@@ -266,11 +282,15 @@ def test_trains_finalizes_saves_and_reloads_to_the_same_outputs(tiny_model, sst2
 
     # bytes on disk: 1 byte per 8-bit weight, half a byte per 4-bit weight, + one fp32 step per row
     qb, db = encoder_bytes_on_disk(tmp_path / "q"), encoder_bytes_on_disk(tmp_path / "d")
-    expected_codes = sum(m.out_features * (m.in_features if isinstance(m, Int8DynamicLinear) else
-                                           (m.in_features + 1) // 2)
-                         for m in (model.get_submodule(n) for n in names))
-    assert qb["encoder_weights"] == expected_codes == weight_bytes(model)["int8_code_bytes"] + \
-        weight_bytes(model)["int4_packed_code_bytes"]
+    expected_codes = sum(
+        m.out_features * (m.in_features if isinstance(m, Int8DynamicLinear) else (m.in_features + 1) // 2)
+        for m in (model.get_submodule(n) for n in names)
+    )
+    assert (
+        qb["encoder_weights"]
+        == expected_codes
+        == weight_bytes(model)["int8_code_bytes"] + weight_bytes(model)["int4_packed_code_bytes"]
+    )
     assert qb["encoder_weight_scales"] == 4 * sum(model.get_submodule(n).out_features for n in names)
     fp32 = db["encoder_weights"]
     assert fp32 == weight_bytes(model)["fp32_bytes"]
@@ -288,7 +308,7 @@ def test_mixed_loader_refuses_a_mismatched_checkpoint(tiny_model, tokenizer, tmp
     state = load_file(str(tmp_path / "q" / checkpoints.WEIGHTS))
     state.pop(next(k for k in state if k.endswith("weight_packed")))
     save_file(state, str(tmp_path / "q" / checkpoints.WEIGHTS), metadata={"format": "pt"})
-    from prunebench.mixed import load_mixed_model
+    from prunebench.checkpoints.quantized import load_mixed_model
 
     with pytest.raises(checkpoints.CheckpointError, match="does not match its architecture"):
         load_mixed_model(tmp_path / "q")

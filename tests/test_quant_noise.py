@@ -1,5 +1,5 @@
 """Quant-Noise (methods/quant_noise.py): scalar int8 / int4 quantization noise during fine-tuning,
-full quantization at evaluation, finalized to int8 layers or packed int4 matrices (prunebench/int4.py)."""
+full quantization at evaluation, finalized to int8 layers or packed int4 matrices (prunebench/quantization/int4.py)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,35 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 from torch.nn.utils import parametrize
 
 import methods
-from methods.base import TrainingPlan
-from prunebench import checkpoints
-from prunebench.budget import count_encoder_weights, prunable_linears
-from prunebench.fake_quant import InputFakeQuant, WeightFakeQuant, fake_quantize_tensor
-from prunebench.int4 import (Int4WeightLinear, is_int4_model, load_int4_model, pack_int4,
-                             quantize_encoder_linears_int4, quantize_weight_int4, unpack_int4)
+from prunebench.checkpoints import store as checkpoints
+from prunebench.checkpoints.quantized import load_int4_model
 from prunebench.measure.flops import flops_per_example
-from prunebench.quantized import Int8DynamicLinear, is_quantized_model
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.method.base import TrainingPlan
+from prunebench.quantization.fake_quant import InputFakeQuant, WeightFakeQuant, fake_quantize_tensor
+from prunebench.quantization.int4 import (
+    Int4WeightLinear,
+    is_int4_model,
+    pack_int4,
+    quantize_encoder_linears_int4,
+    quantize_weight_int4,
+    unpack_int4,
+)
+from prunebench.quantization.int8 import Int8DynamicLinear, is_quantized_model
+from prunebench.structure.budget import count_encoder_weights, prunable_linears
+from prunebench.training.trainer import FinetuneBudget, train
 from tests.conftest import logits, sample_batch
 
 
 def _budget(steps):
-    return FinetuneBudget(steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=True,
-                          warmup_ratio=0.0)
+    return FinetuneBudget(
+        steps=steps, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=True, warmup_ratio=0.0
+    )
 
 
 def test_registered_rows():
@@ -216,7 +224,7 @@ def test_int4_loader_refuses_a_mismatched_checkpoint(tiny_model, tokenizer, tmp_
 
 @pytest.mark.parametrize("name", ["quant_noise", "quant_noise_int4"])
 def test_guard_counts_the_quantizers_zeros_as_the_methods_own(name, wide_tiny_model, tokenizer):
-    from prunebench.budget import remaining_fraction
+    from prunebench.structure.budget import remaining_fraction
 
     method = methods.build(name, 1.0)
     method.prepare(wide_tiny_model, TrainingPlan(total_steps=1, seed=0))

@@ -1,4 +1,4 @@
-"""int8 dynamic quantization (prunebench.quantized, methods/quantization.py) and its way
+"""int8 dynamic quantization (prunebench.quantization.int8, methods/quantization.py) and its way
 through the shared measurement path: weight count, FLOPs, sparse encoding, save and reload;
 the two kernels (PyTorch's quantized engine, ``torch._int_mm``), the fallback between them, and the
 bytes an int8 checkpoint takes on disk, measured from the file."""
@@ -13,14 +13,25 @@ import torch
 from torch import nn
 
 import methods
-from prunebench import budget, checkpoints
+import prunebench.quantization.int8 as quantized_mod
+from prunebench.checkpoints import store as checkpoints
+from prunebench.checkpoints.quantized import load_quantized_model
+from prunebench.checkpoints.store import load_model as quantized_load_model
 from prunebench.measure.disk import bytes_on_disk, encoder_bytes_on_disk, tensor_bytes_on_disk
 from prunebench.measure.flops import flops_per_example
-from prunebench.quantized import load_model as quantized_load_model
-import prunebench.quantized as quantized_mod
-from prunebench.quantized import (CONFIG_ATTR, Int8DynamicLinear, engine_unavailable, int8_matmul,
-                                  is_quantized_checkpoint, is_quantized_model, kernel_report, load_quantized_model,
-                                  quantize_encoder_linears, quantize_weight, set_kernel)
+from prunebench.quantization.int8 import (
+    CONFIG_ATTR,
+    Int8DynamicLinear,
+    engine_unavailable,
+    int8_matmul,
+    is_quantized_checkpoint,
+    is_quantized_model,
+    kernel_report,
+    quantize_encoder_linears,
+    quantize_weight,
+    set_kernel,
+)
+from prunebench.structure import budget
 
 ENGINE = engine_unavailable("cpu")
 needs_engine = pytest.mark.skipif(ENGINE is not None, reason=f"no quantized engine here: {ENGINE}")
@@ -120,6 +131,7 @@ def test_int8_dynamic_method_is_a_budget_free_row(tiny_model):
 
 # ----- kernels: PyTorch's quantized engine and torch._int_mm ---------------------------------
 
+
 def _layer(k=384, n=1536, seed=0):
     g = torch.Generator().manual_seed(seed)
     lin = nn.Linear(k, n)
@@ -157,8 +169,16 @@ def test_kernels_agree_on_the_model(wide_tiny_model, tokenizer):
     """Both kernels on the same int8 model (the wide tiny model: large activations through two layers):
     the encoder output and the logits close relative to their scale, the same argmax."""
     q = quantize_encoder_linears(copy.deepcopy(wide_tiny_model))
-    texts = ["a fine film , warm and funny", "dull and long", "not bad at all", "the worst thing i have seen",
-             "an unexpected delight", "it never finds its footing", "solid , if unremarkable", "bold and moving"] * 2
+    texts = [
+        "a fine film , warm and funny",
+        "dull and long",
+        "not bad at all",
+        "the worst thing i have seen",
+        "an unexpected delight",
+        "it never finds its footing",
+        "solid , if unremarkable",
+        "bold and moving",
+    ] * 2
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         ref = wide_tiny_model(**batch, output_hidden_states=True)
@@ -303,6 +323,7 @@ def test_old_checkpoints_without_a_kernel_setting_load_with_auto(quantized, toke
 
 # ----- bytes on disk: 8-bit encoder weights, measured from the saved file ----------------------
 
+
 def test_int8_checkpoint_stores_one_byte_per_encoder_weight(tiny_model, quantized, tokenizer, tmp_path):
     checkpoints.save_model(quantized, tokenizer, tmp_path / "q", sparse=False)
     checkpoints.save_model(tiny_model, tokenizer, tmp_path / "d", sparse=False)
@@ -317,13 +338,16 @@ def test_int8_checkpoint_stores_one_byte_per_encoder_weight(tiny_model, quantize
     # the file shrinks by 3/4 of the encoder's fp32 bytes, less the scales (headers differ by a few bytes)
     saved = d["total"] - q["total"]
     assert saved - (d["header"] - q["header"]) == 3 * n_weights - 4 * rows
-    dtypes = {v["dtype"] for k, v in tensor_bytes_on_disk(tmp_path / "q" / checkpoints.WEIGHTS).items()
-              if ".encoder.layer." in k and k.endswith(".weight") and len(v["shape"]) == 2}
+    dtypes = {
+        v["dtype"]
+        for k, v in tensor_bytes_on_disk(tmp_path / "q" / checkpoints.WEIGHTS).items()
+        if ".encoder.layer." in k and k.endswith(".weight") and len(v["shape"]) == 2
+    }
     assert dtypes == {"I8"}
 
 
 def test_engine_setting_fails_before_training_where_unavailable(tiny_model, monkeypatch):
-    from methods.base import TrainingPlan
+    from prunebench.method.base import TrainingPlan
 
     method = methods.build("int8_dynamic", 1.0, {"kernel": "engine"})
     monkeypatch.setattr(quantized_mod, "_supported_engines", lambda: [])

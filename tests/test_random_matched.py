@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
 from methods.random_matched import ReferenceRecordError
-from prunebench.budget import per_matrix_remaining, prunable_linears, remaining_fraction
-from prunebench.modeling import load_pretrained
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.checkpoints.pretrained import load_pretrained
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import per_matrix_remaining, prunable_linears, remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 
 def _reference_record(budget: float = 0.3) -> tuple[dict, dict]:
@@ -22,8 +22,11 @@ def _reference_record(budget: float = 0.3) -> tuple[dict, dict]:
     method.prepare(model, TrainingPlan(total_steps=1, seed=0))
     model = method.finalize(model)
     kept = {f"{n}.weight": m.weight != 0 for n, m in prunable_linears(model).items()}
-    record = {"method": "magnitude_oneshot", "budget": budget,
-              "details": {"method": method.describe(), "per_matrix_remaining": per_matrix_remaining(model)}}
+    record = {
+        "method": "magnitude_oneshot",
+        "budget": budget,
+        "details": {"method": method.describe(), "per_matrix_remaining": per_matrix_remaining(model)},
+    }
     return record, kept
 
 
@@ -48,8 +51,11 @@ def test_reproduces_reference_proportions(tiny_model, tokenizer, sst2_small):
 
 def test_schedule_is_gradual_per_matrix(tiny_model):
     record, _ = _reference_record(0.3)
-    method = methods.build("random_matched", 0.3, {"reference": "magnitude_oneshot", "warmup_fraction": 0.0,
-                                                   "cooldown_fraction": 0.2, "update_every": 1})
+    method = methods.build(
+        "random_matched",
+        0.3,
+        {"reference": "magnitude_oneshot", "warmup_fraction": 0.0, "cooldown_fraction": 0.2, "update_every": 1},
+    )
     method.use_reference(record)
     method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))
     method.after_step(tiny_model, 2)

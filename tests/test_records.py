@@ -6,19 +6,38 @@ import re
 import pytest
 import torch
 
-from prunebench.records import (PredictionsError, RecordError, copy_predictions, metric, predictions_path,
-                                predictions_payload, predictions_summary, read_predictions, read_record, validate,
-                                write_predictions, write_record)
+from prunebench.records.record import (
+    PredictionsError,
+    RecordError,
+    copy_predictions,
+    metric,
+    predictions_path,
+    predictions_payload,
+    predictions_summary,
+    read_predictions,
+    read_record,
+    validate,
+    write_predictions,
+    write_record,
+)
 
 
 def _record():
     return {
-        "schema_version": 1, "task": "sst2", "method": "magnitude_global", "budget": 0.5, "seed": 0,
+        "schema_version": 1,
+        "task": "sst2",
+        "method": "magnitude_global",
+        "budget": 0.5,
+        "seed": 0,
         "metrics": {"accuracy": metric(0.9, "fraction"), "latency_b1": metric(3.2, "ms")},
-        "config": {}, "provenance": {"git_sha": "abc", "versions": {"python": "3.11", "torch": "2", "transformers": "5",
-                                                                   "datasets": "5", "evaluate": "0.4"},
-                                     "hardware": {"cpu": "x", "logical_cores": 2, "gpu": None},
-                                     "wall_time_s": 1.0, "created": "2026-01-01T00:00:00+00:00"},
+        "config": {},
+        "provenance": {
+            "git_sha": "abc",
+            "versions": {"python": "3.11", "torch": "2", "transformers": "5", "datasets": "5", "evaluate": "0.4"},
+            "hardware": {"cpu": "x", "logical_cores": 2, "gpu": None},
+            "wall_time_s": 1.0,
+            "created": "2026-01-01T00:00:00+00:00",
+        },
     }
 
 
@@ -28,13 +47,16 @@ def test_valid_record_round_trips(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"], "no temporary file left behind"
 
 
-@pytest.mark.parametrize("mutate, where", [
-    (lambda r: r.pop("provenance"), "provenance"),
-    (lambda r: r.update(budget=1.5), "budget"),
-    (lambda r: r["metrics"].update(accuracy={"value": 0.9}), "metrics/accuracy"),
-    (lambda r: r["metrics"].update(accuracy={"value": 0.9, "unit": "percent"}), "metrics/accuracy/unit"),
-    (lambda r: r.update(extra=1), "top level"),
-])
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda r: r.pop("provenance"), "provenance"),
+        (lambda r: r.update(budget=1.5), "budget"),
+        (lambda r: r["metrics"].update(accuracy={"value": 0.9}), "metrics/accuracy"),
+        (lambda r: r["metrics"].update(accuracy={"value": 0.9, "unit": "percent"}), "metrics/accuracy/unit"),
+        (lambda r: r.update(extra=1), "top level"),
+    ],
+)
 def test_invalid_records_are_refused(tmp_path, mutate, where):
     rec = _record()
     mutate(rec)
@@ -55,6 +77,7 @@ def test_validate_accepts_record():
 
 
 # --- predictions files ----------------------------------------------------------------------------
+
 
 def _with_predictions(tmp_path, preds=(1, 0, 1, 1), refs=(1, 0, 0, 1)):
     """A record whose predictions file (4 examples, 3 right) lies beside it."""
@@ -82,15 +105,18 @@ def test_predictions_round_trip_compactly(tmp_path):
     assert copy.value() == 0.75 and json.loads((tmp_path / "copy/seed0.predictions.json").read_text()) == payload
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda rec, data: rec["details"]["predictions"].update(n=5), "n = 4 examples, the record has 5"),
-    (lambda rec, data: rec["details"]["predictions"].update(references_sha256="0" * 64), "references do not match"),
-    (lambda rec, data: rec["metrics"]["accuracy"].update(value=0.5), "recomputed from the predictions is 0.75"),
-    (lambda rec, data: rec.update(method="other"), "method"),
-    (lambda rec, data: data.update(references=[1, 1, 1, 1]), "references do not match references_sha256"),
-    (lambda rec, data: data.update(predictions=[1, 0, 1]), "predictions has 3 entries, n is 4"),
-    (lambda rec, data: data.update(format="other/2"), "format"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda rec, data: rec["details"]["predictions"].update(n=5), "n = 4 examples, the record has 5"),
+        (lambda rec, data: rec["details"]["predictions"].update(references_sha256="0" * 64), "references do not match"),
+        (lambda rec, data: rec["metrics"]["accuracy"].update(value=0.5), "recomputed from the predictions is 0.75"),
+        (lambda rec, data: rec.update(method="other"), "method"),
+        (lambda rec, data: data.update(references=[1, 1, 1, 1]), "references do not match references_sha256"),
+        (lambda rec, data: data.update(predictions=[1, 0, 1]), "predictions has 3 entries, n is 4"),
+        (lambda rec, data: data.update(format="other/2"), "format"),
+    ],
+)
 def test_predictions_that_do_not_match_their_record_name_the_file(tmp_path, mutate, message):
     rec, payload, path = _with_predictions(tmp_path)
     data = json.loads(path.read_text())
@@ -108,16 +134,22 @@ def test_missing_predictions_file_is_a_clear_error(tmp_path):
 
 
 def test_tiny_model_predictions_reproduce_its_metric_in_dataset_order(tmp_path, tiny_model, tokenizer, sst2_small):
-    from prunebench import experiment
+    from prunebench.data.tasks import get_task
     from prunebench.measure.accuracy import evaluate_task
-    from prunebench.tasks import get_task
+    from prunebench.runner import jobs as experiment
 
     spec, data = get_task("sst2"), sst2_small["eval"]
 
     def one_by_one():  # each example alone, in dataset order: no batching, no sorting
         with torch.inference_mode():
-            return torch.cat([tiny_model(**tokenizer.pad([{k: data[i][k] for k in ("input_ids", "attention_mask")}],
-                                                          return_tensors="pt")).logits for i in range(len(data))])
+            return torch.cat(
+                [
+                    tiny_model(
+                        **tokenizer.pad([{k: data[i][k] for k in ("input_ids", "attention_mask")}], return_tensors="pt")
+                    ).logits
+                    for i in range(len(data))
+                ]
+            )
 
     logits = one_by_one()
     margin = (logits[:, 1] - logits[:, 0]).sort().values
@@ -128,9 +160,14 @@ def test_tiny_model_predictions_reproduce_its_metric_in_dataset_order(tmp_path, 
     ev = evaluate_task(tiny_model, data, tokenizer, spec, batch_size=16)  # length-sorted batches
     assert ev.predictions == alone, "predictions restored to dataset order"
     assert ev.references == [int(x) for x in data["label"]]
-    summary = {"task": "sst2", "method": "dense", "budget": 1.0, "seed": 0,
-               "metrics": {"accuracy": metric(ev.metrics["accuracy"], "fraction")},
-               "details": {"training": {"eval_examples": len(data)}}}
+    summary = {
+        "task": "sst2",
+        "method": "dense",
+        "budget": 1.0,
+        "seed": 0,
+        "metrics": {"accuracy": metric(ev.metrics["accuracy"], "fraction")},
+        "details": {"training": {"eval_examples": len(data)}},
+    }
     path = experiment._write_predictions(summary, ev, spec.primary_metric, tmp_path / "seed0.json")
     assert path == tmp_path / "seed0.predictions.json"
     p = read_predictions(path, summary)  # checks n, references and the metric against the summary

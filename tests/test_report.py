@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from reports.analysis import read_head_ablation
-from reports.collect import aggregate, load_record_set, pareto_front, read_benchmarks, wall_time_per_rule
-from reports.leaderboard import to_markdown, write_leaderboard
-from reports.render import render_report
-from reports.survey import categorize, load_survey, survey_rows, unmeasured_cells
+from prunebench.report.analysis import read_head_ablation
+from prunebench.report.collect import aggregate, load_record_set, pareto_front, read_benchmarks, wall_time_per_rule
+from prunebench.report.leaderboard import to_markdown, write_leaderboard
+from prunebench.report.render import render_report
+from prunebench.report.survey import categorize, load_survey, survey_rows, unmeasured_cells
 from tests.conftest import REPO
 from tests.report_records import FRONT_REMAINING, RUNS, TASK, build_results, make_record
 
@@ -41,8 +41,12 @@ def rows(results):
 
 @pytest.fixture(scope="module")
 def html(results):
-    out = render_report(results["expected"], results["root"] / "report.html",
-                        results["root"] / "figures" / "accuracy_vs_remaining.svg", generated="2026-01-01T00:00:00+00:00")
+    out = render_report(
+        results["expected"],
+        results["root"] / "report.html",
+        results["root"] / "figures" / "accuracy_vs_remaining.svg",
+        generated="2026-01-01T00:00:00+00:00",
+    )
     return out.read_text()
 
 
@@ -52,6 +56,7 @@ def table(rows):
 
 
 # ----- reading records ----------------------------------------------------------------------
+
 
 def test_record_set_lists_corrupt_failed_and_missing_runs(results):
     rs = load_record_set(results["expected"])
@@ -94,12 +99,24 @@ def test_benchmark_files_give_wall_time_per_rule(results):
 
 # ----- the survey table -------------------------------------------------------------------------
 
+
 def test_survey_file_names_every_paper_of_the_survey_table():
     survey = load_survey()
     keys = [p["key"] for p in survey["papers"]]
-    for key in ["zafrir2019q8bert", "fan2020training", "shen2020q", "gordon2020compressing", "guo2019reweighted",
-                "sanh2020movement", "raganato2020fixed", "fan2019reducing", "wang2019structured",
-                "michel2019sixteen", "voita2019analyzing", "kovaleva2019revealing"]:
+    for key in [
+        "zafrir2019q8bert",
+        "fan2020training",
+        "shen2020q",
+        "gordon2020compressing",
+        "guo2019reweighted",
+        "sanh2020movement",
+        "raganato2020fixed",
+        "fan2019reducing",
+        "wang2019structured",
+        "michel2019sixteen",
+        "voita2019analyzing",
+        "kovaleva2019revealing",
+    ]:
         assert key in keys
     for p in survey["papers"]:
         assert re.fullmatch(r"\d{4}\.\d{5}", p["arxiv"]), p["key"]
@@ -141,15 +158,24 @@ def test_unrun_papers_say_why(table, rows):
     assert table["kovaleva2019revealing"].cells["performance"].reason.startswith("an analysis")
     cells = unmeasured_cells(list(table.values()))
     assert all(c["reason"] for c in cells)
-    assert {"paper": "Quant-Noise", "task": TASK, "column": "memory"} in [{k: c[k] for k in ("paper", "task", "column")} for c in cells]
+    assert {"paper": "Quant-Noise", "task": TASK, "column": "memory"} in [
+        {k: c[k] for k in ("paper", "task", "column")} for c in cells
+    ]
 
 
 def test_performance_categories():
-    assert [categorize(d) for d in (1.0, 0.2, -0.4, -1.0, -2.0, -2.1)] == \
-        ["better", "same", "same", "slightly_worse", "slightly_worse", "worse"]
+    assert [categorize(d) for d in (1.0, 0.2, -0.4, -1.0, -2.0, -2.1)] == [
+        "better",
+        "same",
+        "same",
+        "slightly_worse",
+        "slightly_worse",
+        "worse",
+    ]
 
 
 # ----- the HTML report ----------------------------------------------------------------------------
+
 
 def test_report_is_self_contained_with_figures(html, results):
     assert not re.search(r"""(src|href)=["']https?:""", html), "no external resources"
@@ -179,7 +205,9 @@ def test_report_lists_missing_and_failed_runs(html, results):
     runs = html.split('id="problems-table"')[1].split("</table>")[0]
     for key in ("corrupt", "failed", "missing"):
         assert results[key] in runs
-    assert "corrupt or truncated" in runs and "training loss became nan" in runs and "not run (no record, no log)" in runs
+    assert (
+        "corrupt or truncated" in runs and "training loss became nan" in runs and "not run (no record, no log)" in runs
+    )
     assert "3 of 25 expected records" in html
 
 
@@ -198,7 +226,10 @@ def test_report_provenance_and_analyses(html):
 
 
 def test_report_renders_with_no_records(tmp_path):
-    expected = [tmp_path / "results/records/sst2/dense/1/seed0.json", tmp_path / "results/records/sst2/random/0.5/seed0.json"]
+    expected = [
+        tmp_path / "results/records/sst2/dense/1/seed0.json",
+        tmp_path / "results/records/sst2/random/0.5/seed0.json",
+    ]
     out = render_report(expected, tmp_path / "results/report.html", tmp_path / "results/figures/a.svg")
     text = out.read_text()
     assert "0 result records of 2 expected" in text and "not run (no record, no log)" in text
@@ -206,7 +237,7 @@ def test_report_renders_with_no_records(tmp_path):
 
 
 def test_cli_report_keeps_working_with_corrupt_records(results, tmp_path):
-    from prunebench.cli import main
+    from prunebench.runner.cli import main
 
     out = tmp_path / "cli.html"
     assert main(["report", "--records", *results["expected"], "--out", str(out)]) == 0
@@ -216,7 +247,9 @@ def test_cli_report_keeps_working_with_corrupt_records(results, tmp_path):
 def test_head_ablation_reader_is_defensive(tmp_path):
     odd = tmp_path / "sst2" / "head_ablation_seed3.json"
     odd.parent.mkdir()
-    odd.write_text(json.dumps({"baseline": 0.9, "single_head_disabled": [[0.89, 0.9], [0.88]], "layer_attention_disabled": "x"}))
+    odd.write_text(
+        json.dumps({"baseline": 0.9, "single_head_disabled": [[0.89, 0.9], [0.88]], "layer_attention_disabled": "x"})
+    )
     ab = read_head_ablation(odd)
     assert ab.error is None and ab.seed == 3 and ab.task == "sst2"
     assert len(ab.single[1]) == 2  # ragged rows padded
@@ -226,6 +259,7 @@ def test_head_ablation_reader_is_defensive(tmp_path):
 
 
 # ----- leaderboard ----------------------------------------------------------------------------------
+
 
 def test_leaderboard_marks_fronts_hardware_and_problems(results, tmp_path):
     rows = write_leaderboard(results["expected"], tmp_path / "lb.md", tmp_path / "lb.csv")
@@ -240,24 +274,32 @@ def test_leaderboard_marks_fronts_hardware_and_problems(results, tmp_path):
 
 
 def test_leaderboard_ranks_only_entries_that_met_the_budget(tmp_path):
-    from reports.leaderboard import leaderboard_rows
+    from prunebench.report.leaderboard import leaderboard_rows
 
     over = dict(acc=(0.95, 0.95), rem=0.694, disk=(78e6, 79e6), lat=(8.0, 70.0), gran="head")  # head floor
     met = dict(acc=(0.70, 0.70), rem=0.1, disk=(90e6, 52e6), lat=(10.0, 100.0), gran="element")
     near = dict(acc=(0.60, 0.60), rem=0.104, disk=(90e6, 52e6), lat=(10.0, 100.0), gran="element")
-    records = [make_record("head_importance", 0.1, 0, over), make_record("magnitude_global", 0.1, 0, met),
-               make_record("random", 0.1, 0, near), make_record("dense", 1.0, 0, RUNS[("dense", 1.0)])]
+    records = [
+        make_record("head_importance", 0.1, 0, over),
+        make_record("magnitude_global", 0.1, 0, met),
+        make_record("random", 0.1, 0, near),
+        make_record("dense", 1.0, 0, RUNS[("dense", 1.0)]),
+    ]
     rows = [r for r in leaderboard_rows(records) if r["budget"] == 0.1]
     assert [(r["method"], r["rank"], r["met_budget"]) for r in rows] == [
-        ("magnitude_global", 1, True), ("random", 2, True), ("head_importance", None, False)]
+        ("magnitude_global", 1, True),
+        ("random", 2, True),
+        ("head_importance", None, False),
+    ]
     md = to_markdown(rows, records)
     assert "| – (budget not reached) | head_importance |" in md
 
 
 # ----- paper figures --------------------------------------------------------------------------------
 
+
 def test_paper_figures_are_vector_and_reproducible(results, tmp_path):
-    from reports.paper_figures import write_paper_figures
+    from prunebench.report.paper_figures import write_paper_figures
 
     a = write_paper_figures(results["expected"], tmp_path / "a")
     b = write_paper_figures(results["expected"], tmp_path / "b")
@@ -275,10 +317,17 @@ def test_paper_figures_are_vector_and_reproducible(results, tmp_path):
 
 # ----- workflow rules (parsing only) ---------------------------------------------------------------
 
+
 def _snakemake(*args):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--nolock", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--nolock", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_publish_leaderboard_rule_only_for_the_real_results_dir(tmp_path):
@@ -290,7 +339,9 @@ def test_publish_leaderboard_rule_only_for_the_real_results_dir(tmp_path):
 
 
 def test_paper_figures_target_is_not_in_all(tmp_path):
-    out = _snakemake("paper_figures", "--dry-run", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}")
+    out = _snakemake(
+        "paper_figures", "--dry-run", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}"
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     stats = (out.stdout + out.stderr).split("Job stats")[-1]
     assert "paper_figures" in stats and "report " not in stats
@@ -299,6 +350,7 @@ def test_paper_figures_target_is_not_in_all(tmp_path):
 
 
 # ----- uncertainty, tied ranks and tests (issue 11) --------------------------------------------------
+
 
 def _by(rows, method, budget):
     return next(r for r in rows if r["method"] == method and r["budget"] == budget)
@@ -315,9 +367,14 @@ def test_leaderboard_ties_entries_the_paired_test_cannot_separate(board):
     rows = board["rows"]
     # dense and int8 disagree on 1 and 3 of 400 examples: a tie; at 0.1 the entries differ on 12-84 examples
     assert [(r["method"], r["rank"], r["rank_label"]) for r in rows if r["budget"] == 1.0] == [
-        ("dense", 1, "1="), ("int8_dynamic", 1, "1=")]
+        ("dense", 1, "1="),
+        ("int8_dynamic", 1, "1="),
+    ]
     assert [(r["method"], r["rank_label"]) for r in rows if r["budget"] == 0.1] == [
-        ("movement_soft", "1"), ("magnitude_global", "2"), ("random", "3")]
+        ("movement_soft", "1"),
+        ("magnitude_global", "2"),
+        ("random", "3"),
+    ]
     assert _by(rows, "int8_dynamic", 1.0)["p_vs_leader"] >= 0.05
     assert "| 1= | dense |" in board["md"] and "| 1= | int8_dynamic |" in board["md"]
     assert "paired permutation test on the evaluation examples" in board["md"] and "Holm" in board["md"]
@@ -351,9 +408,9 @@ def test_leaderboard_intervals_over_seeds_and_to_dense(board):
 
 
 def test_single_seed_interval_is_a_bootstrap_over_examples(tmp_path):
-    from reports.leaderboard import write_leaderboard as write
+    from prunebench.records.record import write_record
+    from prunebench.report.leaderboard import write_leaderboard as write
     from tests.report_records import N_EXAMPLES, record_path, write_record_predictions
-    from prunebench.records import write_record
 
     for method, budget in [("dense", 1.0), ("magnitude_global", 0.5), ("random", 0.5)]:
         rec = make_record(method, budget, 0, RUNS[(method, budget)])
@@ -375,7 +432,10 @@ def test_records_without_predictions_render_with_na_and_a_warning(tmp_path):
     info = build_results(tmp_path / "results", predictions=False)
     rows = write_leaderboard(info["expected"], tmp_path / "lb.md", tmp_path / "lb.csv")
     assert all(r["score_low"] is None and r["better_than_random"] is None for r in rows)
-    assert [(r["method"], r["rank_label"]) for r in rows if r["budget"] == 1.0] == [("dense", "1"), ("int8_dynamic", "2")]
+    assert [(r["method"], r["rank_label"]) for r in rows if r["budget"] == 1.0] == [
+        ("dense", "1"),
+        ("int8_dynamic", "2"),
+    ]
     md = (tmp_path / "lb.md").read_text()
     assert "Warning: 22 record(s) without a usable predictions file" in md and "[n/a]" in md
     html = render_report(info["expected"], tmp_path / "r.html").read_text()
@@ -406,9 +466,9 @@ def test_report_shows_intervals_tied_ranks_and_error_bars(html, rows):
 
 
 def test_error_bars_are_the_interval_when_there_is_one(results):
-    from reports.figures import score_error
-    from reports.leaderboard import attach_stats
-    from reports.uncertainty import load_predictions
+    from prunebench.report.figures import score_error
+    from prunebench.report.leaderboard import attach_stats
+    from prunebench.report.uncertainty import load_predictions
 
     rs = load_record_set(results["expected"])
     rows = aggregate(rs.records)
@@ -416,11 +476,14 @@ def test_error_bars_are_the_interval_when_there_is_one(results):
     assert score_error(mg) == pytest.approx((0.0141421, 0.0141421), rel=1e-4)  # no predictions: ± std
     attach_stats(rows, load_predictions(rs.paths, rs.records)[0])
     below, above = score_error(mg)
-    assert below == pytest.approx(mg.score - mg.stats.score.low) and above == pytest.approx(mg.stats.score.high - mg.score)
+    assert below == pytest.approx(mg.score - mg.stats.score.low) and above == pytest.approx(
+        mg.stats.score.high - mg.score
+    )
     assert below > 0.1  # two seeds: the t interval (12.7 x the standard error) is far wider than ± std
 
 
 # ----- issue 10's guard ------------------------------------------------------------------------------
+
 
 def _guarded(before, after, calibration=None):
     spec = dict(RUNS[("magnitude_global", 0.1)], rem=after)
@@ -432,10 +495,14 @@ def _guarded(before, after, calibration=None):
 
 
 def test_leaderboard_flags_budget_enforced_by_truncation_and_calibration(tmp_path):
-    from reports.leaderboard import leaderboard_rows
+    from prunebench.report.leaderboard import leaderboard_rows
 
-    calib = {"calibrated_on": {"steps": 300, "task": "sst2"}, "run": {"steps": 200, "task": "sst2"},
-             "matches": False, "differs": ["steps"]}
+    calib = {
+        "calibrated_on": {"steps": 300, "task": "sst2"},
+        "run": {"steps": 200, "task": "sst2"},
+        "matches": False,
+        "differs": ["steps"],
+    }
     truncated = leaderboard_rows([_guarded(0.465, 0.1, calib)])[0]
     assert truncated["enforced_by_truncation"] is True
     assert truncated["finalize_removed"] == pytest.approx((0.465 - 0.1) / 0.465)
@@ -450,7 +517,7 @@ def test_leaderboard_flags_budget_enforced_by_truncation_and_calibration(tmp_pat
 
 
 def test_report_flags_truncation_and_calibration(tmp_path):
-    from prunebench.records import write_record
+    from prunebench.records.record import write_record
 
     calib = {"calibrated_on": {"steps": 300}, "run": {"steps": 200}, "matches": False, "differs": ["steps"]}
     path = tmp_path / "results" / "records" / TASK / "flop" / "0.1" / "seed0.json"
@@ -464,8 +531,9 @@ def test_report_flags_truncation_and_calibration(tmp_path):
 
 # ----- the published leaderboard, regenerated from committed records (issue 11, part 8) ----------------
 
+
 def _small_record_folder(root: Path) -> Path:
-    from prunebench.records import write_record
+    from prunebench.records.record import write_record
     from tests.report_records import record_path, write_record_predictions
 
     for method, budget in [("dense", 1.0), ("magnitude_global", 0.5), ("random", 0.5)]:
@@ -476,13 +544,16 @@ def _small_record_folder(root: Path) -> Path:
 
 
 def test_published_leaderboard_check_passes_skips_and_fails_with_a_diff(tmp_path):
-    from reports.published import check, regenerate
+    from prunebench.report.published import check, regenerate
 
     status, message = check(tmp_path / "absent", tmp_path)
     assert status == 0 and message.startswith("SKIP: no committed records")
     records, published = _small_record_folder(tmp_path), tmp_path / "published"
     regenerate(records, published)
-    assert check(records, published) == (0, f"OK: {published}/leaderboard.{{md,csv,json}} match the records under {records}")
+    assert check(records, published) == (
+        0,
+        f"OK: {published}/leaderboard.{{md,csv,json}} match the records under {records}",
+    )
     status, message = check(records, published, render=True)
     assert status == 0 and message.endswith("(and their report renders)")
     md = published / "leaderboard.md"
@@ -500,8 +571,8 @@ def test_published_leaderboard_check_passes_skips_and_fails_with_a_diff(tmp_path
 
 
 def test_publish_copies_records_with_predictions_and_the_check_then_passes(tmp_path):
-    from reports.published import check, publish
-    from reports.stats import predictions_path
+    from prunebench.report.published import check, publish
+    from prunebench.report.stats import predictions_path
 
     run = _small_record_folder(tmp_path / "run")
     run_records = sorted(p for p in run.rglob("seed*.json") if not p.name.endswith(".predictions.json"))
@@ -518,18 +589,30 @@ def test_publish_copies_records_with_predictions_and_the_check_then_passes(tmp_p
 
 
 def test_cli_leaderboard_takes_a_records_folder(tmp_path):
-    from prunebench.cli import main
+    from prunebench.runner.cli import main
 
     records = _small_record_folder(tmp_path)
-    assert main(["leaderboard", "--records", str(records), "--markdown", str(tmp_path / "a.md"), "--csv",
-                 str(tmp_path / "a.csv")]) == 0
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--records",
+                str(records),
+                "--markdown",
+                str(tmp_path / "a.md"),
+                "--csv",
+                str(tmp_path / "a.csv"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "a.json").read_text())
     assert [r["method"] for r in rows] == ["dense", "magnitude_global", "random"]
     assert "predictions" not in (tmp_path / "a.md").read_text().split("| task |")[1]  # no .predictions.json as a record
 
 
 def test_committed_leaderboard_is_what_the_committed_records_give(monkeypatch):
-    from reports.published import check, has_records
+    from prunebench.report.published import check, has_records
 
     if not has_records(REPO / "reports" / "records"):
         pytest.skip("no records committed under reports/records yet: the published leaderboard cannot be regenerated")
@@ -540,17 +623,23 @@ def test_committed_leaderboard_is_what_the_committed_records_give(monkeypatch):
 
 # ----- converged dense reference: how short is the fine-tuning budget? (issue 11, part 6) -------------
 
+
 def test_report_states_the_gap_to_the_converged_dense_reference(tmp_path):
-    from reports.reference import budget_gaps, load_references
+    from prunebench.report.reference import budget_gaps, load_references
 
     info = build_results(tmp_path / "results", predictions=False)
     ref_dir = tmp_path / "reference"
     ref_dir.mkdir()
     dense = [json.loads(Path(p).read_text()) for p in info["expected"] if "/dense/" in str(p)]
-    summary = {"task": TASK, "method": "dense", "budget": 1.0, "seed": 0,
-               "metrics": {"accuracy": {"value": 0.95, "unit": "fraction"}},
-               "details": {"training": {"steps": 6315, "precision": "bf16"}},
-               "config": {"model": "tiny-random", "finetune": {"steps": 6315, "batch_size": 32}}}
+    summary = {
+        "task": TASK,
+        "method": "dense",
+        "budget": 1.0,
+        "seed": 0,
+        "metrics": {"accuracy": {"value": 0.95, "unit": "fraction"}},
+        "details": {"training": {"steps": 6315, "precision": "bf16"}},
+        "config": {"model": "tiny-random", "finetune": {"steps": 6315, "batch_size": 32}},
+    }
     (ref_dir / f"{TASK}_dense_steps6315_seed0.json").write_text(json.dumps(summary))
     refs = load_references(ref_dir)
     gaps = budget_gaps(dense, refs)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from reports.render import render_report
+from prunebench.report.render import render_report
 from tests.browser import Chromium, find_chromium
 from tests.conftest import REPO
 from tests.report_records import build_results
 
-pytestmark = pytest.mark.skipif(find_chromium() is None,
-                                reason="chromium is not installed (Debian: apt-get install -y chromium; CI installs it)")
+pytestmark = pytest.mark.skipif(
+    find_chromium() is None, reason="chromium is not installed (Debian: apt-get install -y chromium; CI installs it)"
+)
 
 SCREENSHOT = REPO / "results" / "report_screenshot.png"
 ROWS = "Array.from(document.querySelectorAll('#leaderboard-table tbody tr'))"
@@ -53,7 +54,10 @@ def test_clicking_a_header_sorts_the_rows(page):
     page.click("#leaderboard-table thead th:nth-child(6)")
     ascending = _column(page, 5)
     assert ascending == sorted(ascending, key=float) and ascending != before
-    assert page.evaluate("document.querySelector('#leaderboard-table thead th:nth-child(6)').getAttribute('aria-sort')") == "ascending"
+    assert (
+        page.evaluate("document.querySelector('#leaderboard-table thead th:nth-child(6)').getAttribute('aria-sort')")
+        == "ascending"
+    )
     page.click("#leaderboard-table thead th:nth-child(6)")
     assert _column(page, 5) == sorted(ascending, key=float, reverse=True)
     page.click("#leaderboard-table thead th:nth-child(4)")  # method names sort as text
@@ -66,7 +70,9 @@ def test_filters_hide_rows(page):
     page.evaluate("""(() => { const s = document.querySelector('select[data-filter="method"]');
         s.value = 'random'; s.dispatchEvent(new Event('change')); })()""")
     assert set(_column(page, 3)) == {"random"}
-    survey_shown = page.evaluate("Array.from(document.querySelectorAll('#survey-table tbody tr')).filter(r => !r.hidden).length")
+    survey_shown = page.evaluate(
+        "Array.from(document.querySelectorAll('#survey-table tbody tr')).filter(r => !r.hidden).length"
+    )
     assert survey_shown == 0  # no paper maps to the random floor
     page.evaluate("""(() => { const s = document.querySelector('select[data-filter="method"]');
         s.value = ''; s.dispatchEvent(new Event('change'));

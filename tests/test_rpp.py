@@ -7,12 +7,12 @@ import torch
 from safetensors.torch import load_file
 
 import methods
-from methods.base import TrainingPlan
 from methods.rpp import proximal_step, reweight
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.checkpoints import WEIGHTS, load_model, save_model
-from prunebench.modeling import load_pretrained
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.checkpoints.pretrained import load_pretrained
+from prunebench.checkpoints.store import WEIGHTS, load_model, save_model
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 
 def test_proximal_step_matches_hand_computation():
@@ -109,8 +109,9 @@ def test_kept_weights_are_not_shrunk_beyond_the_stated_factor(tiny_model):
     method.prepare(tiny_model, TrainingPlan(total_steps=100, seed=0))
     proximal_only(method, tiny_model, 100, 100)
     model = method.finalize(tiny_model)
-    ratios = torch.cat([(m.weight.detach().abs() / start[n].abs())[m.weight != 0]
-                        for n, m in prunable_linears(model).items()])
+    ratios = torch.cat(
+        [(m.weight.detach().abs() / start[n].abs())[m.weight != 0] for n, m in prunable_linears(model).items()]
+    )
     assert float(ratios.median()) >= 0.88
     assert method.remaining_before_finalize < 0.65
 
@@ -125,7 +126,7 @@ def test_loss_gradient_changes_which_weights_survive(tiny_model):
     flat = torch.cat([m.weight.detach().abs().flatten() for m in linears.values()])
     order = flat.argsort(descending=True)
     keep, band = round(0.3 * flat.numel()), round(0.05 * flat.numel())
-    needed, unneeded = order[keep:keep + band], order[keep - band:keep]  # ranks 30-35% / 25-30%
+    needed, unneeded = order[keep : keep + band], order[keep - band : keep]  # ranks 30-35% / 25-30%
     sign = torch.cat([m.weight.detach().sign().flatten() for m in linears.values()])
     push = torch.zeros_like(flat)
     push[needed], push[unneeded] = -sign[needed], sign[unneeded]  # d loss / d w

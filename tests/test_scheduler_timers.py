@@ -1,4 +1,4 @@
-"""The workaround for Snakemake's busy scheduler (prunebench/scheduler_timers.py)."""
+"""The workaround for Snakemake's busy scheduler (prunebench/runner/scheduler_timers.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import time
 import yaml
 from snakemake.settings.types import MaxJobsPerTimespan
 
-from prunebench.scheduler_timers import stop_pending_timers
-
+from prunebench.runner.scheduler_timers import stop_pending_timers
 from tests.conftest import REPO
 
 

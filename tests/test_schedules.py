@@ -1,6 +1,6 @@
 import pytest
 
-from prunebench.schedules import cubic_remaining
+from prunebench.training.schedules import cubic_remaining
 
 
 def test_cubic_schedule_endpoints_and_shape():

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
 from methods.semi_structured import nm_mask, parse_pattern
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 
 def test_nm_mask_keeps_two_largest_of_every_four():
@@ -31,7 +31,14 @@ def _assert_two_of_four(model):
 @pytest.mark.parametrize("budget", [0.5, 0.3])
 def test_magnitude_2to4_through_trainer(budget, tiny_model, tokenizer, sst2_small):
     method = methods.build("magnitude_2to4", budget)
-    train(tiny_model, sst2_small["train"], tokenizer, FinetuneBudget(steps=4, batch_size=8, learning_rate=1e-3), method, seed=0)
+    train(
+        tiny_model,
+        sst2_small["train"],
+        tokenizer,
+        FinetuneBudget(steps=4, batch_size=8, learning_rate=1e-3),
+        method,
+        seed=0,
+    )
     model = method.finalize(tiny_model)
     _assert_two_of_four(model)
     assert remaining_fraction(model) == pytest.approx(0.5)
@@ -47,4 +54,6 @@ def test_magnitude_2to4_keeps_largest(tiny_model):
         groups = before[name].abs().reshape(module.out_features, -1, 4)
         kept = (module.weight != 0).reshape(groups.shape)
         assert bool((groups.masked_fill(~kept, -1).amax(-1) >= 0).all())
-        assert bool((groups.masked_fill(kept, float("inf")).amin(-1) <= groups.masked_fill(~kept, float("inf")).amin(-1)).all())
+        assert bool(
+            (groups.masked_fill(kept, float("inf")).amin(-1) <= groups.masked_fill(~kept, float("inf")).amin(-1)).all()
+        )

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 import methods
-from methods.base import TrainingPlan
-from prunebench.budget import prunable_linears
 from prunebench.measure.sparse_backend import CSRLinear, sparse_latency, sparse_matrix_count, to_sparse_backend
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import prunable_linears
 
 ATOL = 1e-5  # CSR (MKL sparse) and dense GEMM sum in different orders
 
@@ -21,8 +21,9 @@ def _pruned(model, remaining):
 
 
 def _batch(tokenizer):
-    return dict(tokenizer(["a fine film", "dull , long and loud"], padding="max_length", max_length=16,
-                          return_tensors="pt"))
+    return dict(
+        tokenizer(["a fine film", "dull , long and loud"], padding="max_length", max_length=16, return_tensors="pt")
+    )
 
 
 def test_sparse_outputs_equal_dense_masked_outputs(tiny_model, tokenizer):

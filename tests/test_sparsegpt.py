@@ -5,8 +5,8 @@ import torch
 
 import methods
 from methods.sparsegpt import sparsegpt_prune
-from prunebench.budget import per_matrix_remaining, remaining_fraction
-from prunebench.trainer import FinetuneBudget, train
+from prunebench.structure.budget import per_matrix_remaining, remaining_fraction
+from prunebench.training.trainer import FinetuneBudget, train
 
 
 def _correlated_inputs(n=2000, d=64, seed=0):
@@ -27,7 +27,9 @@ def test_sparsegpt_reconstructs_better_than_magnitude(nm):
         magnitude = W * (W.abs() >= W.abs().flatten().kthvalue(W.numel() // 2 + 1).values)
     else:
         groups = W.abs().reshape(32, -1, 4)
-        magnitude = W * torch.zeros_like(groups, dtype=torch.bool).scatter_(2, groups.topk(2, dim=2).indices, True).reshape(W.shape)
+        magnitude = W * torch.zeros_like(groups, dtype=torch.bool).scatter_(
+            2, groups.topk(2, dim=2).indices, True
+        ).reshape(W.shape)
     err_sparsegpt = torch.linalg.norm(X @ W.t() - X @ new.t())
     err_magnitude = torch.linalg.norm(X @ W.t() - X @ magnitude.t())
     err_same_mask_no_update = torch.linalg.norm(X @ W.t() - X @ (W * keep).t())
@@ -45,7 +47,14 @@ def test_sparsegpt_block_budget_is_exact_and_shape_checked():
 
 def test_sparsegpt_through_trainer_meets_budget(tiny_model, tokenizer, sst2_small):
     method = methods.build("sparsegpt", 0.2, {"calibration_examples": 32})
-    train(tiny_model, sst2_small["train"], tokenizer, FinetuneBudget(steps=4, batch_size=8, learning_rate=1e-3), method, seed=0)
+    train(
+        tiny_model,
+        sst2_small["train"],
+        tokenizer,
+        FinetuneBudget(steps=4, batch_size=8, learning_rate=1e-3),
+        method,
+        seed=0,
+    )
     model = method.finalize(tiny_model)
     assert remaining_fraction(model) == pytest.approx(0.2, abs=1e-3)
     assert all(v == pytest.approx(0.2, abs=0.01) for v in per_matrix_remaining(model).values())

@@ -1,4 +1,4 @@
-"""reports.stats on constructed predictions whose answer is known: bootstrap intervals, the paired
+"""prunebench.report.stats on constructed predictions whose answer is known: bootstrap intervals, the paired
 permutation test, Holm's adjustment, intervals over seeds, and the tie rule of the ranks."""
 
 import math
@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from prunebench.records import Predictions, PredictionsError, references_sha256
-from reports import stats
+from prunebench.records.record import Predictions, PredictionsError, references_sha256
+from prunebench.report import stats
 
 
 def _labels(correct, seed=0, method="m", refs=None) -> Predictions:
@@ -16,8 +16,9 @@ def _labels(correct, seed=0, method="m", refs=None) -> Predictions:
     correct = np.asarray(correct, dtype=bool)
     refs = np.arange(len(correct)) % 2 if refs is None else np.asarray(refs)
     preds = np.where(correct, refs, 1 - refs)
-    return Predictions("sst2", method, 0.5, seed, "accuracy", len(refs), "labels", preds, refs,
-                       references_sha256(refs.tolist()))
+    return Predictions(
+        "sst2", method, 0.5, seed, "accuracy", len(refs), "labels", preds, refs, references_sha256(refs.tolist())
+    )
 
 
 def _accuracy_pattern(n: int, accuracy: float, seed: int = 0) -> np.ndarray:
@@ -28,6 +29,7 @@ def _accuracy_pattern(n: int, accuracy: float, seed: int = 0) -> np.ndarray:
 
 
 # --- bootstrap intervals ------------------------------------------------------------------------
+
 
 def test_metric_ci_contains_the_value_and_matches_the_binomial_width():
     p = _labels(_accuracy_pattern(872, 0.85))
@@ -83,6 +85,7 @@ def test_f1_predictions_bootstrap_the_f1():
 
 # --- the paired permutation test and Holm --------------------------------------------------------
 
+
 def test_identical_predictions_have_p_one():
     a = _labels(_accuracy_pattern(200, 0.7))
     b = _labels(_accuracy_pattern(200, 0.7), method="other")
@@ -123,6 +126,7 @@ def test_holm_matches_a_hand_computed_example():
 
 # --- intervals over seeds -------------------------------------------------------------------------
 
+
 def test_seeds_ci_is_the_student_t_interval():
     ci = stats.seeds_ci([0.80, 0.82, 0.84])
     half = 4.302652729911275 * 0.02 / math.sqrt(3)  # t(0.975, df=2) * sd / sqrt(n)
@@ -140,6 +144,7 @@ def test_seed_example_bootstrap_adds_the_seed_noise():
 
 
 # --- ranks with ties ------------------------------------------------------------------------------
+
 
 def test_identical_entries_tie_at_rank_one():
     pattern = _accuracy_pattern(300, 0.8)

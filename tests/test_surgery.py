@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 
-from tests.conftest import logits, sample_batch
-
-from prunebench import surgery
-from prunebench.budget import count_encoder_weights, remaining_fraction
-from prunebench.checkpoints import SPARSE, WEIGHTS, CheckpointError, load_model, load_sparse, save_model
+from prunebench.checkpoints.store import SPARSE, WEIGHTS, CheckpointError, load_model, load_sparse, save_model
 from prunebench.measure.flops import flops_per_example
+from prunebench.structure import surgery
+from prunebench.structure.budget import count_encoder_weights, remaining_fraction
+from tests.conftest import logits, sample_batch
 
 ATOL = 1e-5
 # tiny model: hidden 64, 2 layers, 4 heads of 16, FFN 128 -> per layer 4*64*64 + 2*64*128 = 32768
@@ -191,7 +190,7 @@ def test_bad_indices_and_ops_are_refused(model):
 
 
 def test_replay_reproduces_shapes_on_a_fresh_model(model, tiny_model):
-    from prunebench.modeling import load_pretrained
+    from prunebench.checkpoints.pretrained import load_pretrained
 
     _compact(model)
     fresh = load_pretrained("tiny-random", 2, 0)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prunebench.config import ConfigError, for_task, load_config_file, resolve, task_data
-from prunebench.data import DataConfig, load_task_data
-from prunebench.records import (aggregate_metric, predictions_payload, read_predictions, write_predictions, metric)
-from prunebench.tasks import TASKS, get_task
+from prunebench.config import ConfigError, for_task, load_config_file, resolve
+from prunebench.data.loading import DataConfig, load_task_data, task_data
+from prunebench.data.tasks import TASKS, get_task
+from prunebench.records.record import aggregate_metric, metric, predictions_payload, read_predictions, write_predictions
 from tests.conftest import DATA, REPO
 
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"the staged task files are not beside the checkout ({DATA})")
@@ -47,6 +47,7 @@ def table_config(task: str, profile: str = "default", **data) -> DataConfig:
 
 # ----- the task table -------------------------------------------------------------------------------
 
+
 def test_every_staged_task_has_a_spec_and_a_table_entry():
     table = load_config_file()["task_data"]
     assert set(STAGED) <= set(TASKS) and set(STAGED) == set(table)
@@ -56,18 +57,21 @@ def test_every_staged_task_has_a_spec_and_a_table_entry():
         assert f"/{name}/" in entry["train"] and f"/{name}/" in entry["eval"], "each task names its own files"
 
 
-@pytest.mark.parametrize("task, kind, labels, metric_name, primary", [
-    ("cola", "classification", ("unacceptable", "acceptable"), "matthews", "mcc"),
-    ("mrpc", "classification", ("not_equivalent", "equivalent"), "accuracy_f1", "f1"),
-    ("qqp", "classification", ("not_duplicate", "duplicate"), "accuracy_f1", "f1"),
-    ("stsb", "regression", (), "pearson_spearman", "pearson"),
-    ("rte", "classification", ("entailment", "not_entailment"), "accuracy", "accuracy"),
-    ("wnli", "classification", ("not_entailment", "entailment"), "accuracy", "accuracy"),
-    ("qnli", "classification", ("entailment", "not_entailment"), "accuracy", "accuracy"),
-    ("mnli", "classification", ("entailment", "neutral", "contradiction"), "accuracy", "accuracy"),
-    ("sst2", "classification", ("negative", "positive"), "accuracy", "accuracy"),
-    ("squad", "extractive_qa", (), "squad", "f1"),
-])
+@pytest.mark.parametrize(
+    "task, kind, labels, metric_name, primary",
+    [
+        ("cola", "classification", ("unacceptable", "acceptable"), "matthews", "mcc"),
+        ("mrpc", "classification", ("not_equivalent", "equivalent"), "accuracy_f1", "f1"),
+        ("qqp", "classification", ("not_duplicate", "duplicate"), "accuracy_f1", "f1"),
+        ("stsb", "regression", (), "pearson_spearman", "pearson"),
+        ("rte", "classification", ("entailment", "not_entailment"), "accuracy", "accuracy"),
+        ("wnli", "classification", ("not_entailment", "entailment"), "accuracy", "accuracy"),
+        ("qnli", "classification", ("entailment", "not_entailment"), "accuracy", "accuracy"),
+        ("mnli", "classification", ("entailment", "neutral", "contradiction"), "accuracy", "accuracy"),
+        ("sst2", "classification", ("negative", "positive"), "accuracy", "accuracy"),
+        ("squad", "extractive_qa", (), "squad", "f1"),
+    ],
+)
 def test_task_specs_follow_the_hub_label_order_and_glue_metrics(task, kind, labels, metric_name, primary):
     spec = get_task(task)
     assert (spec.kind, spec.label_names, spec.metric, spec.primary_metric) == (kind, labels, metric_name, primary)
@@ -76,10 +80,21 @@ def test_task_specs_follow_the_hub_label_order_and_glue_metrics(task, kind, labe
         assert spec.hub_config == task
 
 
-@pytest.mark.parametrize("task, kind", [("sst2", "official"), ("cola", "official"), ("mrpc", "official"),
-                                        ("rte", "official"), ("wnli", "official"), ("stsb", "official"),
-                                        ("qnli", "official"), ("qqp", "stand-in"), ("mnli", "stand-in"),
-                                        ("squad", "stand-in")])
+@pytest.mark.parametrize(
+    "task, kind",
+    [
+        ("sst2", "official"),
+        ("cola", "official"),
+        ("mrpc", "official"),
+        ("rte", "official"),
+        ("wnli", "official"),
+        ("stsb", "official"),
+        ("qnli", "official"),
+        ("qqp", "stand-in"),
+        ("mnli", "stand-in"),
+        ("squad", "stand-in"),
+    ],
+)
 def test_each_job_says_whether_its_evaluation_split_is_a_stand_in(task, kind):
     job = for_task(_experiment(task), task)
     assert job["data"]["eval_split_kind"] == kind and job["data"]["split_note"]
@@ -92,8 +107,13 @@ def test_each_job_says_whether_its_evaluation_split_is_a_stand_in(task, kind):
 def test_profile_files_override_the_table_and_hub_splits_are_official(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the paper profile's hub model id is not looked up
     exp = _experiment("cola", data={"source": "local", "train": "x/{task}/t.tsv", "eval": "x/{task}/d.tsv"})
-    assert for_task(exp, "cola")["data"] == {"source": "local", "train": "x/cola/t.tsv", "eval": "x/cola/d.tsv",
-                                             "train_split_kind": "unspecified", "eval_split_kind": "unspecified"}
+    assert for_task(exp, "cola")["data"] == {
+        "source": "local",
+        "train": "x/cola/t.tsv",
+        "eval": "x/cola/d.tsv",
+        "train_split_kind": "unspecified",
+        "eval_split_kind": "unspecified",
+    }
     paper = for_task(_experiment(["mnli", "qqp", "sst2", "squad"], "paper"), "qqp")["data"]
     assert paper["source"] == "hub" and paper["eval_split_kind"] == "official" and "train" not in paper
 
@@ -121,8 +141,11 @@ COUNTS = {  # from ../shared/data/README.md
     "wnli": {"train": {0: 323, 1: 312}, "eval": {0: 40, 1: 31}},
     "qnli": {"train": {0: 4523, 1: 4476}, "eval": {1: 2761, 0: 2702}},
     "qqp": {"train": {0: 5747, 1: 3252}, "eval": {0: 623, 1: 377}},
-    "mnli": {"train": {0: 3061, 1: 2980, 2: 2958}, "eval": {0: 373, 2: 316, 1: 311},
-             "eval_mismatched": {0: 346, 2: 335, 1: 319}},
+    "mnli": {
+        "train": {0: 3061, 1: 2980, 2: 2958},
+        "eval": {0: 373, 2: 316, 1: 311},
+        "eval_mismatched": {0: 346, 2: 335, 1: 319},
+    },
     "sst2": {"train": {1: 37569, 0: 29780}, "eval": {1: 444, 0: 428}},
 }
 
@@ -151,7 +174,10 @@ def test_staged_stsb_loads_float_scores():
         assert ds.column_names == ["sentence1", "sentence2", "label"] and ds.features["label"].dtype == "float32"
         scores = np.asarray(ds["label"])
         assert scores.min() == 0.0 and scores.max() == 5.0
-    assert data["eval"][1]["label"] == pytest.approx(4.75) and data["eval"][0]["sentence1"] == "A man with a hard hat is dancing."
+    assert (
+        data["eval"][1]["label"] == pytest.approx(4.75)
+        and data["eval"][0]["sentence1"] == "A man with a hard hat is dancing."
+    )
 
 
 @needs_data
@@ -159,8 +185,14 @@ def test_staged_squad_is_split_by_article_without_overlap():
     report = {}
     data = load_task_data(get_task("squad"), table_config("squad"), report=report)
     assert (len(data["train"]), len(data["eval"])) == (7793, 2777)
-    assert report["article_split"] == {"every": 4, "eval_index": 3, "train_articles": 36, "train_questions": 7793,
-                                       "eval_articles": 12, "eval_questions": 2777}
+    assert report["article_split"] == {
+        "every": 4,
+        "eval_index": 3,
+        "train_articles": 36,
+        "train_questions": 7793,
+        "eval_articles": 12,
+        "eval_questions": 2777,
+    }
     assert not set(data["train"]["id"]) & set(data["eval"]["id"])
     assert not set(data["train"]["context"]) & set(data["eval"]["context"])
     assert data["eval"].column_names == ["id", "question", "context", "answers"]
@@ -186,8 +218,9 @@ def test_overlapping_training_pairs_are_dropped_and_counted(tmp_path):
     train.write_text("question1\tquestion2\tlabel\nHow  are you?\tWho are you?\t0\nA?\tB?\t1\nC?\tD?\t0\n")
     dev.write_text("question1\tquestion2\tlabel\nWho are you?\tHow are you?\t0\nC?\tD?\t0\n")
     report = {}
-    data = load_task_data(get_task("qqp"), DataConfig(train=str(train), eval=str(dev), drop_train_overlap=True),
-                          report=report)
+    data = load_task_data(
+        get_task("qqp"), DataConfig(train=str(train), eval=str(dev), drop_train_overlap=True), report=report
+    )
     assert data["train"]["question1"] == ["A?"] and report["train_overlap_dropped"] == 2
 
 
@@ -203,24 +236,40 @@ def test_mnli_ptb_tokenized_evaluation_texts_are_detokenized():
     assert data["train"]["premise"] == raw["train"]["premise"], "training text is untokenized: left alone"
 
 
-@pytest.mark.parametrize("tokenized, text", [
-    ("You ca n't take it with you -- neither can I , unfortunately .", "You can't take it with you -- neither can I, unfortunately."),
-    ("Old King 's House -LRB- built in 1762 -RRB- , which", "Old King's House (built in 1762), which"),
-    ("`` What are you going to do about it ? '' Tuppence frowned", '"What are you going to do about it?" Tuppence frowned'),
-    ("Stephanopoulos ' successor paid $ 5 for 10 % more ; I 'll see", "Stephanopoulos' successor paid $5 for 10% more; I'll see"),
-    ("the -LSB- sic -RSB- rule", "the [sic] rule"),
-    ("` Do n't worry , ' he whispered .", "'Don't worry,' he whispered."),
-    ("two of the '90s ' most acclaimed ; the Class of '58 will", "two of the '90s' most acclaimed; the Class of '58 will"),
-    ("from an ` admirer ' .", "from an 'admirer'."),
-    ("' I do n't suppose you could ? '", "'I don't suppose you could?'"),
-])
+@pytest.mark.parametrize(
+    "tokenized, text",
+    [
+        (
+            "You ca n't take it with you -- neither can I , unfortunately .",
+            "You can't take it with you -- neither can I, unfortunately.",
+        ),
+        ("Old King 's House -LRB- built in 1762 -RRB- , which", "Old King's House (built in 1762), which"),
+        (
+            "`` What are you going to do about it ? '' Tuppence frowned",
+            '"What are you going to do about it?" Tuppence frowned',
+        ),
+        (
+            "Stephanopoulos ' successor paid $ 5 for 10 % more ; I 'll see",
+            "Stephanopoulos' successor paid $5 for 10% more; I'll see",
+        ),
+        ("the -LSB- sic -RSB- rule", "the [sic] rule"),
+        ("` Do n't worry , ' he whispered .", "'Don't worry,' he whispered."),
+        (
+            "two of the '90s ' most acclaimed ; the Class of '58 will",
+            "two of the '90s' most acclaimed; the Class of '58 will",
+        ),
+        ("from an ` admirer ' .", "from an 'admirer'."),
+        ("' I do n't suppose you could ? '", "'I don't suppose you could?'"),
+    ],
+)
 def test_ptb_detokenize(tokenized, text):
-    from prunebench.data import ptb_detokenize
+    from prunebench.data.loading import ptb_detokenize
 
     assert ptb_detokenize(tokenized) == text
 
 
 # ----- metrics and statistics of the new tasks ---------------------------------------------------------
+
 
 def _predictions(tmp_path, task, kind, preds, refs, metric_name):
     summary = {"task": task, "method": "dense", "budget": 1.0, "seed": 0, "metrics": {}}
@@ -232,12 +281,12 @@ def test_regression_predictions_file_holds_floats_and_recomputes_pearson(tmp_pat
     p = _predictions(tmp_path, "stsb", "values", [0.5, 1.5, 2.0, 4.0], [1.0, 2.0, 3.0, 5.0], "pearson")
     data = json.loads((tmp_path / "stsbpearson.predictions.json").read_text())
     assert data["kind"] == "values" and data["references"] == [1.0, 2.0, 3.0, 5.0]
-    from prunebench.records import pearson
+    from prunebench.records.record import pearson
 
     assert p.value() == pytest.approx(float(pearson([0.5, 1.5, 2.0, 4.0], [1.0, 2.0, 3.0, 5.0])), abs=1e-15)
     bad = dict(data, predictions=[0.5, "x", 2.0, 4.0])
     (tmp_path / "bad.predictions.json").write_text(json.dumps(bad))
-    from prunebench.records import PredictionsError
+    from prunebench.records.record import PredictionsError
 
     with pytest.raises(PredictionsError, match="finite numbers"):
         read_predictions(tmp_path / "bad.predictions.json")
@@ -251,7 +300,7 @@ def test_bootstrap_recomputes_correlation_and_matthews_on_each_resample():
     y[::7] = y[0]  # ties
     idx = rng.integers(0, 40, size=(5, 40))
     comps = np.stack([x, y])[:, idx]  # (2, resamples, n)
-    from prunebench.records import average_ranks, pearson
+    from prunebench.data.metric_kernels import average_ranks, pearson
 
     for r in range(5):
         xr, yr = x[idx[r]], y[idx[r]]
@@ -265,7 +314,7 @@ def test_bootstrap_recomputes_correlation_and_matthews_on_each_resample():
 
 
 def test_matthews_predictions_and_interval(tmp_path):
-    from reports import stats
+    from prunebench.report import stats
 
     preds = [1] * 6 + [1] * 2 + [0] * 1 + [0] * 3  # tp 6, fp 2, fn 1, tn 3
     refs = [1] * 6 + [0] * 2 + [1] * 1 + [0] * 3
@@ -277,7 +326,7 @@ def test_matthews_predictions_and_interval(tmp_path):
 
 
 def test_regression_statistics_work_end_to_end(tmp_path):
-    from reports import stats
+    from prunebench.report import stats
 
     rng = np.random.default_rng(1)
     refs = np.round(rng.uniform(0, 5, size=300), 3)
@@ -298,6 +347,7 @@ def test_regression_statistics_work_end_to_end(tmp_path):
 
 # ----- end to end: a few training steps of the tiny model on slices of the real files ---------------------
 
+
 def _evaluate_handles_regression() -> bool:
     from prunebench.measure import accuracy
 
@@ -306,15 +356,16 @@ def _evaluate_handles_regression() -> bool:
 
 def _train_and_evaluate(task, tokenizer, tmp_path, steps=15, train_limit=96, eval_limit=48, **budget):
     """load (task table) -> tokenize -> train -> evaluate_task -> predictions file, as a training job does."""
-    from prunebench import qa
+    from prunebench.checkpoints.pretrained import load_pretrained
+    from prunebench.data import squad as qa
     from prunebench.measure.accuracy import evaluate_task
-    from prunebench.modeling import load_pretrained
-    from prunebench.trainer import FinetuneBudget, tokenize, train
+    from prunebench.training.trainer import FinetuneBudget, tokenize, train
 
     spec = get_task(task)
     data = load_task_data(spec, table_config(task, "smoke", train_limit=train_limit, eval_limit=eval_limit))
-    ft = FinetuneBudget(steps=steps, batch_size=8, learning_rate=2e-3, freeze_embeddings=False, max_seq_len=64,
-                        **budget)
+    ft = FinetuneBudget(
+        steps=steps, batch_size=8, learning_rate=2e-3, freeze_embeddings=False, max_seq_len=64, **budget
+    )
     if spec.kind == "extractive_qa":
         train_ds = qa.train_features(data["train"], tokenizer, ft.max_seq_len, ft.doc_stride)
         eval_ds = qa.eval_features(data["eval"], tokenizer, ft.max_seq_len, ft.doc_stride)
@@ -324,9 +375,14 @@ def _train_and_evaluate(task, tokenizer, tmp_path, steps=15, train_limit=96, eva
     result = train(model, train_ds, tokenizer, ft, None, seed=0, log_every=5)
     assert all(math.isfinite(v) for v in result.loss_curve)
     ev = evaluate_task(model, eval_ds, tokenizer, spec, 16, data["eval"])
-    summary = {"task": task, "method": "dense", "budget": 1.0, "seed": 0,
-               "metrics": {k: metric(v, "fraction") for k, v in ev.metrics.items()},
-               "details": {"training": {"eval_examples": len(data["eval"])}}}
+    summary = {
+        "task": task,
+        "method": "dense",
+        "budget": 1.0,
+        "seed": 0,
+        "metrics": {k: metric(v, "fraction") for k, v in ev.metrics.items()},
+        "details": {"training": {"eval_examples": len(data["eval"])}},
+    }
     payload = predictions_payload(summary, spec.primary_metric, ev.kind, ev.predictions, ev.references)
     p = read_predictions(write_predictions(payload, tmp_path / "seed0.predictions.json"), summary)
     assert p.n == len(data["eval"]) == eval_limit
@@ -350,8 +406,10 @@ def test_cola_trains_and_is_scored_with_matthews(tokenizer, tmp_path):
 @needs_data
 def test_stsb_regression_trains_with_mse_and_is_scored_with_correlations(tokenizer, tmp_path):
     if not _evaluate_handles_regression():
-        pytest.skip("prunebench.measure.accuracy.evaluate_task does not evaluate regression tasks yet "
-                    "(issue 12 hand-off: predict_values + kind 'values')")
+        pytest.skip(
+            "prunebench.measure.accuracy.evaluate_task does not evaluate regression tasks yet "
+            "(issue 12 hand-off: predict_values + kind 'values')"
+        )
     ev, p = _train_and_evaluate("stsb", tokenizer, tmp_path)
     assert ev.kind == "values" and set(ev.metrics) == {"pearson", "spearman"}
     assert all(isinstance(v, float) for v in ev.predictions) and all(0 <= r <= 5 for r in ev.references)
@@ -363,21 +421,33 @@ def test_stsb_regression_head_trains_through_the_trainer(tokenizer):
     """Independent of evaluate_task: the one-output head, MSE loss on float targets, float predictions."""
     import torch
 
-    from prunebench.metrics import load_metric
-    from prunebench.modeling import load_pretrained
-    from prunebench.trainer import FinetuneBudget, tokenize, train
+    from prunebench.checkpoints.pretrained import load_pretrained
+    from prunebench.data.metrics import load_metric
+    from prunebench.training.trainer import FinetuneBudget, tokenize, train
 
     spec = get_task("stsb")
     data = load_task_data(spec, table_config("stsb", "smoke", train_limit=128, eval_limit=32))
     train_ds, eval_ds = (tokenize(data[k], tokenizer, spec.text_fields, 64) for k in ("train", "eval"))
     model = load_pretrained("tiny-random", spec.num_labels, 0, spec.label_names, spec.kind)
     assert model.config.problem_type == "regression" and model.config.num_labels == 1
-    result = train(model, train_ds, tokenizer, FinetuneBudget(steps=20, batch_size=16, learning_rate=2e-3,
-                                                              freeze_embeddings=False), None, seed=0, log_every=10)
+    result = train(
+        model,
+        train_ds,
+        tokenizer,
+        FinetuneBudget(steps=20, batch_size=16, learning_rate=2e-3, freeze_embeddings=False),
+        None,
+        seed=0,
+        log_every=10,
+    )
     assert result.loss_curve[-1] < result.loss_curve[0]
     with torch.inference_mode():
-        batch = tokenizer.pad([{k: eval_ds[i][k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-                               for i in range(len(eval_ds))], return_tensors="pt")
+        batch = tokenizer.pad(
+            [
+                {k: eval_ds[i][k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+                for i in range(len(eval_ds))
+            ],
+            return_tensors="pt",
+        )
         preds = model(**batch).logits[:, 0].tolist()
     out = load_metric("pearson_spearman").compute(predictions=preds, references=list(eval_ds["label"]))
     assert set(out) == {"pearson", "spearman"} and all(-1 <= v <= 1 for v in out.values())
@@ -392,13 +462,35 @@ def test_squad_stand_in_split_trains_and_is_scored(tokenizer, tmp_path):
 
 # ----- the workflow plans every task ---------------------------------------------------------------------
 
+
 @needs_data
 def test_smoke_profile_plans_every_staged_task(tmp_path):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+    }
     tasks = "[cola,mrpc,rte,stsb,qnli,qqp,mnli,squad]"
-    out = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "2", "--printshellcmds",
-                          "--config", "profile=smoke", f"task={tasks}", f"results_dir={tmp_path}"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--dry-run",
+            "--cores",
+            "2",
+            "--printshellcmds",
+            "--config",
+            "profile=smoke",
+            f"task={tasks}",
+            f"results_dir={tmp_path}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     stats = text.split("Job stats")[-1]

@@ -12,12 +12,12 @@ import torch
 pytest.importorskip("torch_pruning")
 
 import methods  # noqa: E402
-from methods.base import TrainingPlan  # noqa: E402
 from methods.torch_pruning_peer import TorchPruningError, plan_pruning, run_torch_pruning  # noqa: E402
-from prunebench import surgery  # noqa: E402
-from prunebench.budget import count_encoder_weights, remaining_fraction  # noqa: E402
-from prunebench.checkpoints import load_model, save_model  # noqa: E402
-from prunebench.trainer import FinetuneBudget, train  # noqa: E402
+from prunebench.checkpoints.store import load_model, save_model  # noqa: E402
+from prunebench.method.base import TrainingPlan  # noqa: E402
+from prunebench.structure import surgery  # noqa: E402
+from prunebench.structure.budget import count_encoder_weights, remaining_fraction  # noqa: E402
+from prunebench.training.trainer import FinetuneBudget, train  # noqa: E402
 from tests.conftest import logits, sample_batch  # noqa: E402
 
 PER_HEAD, PER_UNIT, DENSE = 4096, 128, 65536
@@ -34,8 +34,10 @@ def _prune(model, target, settings=None):
 
 def _shapes(model):
     layers = surgery.encoder_layers(model)
-    return ([int(l.attention.self.num_attention_heads) for l in layers],
-            [int(l.intermediate.dense.out_features) for l in layers])
+    return (
+        [int(l.attention.self.num_attention_heads) for l in layers],
+        [int(l.intermediate.dense.out_features) for l in layers],
+    )
 
 
 @pytest.mark.parametrize("target", [0.9, 0.75, 0.5, 0.3])
@@ -69,18 +71,18 @@ def test_one_ratio_for_heads_and_channels_at_half(tiny_model):
     info = method.describe()["torch_pruning"]
     assert info["ranking"] == "global" and info["fallback_reason"] is None
     heads, units = _shapes(model)
-    assert sum(heads) == 4 and sum(units) == 128       # half of the 8 heads and of the 256 channels
+    assert sum(heads) == 4 and sum(units) == 128  # half of the 8 heads and of the 256 channels
     assert remaining_fraction(model) == 0.5
 
 
 def test_plan_counts():
-    from prunebench.modeling import load_pretrained
+    from prunebench.checkpoints.pretrained import load_pretrained
 
     model = load_pretrained("tiny-random", num_labels=2, seed=0)
-    p = plan_pruning(model, 0.9, "global")          # r = 0.1: round(0.8) = 1 head, then 20 channels
+    p = plan_pruning(model, 0.9, "global")  # r = 0.1: round(0.8) = 1 head, then 20 channels
     assert (p.heads, p.units, p.reachable) == (1, 20, True)
     assert p.reached == pytest.approx(1 - (PER_HEAD + 20 * PER_UNIT) / DENSE)
-    p = plan_pruning(model, 0.5, "layer-wise")      # 2 heads and 64 channels per layer
+    p = plan_pruning(model, 0.5, "layer-wise")  # 2 heads and 64 channels per layer
     assert (p.heads, p.units) == (4, 128)
     assert plan_pruning(model, 1.0, "global").heads == plan_pruning(model, 1.0, "global").units == 0
 
@@ -112,8 +114,8 @@ def test_importance_is_weight_magnitude(tiny_model):
         for (l, h), scale in ((strong, 8.0), (weak, 0.01)):
             att = layers[l].attention.self
             for lin in (att.query, att.key, att.value):
-                lin.weight[h * 16:(h + 1) * 16] *= scale
-            layers[l].attention.output.dense.weight[:, h * 16:(h + 1) * 16] *= scale
+                lin.weight[h * 16 : (h + 1) * 16] *= scale
+            layers[l].attention.output.dense.weight[:, h * 16 : (h + 1) * 16] *= scale
         layers[0].intermediate.dense.weight[5] *= 10.0
         layers[0].output.dense.weight[:, 5] *= 10.0
         layers[0].intermediate.dense.weight[7] *= 0.01
@@ -163,8 +165,9 @@ def test_refuses_anything_but_whole_heads_and_channels(tiny_model):
 
 @pytest.mark.parametrize("freeze", [True, False])
 def test_trains_through_the_shared_trainer(tiny_model, sst2_small, tokenizer, tmp_path, freeze):
-    budget = FinetuneBudget(steps=4, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=freeze,
-                            warmup_ratio=0.0)
+    budget = FinetuneBudget(
+        steps=4, batch_size=16, learning_rate=1e-4, max_seq_len=64, freeze_embeddings=freeze, warmup_ratio=0.0
+    )
     method = methods.build("torch_pruning", 0.5)
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     result = train(tiny_model, sst2_small["train"], tokenizer, budget, method, seed=0)
@@ -172,8 +175,11 @@ def test_trains_through_the_shared_trainer(tiny_model, sst2_small, tokenizer, tm
     assert result.steps == 4
     assert remaining_fraction(model) == 0.5
     # the compacted model's parameters are the ones the optimiser trained
-    changed = [n for n, p in model.named_parameters() if "encoder" in n and n in before
-               and p.shape == before[n].shape and not torch.equal(p.detach(), before[n])]
+    changed = [
+        n
+        for n, p in model.named_parameters()
+        if "encoder" in n and n in before and p.shape == before[n].shape and not torch.equal(p.detach(), before[n])
+    ]
     assert changed
     pruned_q = model.base_model.encoder.layer[0].attention.self.query.weight
     assert pruned_q.shape[0] < before["bert.encoder.layer.0.attention.self.query.weight"].shape[0]
@@ -184,21 +190,23 @@ def test_trains_through_the_shared_trainer(tiny_model, sst2_small, tokenizer, tm
 
 def test_run_method_job_end_to_end(tiny_model, sst2_small, tokenizer, tmp_path):
     """The training job of the workflow (``experiment.run_method``) with this method, on the tiny model."""
-    from prunebench import experiment
-    from prunebench.data import DataConfig, load_task_data
+    from prunebench.data.loading import DataConfig, load_task_data
+    from prunebench.data.tasks import get_task
     from prunebench.measure.flops import flops_per_example
-    from prunebench.tasks import get_task
+    from prunebench.runner import jobs as experiment
     from tests.conftest import SST2_DEV, SST2_TRAIN
 
     spec = get_task("sst2")
-    raw = load_task_data(spec, DataConfig(source="local", train=str(SST2_TRAIN), eval=str(SST2_DEV),
-                                          train_limit=256, eval_limit=64))
+    raw = load_task_data(
+        spec, DataConfig(source="local", train=str(SST2_TRAIN), eval=str(SST2_DEV), train_limit=256, eval_limit=64)
+    )
     budget = FinetuneBudget(steps=3, batch_size=16, learning_rate=1e-4, max_seq_len=64, warmup_ratio=0.0)
     exp = {"model": "tiny-random", "method_settings": {"torch_pruning": {}}}
     ctx = experiment.Context(exp, spec, tokenizer, sst2_small["train"], sst2_small["eval"], raw["eval"], budget, 1)
     save_model(tiny_model, tokenizer, tmp_path / "dense")
-    summary = experiment.run_method(ctx, "torch_pruning", 0.5, 0, tmp_path / "dense", tmp_path / "model",
-                                    tmp_path / "summary.json")
+    summary = experiment.run_method(
+        ctx, "torch_pruning", 0.5, 0, tmp_path / "dense", tmp_path / "model", tmp_path / "summary.json"
+    )
     info = summary["details"]["method"]
     assert info["name"] == "torch_pruning" and info["granularity"] == "head+ffn-channel"
     assert info["torch_pruning"]["reached"] == 0.5 and info["remaining_before_finalize"] == 0.5
@@ -209,7 +217,7 @@ def test_run_method_job_end_to_end(tiny_model, sst2_small, tokenizer, tmp_path):
 
 
 def test_guard_fields(tiny_model):
-    """The issue-10 guard (methods.base): finalize prunes nothing, and says so."""
+    """The issue-10 guard (prunebench.method.base): finalize prunes nothing, and says so."""
     model, method = _prune(tiny_model, 0.75)
     info = method.describe()
     assert info["finalize_enforcement"].startswith("none")

@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-import methods
-from methods.base import PruningMethod
+from prunebench.checkpoints.pretrained import load_pretrained
 from prunebench.measure.accuracy import predict
-from prunebench.modeling import load_pretrained
-from prunebench.trainer import FinetuneBudget, TrainingDiverged, length_grouped_batches, train
+from prunebench.method.base import PruningMethod
+from prunebench.training.trainer import FinetuneBudget, TrainingDiverged, length_grouped_batches, train
 
 BUDGET = FinetuneBudget(steps=10, batch_size=8, learning_rate=1e-3, freeze_embeddings=False)
 
@@ -59,12 +58,19 @@ def test_bf16_autocast_trains_and_returns_fp32(tokenizer, sst2_small):
     assert model.classifier.weight.device.type == "cpu"
 
 
-@pytest.mark.parametrize("capability, expected", [
-    ("AVX2", "fp32"), ("DEFAULT", "fp32"), ("AVX512", "fp32"),  # AVX-512 without BF16: emulated, slow
-    ("AVX512+AVX512_BF16", "bf16"), ("AVX512+AVX512_BF16+AMX", "bf16"), ("AVX512+AMX", "bf16"),
-])
+@pytest.mark.parametrize(
+    "capability, expected",
+    [
+        ("AVX2", "fp32"),
+        ("DEFAULT", "fp32"),
+        ("AVX512", "fp32"),  # AVX-512 without BF16: emulated, slow
+        ("AVX512+AVX512_BF16", "bf16"),
+        ("AVX512+AVX512_BF16+AMX", "bf16"),
+        ("AVX512+AMX", "bf16"),
+    ],
+)
 def test_auto_precision_is_bf16_only_where_native(capability, expected):
-    from prunebench.trainer import resolve_precision
+    from prunebench.training.trainer import resolve_precision
 
     assert resolve_precision("auto", torch.device("cpu"), capability) == expected
     assert resolve_precision("fp32", torch.device("cpu"), capability) == "fp32"  # explicit choices kept
@@ -72,7 +78,7 @@ def test_auto_precision_is_bf16_only_where_native(capability, expected):
 
 
 def test_auto_precision_uses_the_cpu_capability(monkeypatch):
-    from prunebench import trainer
+    from prunebench.training import trainer
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
@@ -93,7 +99,7 @@ def test_bad_precision_and_steps_are_clear_errors():
 
 
 def test_train_result_reports_precision_and_throughput(tokenizer, sst2_small, monkeypatch):
-    from prunebench import trainer
+    from prunebench.training import trainer
 
     monkeypatch.setattr(trainer, "cpu_capability", lambda: "AVX2")
     budget = FinetuneBudget(steps=4, batch_size=8, learning_rate=1e-3, freeze_embeddings=False, precision="auto")
@@ -106,7 +112,7 @@ def test_train_result_reports_precision_and_throughput(tokenizer, sst2_small, mo
 
 
 def test_prepadded_batches_equal_tokenizer_pad(tokenizer, sst2_small):
-    from prunebench.trainer import PrePadded, _collate
+    from prunebench.training.trainer import PrePadded, _collate
 
     data = sst2_small["train"]
     padded = PrePadded(data, tokenizer)

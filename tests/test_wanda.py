@@ -4,11 +4,11 @@ import pytest
 import torch
 
 import methods
-from methods.base import TrainingPlan
 from methods.wanda import rowwise_mask, wanda_scores
-from prunebench.budget import prunable_linears, remaining_fraction
-from prunebench.calibration import CalibrationSource, collect_layer_inputs, linears_by_layer
-from prunebench.trainer import FinetuneBudget, _collate, train
+from prunebench.method.base import TrainingPlan
+from prunebench.structure.budget import prunable_linears, remaining_fraction
+from prunebench.training.calibration import CalibrationSource, collect_layer_inputs, linears_by_layer
+from prunebench.training.trainer import FinetuneBudget, _collate, train
 
 
 def test_wanda_mask_matches_hand_computation():

@@ -5,7 +5,6 @@ This is the slow test (about two minutes on two cores): it runs `snakemake --cor
 leaderboard and the report; then runs the same command again to show nothing is redone.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prunebench.records import predictions_path, read_predictions, read_record
+from prunebench.records.record import predictions_path, read_predictions, read_record
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.workflow
@@ -27,7 +26,17 @@ def _records(folder: Path) -> list[Path]:
 
 def _snakemake(*args, results: Path, check=True):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", f"results_dir={results}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--config",
+        "profile=smoke",
+        f"results_dir={results}",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False)
 
 
@@ -50,7 +59,9 @@ def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
         rec = read_record(path)
         # per-example predictions beside every record, matching it (n, references, metric value)
         assert read_predictions(predictions_path(path), rec).n == rec["details"]["training"]["eval_examples"]
-        reachable = all(v.get("budget_reachable", True) for v in rec["details"]["method"].values() if isinstance(v, dict))
+        reachable = all(
+            v.get("budget_reachable", True) for v in rec["details"]["method"].values() if isinstance(v, dict)
+        )
         if rec["method"] != "dense" and reachable:
             # measured sparsity matches the budget within 0.5 points
             assert abs(rec["metrics"]["encoder_remaining"]["value"] - rec["budget"]) <= 0.005, rec["method"]
@@ -84,6 +95,7 @@ def test_second_run_has_nothing_to_do(smoke_run):
 def test_interrupted_run_redoes_only_missing_jobs(smoke_run):
     # as after a crash during one pruning job: its outputs and the summaries are missing
     import shutil
+
     shutil.rmtree(smoke_run / "models/sst2/random/0.1")
     (smoke_run / "summaries/sst2/random/0.1/seed0.json").unlink()
     (smoke_run / "records/sst2/random/0.1/seed0.json").unlink()
@@ -119,10 +131,20 @@ def test_killed_run_resumes_and_keeps_finished_results(tmp_path):
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     # four methods (9 records) keep this second workflow run short; the smoke test above runs them all
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", "profile=smoke", f"results_dir={tmp_path}",
-           "methods=[magnitude_global,magnitude_local,magnitude_oneshot,random]"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--config",
+        "profile=smoke",
+        f"results_dir={tmp_path}",
+        "methods=[magnitude_global,magnitude_local,magnitude_oneshot,random]",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 900
     while time.time() < deadline and len(_records(tmp_path / "records")) < 3:
         time.sleep(0.5)
@@ -136,5 +158,7 @@ def test_killed_run_resumes_and_keeps_finished_results(tmp_path):
     assert len(_records(tmp_path / "records")) == 9
     # the newest record may belong to the job that was still finishing when killed: Snakemake reruns that job
     newest = max(finished, key=finished.get)
-    assert all(p.stat().st_mtime_ns == t for p, t in finished.items() if p != newest), "finished records were not redone"
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items() if p != newest), (
+        "finished records were not redone"
+    )
     assert (tmp_path / "report.html").exists()

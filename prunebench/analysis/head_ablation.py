@@ -14,7 +14,7 @@ for GLUE classification) is computed:
 How a head is disabled (``mode``):
 
 - ``mask`` (Michel et al. 2019, the default): its context vector is multiplied by a gate of 0
-  through ``prunebench.surgery.head_gate_hooks`` (the same hook the pruning methods use), so
+  through ``prunebench.structure.surgery.head_gate_hooks`` (the same hook the pruning methods use), so
   the head contributes nothing to the attention output projection (whose bias stays);
 - ``uniform`` (Kovaleva et al. 2019, Sec. 5): its attention weights are replaced by the
   uniform distribution 1/L over the L real (non-padding) tokens, so its context vector is
@@ -37,15 +37,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunebench.data.tasks import TaskSpec
 from prunebench.measure.accuracy import task_metrics
-from prunebench.records import write_json_atomic
-from prunebench.surgery import encoder_layers, head_counts, head_gate_hooks
-from prunebench.tasks import TaskSpec
+from prunebench.records.record import write_json_atomic
+from prunebench.structure.surgery import encoder_layers, head_counts, head_gate_hooks
 
 DISABLE_MODES = {
     "mask": "mask (gate 0 on the head's context vector, Michel et al. 2019)",
     "uniform": "uniform attention (weights 1/L over the L real tokens: the head's context is the mean of its "
-               "values, Kovaleva et al. 2019)",
+    "values, Kovaleva et al. 2019)",
 }
 
 
@@ -76,8 +76,9 @@ def _uniform_attention_hooks(model: nn.Module, disabled: dict[int, list[int]]) -
                 return None
             context, values = args[0], state[_l]
             mask = state.get("mask")
-            m = (torch.ones(values.shape[:2], dtype=values.dtype) if mask is None
-                 else mask.to(values.dtype)).unsqueeze(-1)  # [B, T, 1]
+            m = (torch.ones(values.shape[:2], dtype=values.dtype) if mask is None else mask.to(values.dtype)).unsqueeze(
+                -1
+            )  # [B, T, 1]
             mean = (values * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)  # [B, 1, H*d]
             shaped = context.reshape(*context.shape[:-1], _n, _size).clone()
             mean = mean.reshape(mean.shape[0], 1, _n, _size)
@@ -108,8 +109,17 @@ class _CachedLayerInput(nn.Module):
 class _Evaluator:
     """Primary metric of ``model`` under the current head gates (hooks installed once)."""
 
-    def __init__(self, model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None,
-                 prefix_cache: bool = True, mode: str = "mask"):
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset,
+        tokenizer,
+        spec: TaskSpec,
+        batch_size: int,
+        examples=None,
+        prefix_cache: bool = True,
+        mode: str = "mask",
+    ):
         if mode not in DISABLE_MODES:
             raise ValueError(f"head ablation: unknown mode {mode!r}; choose one of {sorted(DISABLE_MODES)}")
         self.mode = mode
@@ -124,8 +134,11 @@ class _Evaluator:
         self.layer_inputs: list[list[torch.Tensor]] | None = None
 
     def __enter__(self):
-        self.handles = (head_gate_hooks(self.model, self.gates) if self.mode == "mask"
-                        else _uniform_attention_hooks(self.model, self.disabled))
+        self.handles = (
+            head_gate_hooks(self.model, self.gates)
+            if self.mode == "mask"
+            else _uniform_attention_hooks(self.model, self.disabled)
+        )
         return self
 
     def __exit__(self, *exc):
@@ -145,8 +158,10 @@ class _Evaluator:
             return self._metric()
         layers = encoder_layers(self.model)
         inputs: list[list[torch.Tensor]] = [[] for _ in layers]
-        hooks = [layer.register_forward_pre_hook(lambda _m, args, _l=l: inputs[_l].append(args[0].detach()))
-                 for l, layer in enumerate(layers)]
+        hooks = [
+            layer.register_forward_pre_hook(lambda _m, args, _l=l: inputs[_l].append(args[0].detach()))
+            for l, layer in enumerate(layers)
+        ]
         try:
             value = self._metric()
         finally:
@@ -205,12 +220,22 @@ def layer_attention_ablation(ev: _Evaluator) -> list[float]:
     return [ev.score({l: list(range(n))}) for l, n in enumerate(ev.counts)]
 
 
-def head_ablation(model: nn.Module, dataset, tokenizer, spec: TaskSpec, batch_size: int = 64,
-                  examples=None, prefix_cache: bool = True, mode: str = "mask") -> dict[str, Any]:
+def head_ablation(
+    model: nn.Module,
+    dataset,
+    tokenizer,
+    spec: TaskSpec,
+    batch_size: int = 64,
+    examples=None,
+    prefix_cache: bool = True,
+    mode: str = "mask",
+) -> dict[str, Any]:
     """All three ablations of ``model`` on ``dataset``, as one JSON-able dict."""
     start = time.perf_counter()
-    with torch.inference_mode(), _Evaluator(model, dataset, tokenizer, spec, batch_size, examples,
-                                            prefix_cache, mode) as ev:
+    with (
+        torch.inference_mode(),
+        _Evaluator(model, dataset, tokenizer, spec, batch_size, examples, prefix_cache, mode) as ev,
+    ):
         baseline = ev.baseline()
         single = single_head_ablation(ev)
         kept = one_head_kept(ev)

@@ -7,5 +7,5 @@ Where is ...?
 - peak memory during inference:                   ``measure/memory.py``
 - latency and speed-up over dense (same job):     ``measure/latency.py``
 - the same in ONNX Runtime (export, check, time): ``measure/onnx_runtime.py``
-- remaining encoder weights:                      ``prunebench/budget.py``
+- remaining encoder weights:                      ``prunebench/structure/budget.py``
 """

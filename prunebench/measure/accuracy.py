@@ -1,25 +1,25 @@
-"""Task metric of a model on the evaluation split, through ``prunebench.metrics`` (``evaluate``).
+"""Task metric of a model on the evaluation split, through ``prunebench.data.metrics`` (``evaluate``).
 
 Classification: accuracy (and F1 where the task reports it) of the arg-max class.
-Extractive QA (SQuAD): exact match and F1 of the best span per example (``prunebench.qa``).
+Extractive QA (SQuAD): exact match and F1 of the best span per example (``prunebench.data.squad``).
 
 ``evaluate_task`` also returns the per-example predictions in dataset order (evaluation runs
 in length-sorted batches; the order is restored): predicted and gold labels, or each
-question's exact match and F1. They are saved beside the record (``prunebench.records``) for
-the intervals and paired tests of ``reports.stats``.
+question's exact match and F1. They are saved beside the record (``prunebench.records.record``) for
+the intervals and paired tests of ``prunebench.report.stats``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from prunebench.qa import best_answers, question_scores
-from prunebench.tasks import TaskSpec
-from prunebench.trainer import INPUT_COLUMNS
+from prunebench.data.squad import best_answers, question_scores
+from prunebench.data.tasks import TaskSpec
+from prunebench.training.trainer import INPUT_COLUMNS
 
 
 def _length_order(dataset) -> list[int]:
@@ -28,14 +28,17 @@ def _length_order(dataset) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
 
 
-def _batches(dataset, tokenizer, batch_size: int, order: list[int]
-             ) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
+def _batches(
+    dataset, tokenizer, batch_size: int, order: list[int]
+) -> Iterator[tuple[dict[str, torch.Tensor], list[int]]]:
     keys = [k for k in INPUT_COLUMNS if k in dataset.column_names]
     for start in range(0, len(order), batch_size):
         rows = dataset[order[start : start + batch_size]]
         n = len(rows["input_ids"])
-        yield tokenizer.pad([{k: rows[k][j] for k in keys} for j in range(n)], return_tensors="pt"), \
-            [len(ids) for ids in rows["input_ids"]]
+        yield (
+            tokenizer.pad([{k: rows[k][j] for k in keys} for j in range(n)], return_tensors="pt"),
+            [len(ids) for ids in rows["input_ids"]],
+        )
 
 
 def _restore_order(values: list, order: list[int]) -> list:
@@ -51,8 +54,11 @@ def predict(model: torch.nn.Module, dataset, tokenizer, batch_size: int) -> list
     (computed in length-sorted batches, so padding costs little; results do not depend on it)."""
     model.eval()
     order = _length_order(dataset)
-    preds = [p for batch, _ in _batches(dataset, tokenizer, batch_size, order)
-             for p in model(**batch).logits.argmax(-1).tolist()]
+    preds = [
+        p
+        for batch, _ in _batches(dataset, tokenizer, batch_size, order)
+        for p in model(**batch).logits.argmax(-1).tolist()
+    ]
     return _restore_order(preds, order)
 
 
@@ -61,13 +67,18 @@ def predict_values(model: torch.nn.Module, dataset, tokenizer, batch_size: int) 
     """The regression output (one logit) of every example of the tokenized ``dataset``, in dataset order."""
     model.eval()
     order = _length_order(dataset)
-    values = [v for batch, _ in _batches(dataset, tokenizer, batch_size, order)
-              for v in model(**batch).logits[:, 0].float().tolist()]
+    values = [
+        v
+        for batch, _ in _batches(dataset, tokenizer, batch_size, order)
+        for v in model(**batch).logits[:, 0].float().tolist()
+    ]
     return _restore_order(values, order)
 
 
 @torch.inference_mode()
-def span_logits(model: torch.nn.Module, features, tokenizer, batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def span_logits(
+    model: torch.nn.Module, features, tokenizer, batch_size: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits of every QA feature (window), unpadded, in feature order."""
     model.eval()
     order = _length_order(features)
@@ -101,7 +112,7 @@ def evaluate_task(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, ex
     For extractive QA ``dataset`` holds the evaluation windows and ``examples`` the raw
     examples (question, context, gold answers).
     """
-    from prunebench.metrics import load_metric  # imports `evaluate` (~2 s): only jobs that evaluate pay it
+    from prunebench.data.metrics import load_metric  # imports `evaluate` (~2 s): only jobs that evaluate pay it
 
     metric = load_metric(spec.metric)
     if spec.kind == "classification":
@@ -116,8 +127,9 @@ def evaluate_task(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, ex
     answers = best_answers(examples, dataset, starts, ends)
     texts = [answers[e["id"]] for e in examples]
     golds = [list(e["answers"]["text"]) for e in examples]
-    return Evaluation(metric.compute(predictions=texts, references=golds), "scores",
-                      question_scores(texts, golds), golds)
+    return Evaluation(
+        metric.compute(predictions=texts, references=golds), "scores", question_scores(texts, golds), golds
+    )
 
 
 def task_metrics(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, examples=None) -> dict[str, float]:

@@ -16,8 +16,8 @@ import json
 import struct
 from pathlib import Path
 
-from prunebench.budget import ENCODER_PREFIX
-from prunebench.checkpoints import SPARSE, WEIGHTS
+from prunebench.checkpoints.store import SPARSE, WEIGHTS
+from prunebench.structure.budget import ENCODER_PREFIX
 
 
 def bytes_on_disk(model_dir: str | Path) -> dict[str, int | None]:
@@ -36,9 +36,15 @@ def tensor_bytes_on_disk(path: str | Path) -> dict[str, dict]:
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(n))
-    out = {name: {"dtype": info["dtype"], "shape": info["shape"],
-                  "bytes": info["data_offsets"][1] - info["data_offsets"][0]}
-           for name, info in header.items() if name != "__metadata__"}
+    out = {
+        name: {
+            "dtype": info["dtype"],
+            "shape": info["shape"],
+            "bytes": info["data_offsets"][1] - info["data_offsets"][0],
+        }
+        for name, info in header.items()
+        if name != "__metadata__"
+    }
     out["__header__"] = {"dtype": None, "shape": None, "bytes": 8 + n}
     return out
 
@@ -46,7 +52,7 @@ def tensor_bytes_on_disk(path: str | Path) -> dict[str, dict]:
 def encoder_bytes_on_disk(model_dir: str | Path) -> dict[str, int]:
     """Bytes of ``model.safetensors`` by kind, measured from its header: the encoder's weight
     matrices (2-D ``.weight`` tensors under ``encoder.layer.``, and the packed int4 codes ``.weight_packed``
-    of ``prunebench.int4``: half a byte per weight), their int8 / int4 scales
+    of ``prunebench.quantization.int4``: half a byte per weight), their int8 / int4 scales
     (``.weight_scale``), everything else, and the header; ``total`` is the file size."""
     parts = tensor_bytes_on_disk(Path(model_dir) / WEIGHTS)
     out = {"encoder_weights": 0, "encoder_weight_scales": 0, "other": 0, "header": parts.pop("__header__")["bytes"]}

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -45,8 +46,9 @@ def summarize(samples: list[float]) -> dict:
     return {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0], "samples_ms": ms}
 
 
-def time_in_turn(runners: dict[str, Callable[[], Any]], warmup: int, repeats: int, min_time_s: float = 0.0,
-                 max_rounds: int = 200) -> dict[str, dict]:
+def time_in_turn(
+    runners: dict[str, Callable[[], Any]], warmup: int, repeats: int, min_time_s: float = 0.0, max_rounds: int = 200
+) -> dict[str, dict]:
     """The timing protocol: ``warmup`` untimed rounds, then rounds in which every runner is
     called once in turn, for at least ``repeats`` rounds and at least ``min_time_s`` seconds
     (at most ``max_rounds`` rounds beyond ``repeats``); ``summarize`` of each runner's samples."""
@@ -64,8 +66,15 @@ def time_in_turn(runners: dict[str, Callable[[], Any]], warmup: int, repeats: in
     return {name: summarize(s) for name, s in samples.items()}
 
 
-def compare_latency(models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor], threads: int, warmup: int,
-                    repeats: int, min_time_s: float = 0.0, max_rounds: int = 200) -> dict[str, dict]:
+def compare_latency(
+    models: dict[str, torch.nn.Module],
+    batch: dict[str, torch.Tensor],
+    threads: int,
+    warmup: int,
+    repeats: int,
+    min_time_s: float = 0.0,
+    max_rounds: int = 200,
+) -> dict[str, dict]:
     """Median latency of each named model on ``batch``, timed in turn within every round."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -73,7 +82,8 @@ def compare_latency(models: dict[str, torch.nn.Module], batch: dict[str, torch.T
         for m in models.values():
             m.eval()
         with torch.inference_mode():
-            return time_in_turn({name: (lambda m=m: m(**batch)) for name, m in models.items()}, warmup, repeats,
-                                min_time_s, max_rounds)
+            return time_in_turn(
+                {name: (lambda m=m: m(**batch)) for name, m in models.items()}, warmup, repeats, min_time_s, max_rounds
+            )
     finally:
         torch.set_num_threads(previous)

@@ -50,7 +50,7 @@ def peak_inference_memory_mib(model_dir: str, batch_size: int, seq_len: int, thr
     import torch
     from transformers import BertForQuestionAnswering, BertForSequenceClassification  # noqa: F401
 
-    from prunebench.checkpoints import load_model
+    from prunebench.checkpoints.store import load_model
 
     # the imports above are done before the baseline: code is not the model's memory
     torch.set_num_threads(threads)
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    print(json.dumps({"peak_mib": peak_inference_memory_mib(args.model_dir, args.batch_size, args.seq_len,
-                                                            args.threads)}))
+    print(
+        json.dumps({"peak_mib": peak_inference_memory_mib(args.model_dir, args.batch_size, args.seq_len, args.threads)})
+    )
 
 
 if __name__ == "__main__":

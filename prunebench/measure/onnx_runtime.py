@@ -40,7 +40,7 @@ Export-time substitutions (``export_ready``, on a copy; the PyTorch model is unt
 - should a graph optimizer still fail to build a session, ``open_session`` retries once
   with only that optimizer (named in the error: ``.../<Name>Fusion``) disabled through
   ``disabled_optimizers`` and the record says so (``disabled_optimizers``);
-- int8 rows (``prunebench.quantized.Int8DynamicLinear``, whose quantized-engine and
+- int8 rows (``prunebench.quantization.int8.Int8DynamicLinear``, whose quantized-engine and
   ``torch._int_mm`` kernels do not export): each int8 layer becomes an ``nn.Linear`` with the dequantized weight
   (``int8 x per-channel scale``); the fp32 graph is exported and quantized with
   ``onnxruntime.quantization.quantize_dynamic`` (``per_channel=True``, ``QInt8`` weights,
@@ -63,7 +63,7 @@ fp32 graphs must agree within ``FP32_TOLERANCE`` (1e-3 absolute) else the model 
 (an ``OnnxMismatchError`` recorded as the error); int8 graphs record the max abs difference
 and the argmax agreement rate.
 
-The measure job (``prunebench.experiment.measure_and_record``) uses ``OrtBackend``: it writes
+The measure job (``prunebench.runner.jobs.measure_and_record``) uses ``OrtBackend``: it writes
 the measured model's graph into its model folder as ``model.onnx`` (an artefact of the run;
 ``bytes_on_disk`` counts only the checkpoint files), reuses the dense folder's
 ``model.onnx`` when its metadata says it was exported from the same weights with the same
@@ -103,11 +103,13 @@ EXPORTER = "torch.onnx.export(dynamo=True) (torch.export + onnxscript)"
 OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
 FP32_TOLERANCE = 1e-3
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
-INT8_METHOD = ("ONNX export of the dequantized fp32 graph (int8 weight x per-channel scale), then "
-               "onnxruntime.quantization.quantize_dynamic(per_channel=True, weight_type=QInt8, reduce_range=False) "
-               "on the MatMuls of the int8 encoder layers: int8 per-output-channel weights, activations quantized "
-               "at run time per tensor (uint8, asymmetric) -> DynamicQuantizeLinear + MatMulInteger "
-               "(fused by ORT into DynamicQuantizeMatMul / MatMulIntegerToFloat)")
+INT8_METHOD = (
+    "ONNX export of the dequantized fp32 graph (int8 weight x per-channel scale), then "
+    "onnxruntime.quantization.quantize_dynamic(per_channel=True, weight_type=QInt8, reduce_range=False) "
+    "on the MatMuls of the int8 encoder layers: int8 per-output-channel weights, activations quantized "
+    "at run time per tensor (uint8, asymmetric) -> DynamicQuantizeLinear + MatMulInteger "
+    "(fused by ORT into DynamicQuantizeMatMul / MatMulIntegerToFloat)"
+)
 #: Bump when the export changes in a way that makes cached dense graphs stale.
 EXPORT_VERSION = "1"
 META_PREFIX = "prunebench."
@@ -133,6 +135,7 @@ def versions() -> dict[str, str | None]:
 
 
 # ----- export ------------------------------------------------------------------------------
+
 
 class _BiasOnly(nn.Module):
     """A linear map with no inner dimension (rank 0, or 0 input features): its bias per token."""
@@ -167,8 +170,8 @@ def export_ready(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     inner dimension become ``_BiasOnly``, those with no output features ``_NoFeatures``
     (see the module docstring). Returns ``(copy, {"int8_layers": [...], "zero_width": [...]})``.
     """
-    from prunebench.factorized import FactorizedLinear
-    from prunebench.quantized import Int8DynamicLinear
+    from prunebench.quantization.int8 import Int8DynamicLinear
+    from prunebench.structure.factorized import FactorizedLinear
 
     out = copy.deepcopy(model).cpu().eval()
     int8, zero = [], []
@@ -246,7 +249,14 @@ def _quiet():
     warnings.simplefilter("ignore")
     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
     # "" (the root logger): onnxruntime.quantization logs its advice ("consider pre-processing") there
-    for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch.fx.experimental.symbolic_shapes", ""):
+    for name in (
+        "torch.onnx",
+        "torch.export",
+        "torch._export",
+        "onnxscript",
+        "torch.fx.experimental.symbolic_shapes",
+        "",
+    ):
         logger = logging.getLogger(name)
         previous = logger.level
         logger.setLevel(logging.ERROR)
@@ -282,15 +292,29 @@ def _quantize(fp32_path: Path, out_path: Path, layers: list[str]) -> dict[str, A
         selection = "every MatMul with a constant weight (the graph has no name_scopes metadata)"
     if not chosen:
         raise OnnxExportError("int8: no MatMul with a constant weight found to quantize")
-    quantize_dynamic(str(fp32_path), str(out_path), op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen,
-                     per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
-                     extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(
+        str(fp32_path),
+        str(out_path),
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=chosen,
+        per_channel=True,
+        reduce_range=False,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
+    )
     ops: dict[str, int] = {}
     for n in onnx.load(str(out_path)).graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    return {"quantized_matmuls": len(chosen), "int8_layers": len(layers), "selection": selection,
-            "quantized_graph_ops": {k: ops[k] for k in sorted(ops) if k in (
-                "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMul", "Gemm")}}
+    return {
+        "quantized_matmuls": len(chosen),
+        "int8_layers": len(layers),
+        "selection": selection,
+        "quantized_graph_ops": {
+            k: ops[k]
+            for k in sorted(ops)
+            if k in ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMul", "Gemm")
+        },
+    }
 
 
 def _set_metadata(path: Path, metadata: dict[str, Any]) -> None:
@@ -313,11 +337,17 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+    return {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
 
 
-def export_onnx(model: nn.Module, path: str | Path, seq_len: int, sample: dict[str, torch.Tensor] | None = None,
-                opset: int = OPSET, metadata: dict[str, Any] | None = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    seq_len: int,
+    sample: dict[str, torch.Tensor] | None = None,
+    opset: int = OPSET,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
     """Export ``model`` to a self-contained ONNX file at ``path`` (written atomically); returns it.
 
     Batch and sequence axes are dynamic. A model with ``Int8DynamicLinear`` layers is exported
@@ -334,20 +364,38 @@ def export_onnx(model: nn.Module, path: str | Path, seq_len: int, sample: dict[s
     seq = torch.export.Dim("seq", min=1, max=max_pos) if max_pos else torch.export.Dim("seq", min=1)
     batch = torch.export.Dim("batch", min=1)
     dynamic = {k: ({0: batch, 1: seq} if sample[k].dim() >= 2 else {0: batch}) for k in names}
-    meta = {"exporter": EXPORTER, "opset": opset, "export_version": EXPORT_VERSION, "torch": torch.__version__,
-            "dynamic_axes": "batch, seq", "inputs": ",".join(names), "outputs": ",".join(outputs),
-            "zero_width_layers": len(subs["zero_width"]), **(metadata or {})}
+    meta = {
+        "exporter": EXPORTER,
+        "opset": opset,
+        "export_version": EXPORT_VERSION,
+        "torch": torch.__version__,
+        "dynamic_axes": "batch, seq",
+        "inputs": ",".join(names),
+        "outputs": ",".join(outputs),
+        "zero_width_layers": len(subs["zero_width"]),
+        **(metadata or {}),
+    }
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".onnx-export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         try:
             with _quiet():
-                program = torch.onnx.export(ready, (), kwargs=sample, dynamo=True, dynamic_shapes=dynamic,
-                                            input_names=names, output_names=outputs, opset_version=opset,
-                                            verbose=False, external_data=False)
+                program = torch.onnx.export(
+                    ready,
+                    (),
+                    kwargs=sample,
+                    dynamo=True,
+                    dynamic_shapes=dynamic,
+                    input_names=names,
+                    output_names=outputs,
+                    opset_version=opset,
+                    verbose=False,
+                    external_data=False,
+                )
                 program.save(str(fp32), external_data=False)
         except Exception as exc:  # noqa: BLE001 -- any exporter failure is reported as one error
-            raise OnnxExportError(f"torch.onnx.export (dynamo, opset {opset}) failed: {type(exc).__name__}: "
-                                  f"{_first_line(exc)}") from exc
+            raise OnnxExportError(
+                f"torch.onnx.export (dynamo, opset {opset}) failed: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
         final = fp32
         if subs["int8_layers"]:
             final = Path(tmp) / "int8.onnx"
@@ -357,8 +405,9 @@ def export_onnx(model: nn.Module, path: str | Path, seq_len: int, sample: dict[s
             except OnnxExportError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                raise OnnxExportError(f"int8: onnxruntime quantize_dynamic failed: {type(exc).__name__}: "
-                                      f"{_first_line(exc)}") from exc
+                raise OnnxExportError(
+                    f"int8: onnxruntime quantize_dynamic failed: {type(exc).__name__}: {_first_line(exc)}"
+                ) from exc
             meta.update(int8_method=INT8_METHOD, int8=json.dumps(info, sort_keys=True))
         _set_metadata(final, meta)
         os.replace(final, path)
@@ -372,6 +421,7 @@ def _first_line(exc: BaseException, limit: int = 500) -> str:
 
 
 # ----- sessions, outputs, timing ------------------------------------------------------------
+
 
 def session(path: str | Path, threads: int, disabled_optimizers: list[str] | tuple[str, ...] = ()):
     """An ``onnxruntime.InferenceSession`` on the CPU: ``threads`` intra-op threads, 1 inter-op,
@@ -401,8 +451,12 @@ def open_session(path: str | Path, threads: int) -> tuple[Any, list[str]]:
         names = sorted(set(_FAILED_OPTIMIZER.findall(str(exc))))
         if not names:
             raise
-        log.warning("ONNX Runtime: %s failed building a session for %s (%s); retrying with it disabled",
-                    ", ".join(names), path, _first_line(exc))
+        log.warning(
+            "ONNX Runtime: %s failed building a session for %s (%s); retrying with it disabled",
+            ", ".join(names),
+            path,
+            _first_line(exc),
+        )
         return session(path, threads, names), names
 
 
@@ -422,8 +476,9 @@ def run(sess, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return dict(zip(names, sess.run(names, feeds(sess, batch))))
 
 
-def check_outputs(sess, model: nn.Module, batch: dict[str, torch.Tensor], int8: bool = False,
-                  tolerance: float = FP32_TOLERANCE) -> dict[str, Any]:
+def check_outputs(
+    sess, model: nn.Module, batch: dict[str, torch.Tensor], int8: bool = False, tolerance: float = FP32_TOLERANCE
+) -> dict[str, Any]:
     """ORT's outputs against PyTorch's on ``batch``: the max abs difference (and, for int8, the
     argmax agreement rate). An fp32 graph beyond ``tolerance`` raises ``OnnxMismatchError``."""
     got = run(sess, batch)
@@ -433,24 +488,40 @@ def check_outputs(sess, model: nn.Module, batch: dict[str, torch.Tensor], int8: 
         raise OnnxMismatchError(f"the ONNX graph lacks outputs {missing} (has {sorted(got)})")
     diff = max(float(np.max(np.abs(got[k] - want[k]))) if want[k].size else 0.0 for k in want)
     agree = [float(np.mean(np.argmax(got[k], -1) == np.argmax(want[k], -1))) for k in want if want[k].size]
-    out = {"max_abs_diff": diff, "argmax_agreement": float(np.mean(agree)) if agree else None,
-           "tolerance": None if int8 else tolerance, "outputs": sorted(want)}
+    out = {
+        "max_abs_diff": diff,
+        "argmax_agreement": float(np.mean(agree)) if agree else None,
+        "tolerance": None if int8 else tolerance,
+        "outputs": sorted(want),
+    }
     if not int8 and not diff <= tolerance:
         raise OnnxMismatchError(f"ONNX Runtime's outputs differ from PyTorch's by {diff:.3g} (> {tolerance:g})")
     return out
 
 
-def compare_ort_latency(sessions: dict[str, Any], batch: dict[str, torch.Tensor], warmup: int, repeats: int,
-                        min_time_s: float = 0.0, max_rounds: int = 200) -> dict[str, dict]:
+def compare_ort_latency(
+    sessions: dict[str, Any],
+    batch: dict[str, torch.Tensor],
+    warmup: int,
+    repeats: int,
+    min_time_s: float = 0.0,
+    max_rounds: int = 200,
+) -> dict[str, dict]:
     """Median latency of each named session on ``batch``, timed in turn within every round
     (``latency.time_in_turn``: the protocol of ``compare_latency``). The inputs are converted
     once, outside the timed calls; the thread count is the sessions' own."""
     prepared = {name: (s, feeds(s, batch), [o.name for o in s.get_outputs()]) for name, s in sessions.items()}
-    return time_in_turn({name: (lambda s=s, f=f, o=o: s.run(o, f)) for name, (s, f, o) in prepared.items()},
-                        warmup, repeats, min_time_s, max_rounds)
+    return time_in_turn(
+        {name: (lambda s=s, f=f, o=o: s.run(o, f)) for name, (s, f, o) in prepared.items()},
+        warmup,
+        repeats,
+        min_time_s,
+        max_rounds,
+    )
 
 
 # ----- the measure job's ORT measurement ----------------------------------------------------
+
 
 def _weights_digest(folder: Path) -> str | None:
     """sha256 of the checkpoint's weights (from its ``checksums.json``), or None."""
@@ -462,8 +533,13 @@ def _weights_digest(folder: Path) -> str | None:
 
 def _cache_key(folder: Path) -> dict[str, str]:
     v = versions()
-    return {"source_sha256": str(_weights_digest(folder)), "torch": str(v["torch"]), "onnxscript": str(v["onnxscript"]),
-            "opset": str(OPSET), "export_version": EXPORT_VERSION}
+    return {
+        "source_sha256": str(_weights_digest(folder)),
+        "torch": str(v["torch"]),
+        "onnxscript": str(v["onnxscript"]),
+        "opset": str(OPSET),
+        "export_version": EXPORT_VERSION,
+    }
 
 
 def _is_current(path: Path, folder: Path) -> bool:
@@ -492,14 +568,33 @@ class OrtBackend:
         self.models: dict[str, nn.Module] = {}
         self.int8 = False
         self.details: dict[str, Any] = {
-            "enabled": True, "ort_version": v["onnxruntime"], "onnx_version": v["onnx"], "onnxscript_version": v["onnxscript"],
-            "opset": OPSET, "exporter": EXPORTER, "optimization_level": OPTIMIZATION_LEVEL,
-            "session": {"provider": "CPUExecutionProvider", "intra_op_num_threads": self.threads,
-                        "inter_op_num_threads": 1, "execution_mode": "ORT_SEQUENTIAL"},
+            "enabled": True,
+            "ort_version": v["onnxruntime"],
+            "onnx_version": v["onnx"],
+            "onnxscript_version": v["onnxscript"],
+            "opset": OPSET,
+            "exporter": EXPORTER,
+            "optimization_level": OPTIMIZATION_LEVEL,
+            "session": {
+                "provider": "CPUExecutionProvider",
+                "intra_op_num_threads": self.threads,
+                "inter_op_num_threads": 1,
+                "execution_mode": "ORT_SEQUENTIAL",
+            },
             "dynamic_axes": {"batch": "Dim('batch')", "seq": "Dim('seq')"},
-            "int8_method": None, "int8": None, "file": None, "file_bytes": None, "dense_file": None, "dense_file_bytes": None,
-            "dense_cached": None, "substitutions": None, "disabled_optimizers": [], "export_s": {},
-            "check": {}, "latency": {}, "error": None,
+            "int8_method": None,
+            "int8": None,
+            "file": None,
+            "file_bytes": None,
+            "dense_file": None,
+            "dense_file_bytes": None,
+            "dense_cached": None,
+            "substitutions": None,
+            "disabled_optimizers": [],
+            "export_s": {},
+            "check": {},
+            "latency": {},
+            "error": None,
         }
 
     @property
@@ -509,13 +604,23 @@ class OrtBackend:
     def fail(self, stage: str, exc: BaseException) -> None:
         if self.ok:
             self.details["error"] = f"{stage}: {type(exc).__name__}: {_first_line(exc)}"
-            log.warning("ONNX Runtime measurement failed at %s: %s (the record is written without ort_* metrics)",
-                        stage, self.details["error"])
+            log.warning(
+                "ONNX Runtime measurement failed at %s: %s (the record is written without ort_* metrics)",
+                stage,
+                self.details["error"],
+            )
         self.sessions.clear()
 
-    def prepare(self, model: nn.Module, dense: nn.Module, model_dir: Path, dense_dir: Path, seq_len: int,
-                sample: dict[str, torch.Tensor] | None = None) -> "OrtBackend":
-        from prunebench.quantized import is_quantized_model
+    def prepare(
+        self,
+        model: nn.Module,
+        dense: nn.Module,
+        model_dir: Path,
+        dense_dir: Path,
+        seq_len: int,
+        sample: dict[str, torch.Tensor] | None = None,
+    ) -> OrtBackend:
+        from prunebench.quantization.int8 import is_quantized_model
 
         model_dir, dense_dir = Path(model_dir), Path(dense_dir)
         self.models = {"model": model, "dense": dense}
@@ -563,8 +668,9 @@ class OrtBackend:
         self.details["export_s"]["dense"] = round(time.perf_counter() - start, 3)
         return out
 
-    def time_batch(self, batch_size: int, batch: dict[str, torch.Tensor], warmup: int, repeats: int,
-                   min_time_s: float = 0.0) -> dict[str, dict] | None:
+    def time_batch(
+        self, batch_size: int, batch: dict[str, torch.Tensor], warmup: int, repeats: int, min_time_s: float = 0.0
+    ) -> dict[str, dict] | None:
         """Check both sessions' outputs on ``batch``, then time them in turn; None after a failure."""
         if not self.ok:
             return None
@@ -573,7 +679,8 @@ class OrtBackend:
         try:
             self.details["check"][key] = {
                 "model": check_outputs(self.sessions["model"], self.models["model"], batch, int8=self.int8),
-                "dense": check_outputs(self.sessions["dense"], self.models["dense"], batch)}
+                "dense": check_outputs(self.sessions["dense"], self.models["dense"], batch),
+            }
             stage = f"timing {key}"
             timing = compare_ort_latency(self.sessions, batch, warmup, repeats, min_time_s)
         except Exception as exc:  # noqa: BLE001

@@ -39,8 +39,8 @@ import warnings
 import torch
 from torch import nn
 
-from prunebench.budget import prunable_linears
 from prunebench.measure.latency import compare_latency, summarize
+from prunebench.structure.budget import prunable_linears
 
 BACKEND = "torch-csr-cpu (MKL sparse BLAS via torch.addmm)"
 #: Default: matrices with fewer zeros than this stay dense (CSR is slower there; see above).
@@ -96,8 +96,14 @@ def sparse_matrix_count(model: nn.Module) -> int:
     return sum(isinstance(m, CSRLinear) for m in model.modules())
 
 
-def sparse_latency(model: nn.Module, batch: dict[str, torch.Tensor], threads: int, warmup: int, repeats: int,
-                   min_sparsity: float = DEFAULT_MIN_SPARSITY) -> dict:
+def sparse_latency(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    threads: int,
+    warmup: int,
+    repeats: int,
+    min_sparsity: float = DEFAULT_MIN_SPARSITY,
+) -> dict:
     """Latency of ``model`` on ``batch`` with the CSR backend (``to_sparse_backend``).
 
     Returns ``prunebench.measure.latency``'s summary (``median_ms``, ``iqr_ms``,
@@ -111,6 +117,7 @@ def sparse_latency(model: nn.Module, batch: dict[str, torch.Tensor], threads: in
 
 # ----- microbenchmark: python -m prunebench.measure.sparse_backend ------------------------
 
+
 def _median_ms(fn, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
@@ -123,8 +130,15 @@ def _median_ms(fn, warmup: int, repeats: int) -> float:
 
 
 @torch.inference_mode()
-def benchmark(shapes=((384, 384), (1536, 384), (384, 1536)), sparsities=(0.5, 0.7, 0.9, 0.95, 0.97),
-              tokens: int = 32 * 64, threads: int = 2, warmup: int = 3, repeats: int = 20, seed: int = 0) -> list[dict]:
+def benchmark(
+    shapes=((384, 384), (1536, 384), (384, 1536)),
+    sparsities=(0.5, 0.7, 0.9, 0.95, 0.97),
+    tokens: int = 32 * 64,
+    threads: int = 2,
+    warmup: int = 3,
+    repeats: int = 20,
+    seed: int = 0,
+) -> list[dict]:
     """Median ms of dense ``F.linear`` vs ``CSRLinear`` (and 16x16 BSR) on random unstructured masks."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -143,9 +157,17 @@ def benchmark(shapes=((384, 384), (1536, 384), (384, 1536)), sparsities=(0.5, 0.
                 dense_ms = _median_ms(lambda: linear(x), warmup, repeats)
                 csr_ms = _median_ms(lambda: csr(x), warmup, repeats)
                 bsr_ms = _median_ms(lambda: torch.addmm(bias, bsr, x.t()), warmup, repeats)
-                rows.append({"shape": f"{out_features}x{in_features}", "sparsity": sparsity, "dense_ms": dense_ms,
-                             "csr_ms": csr_ms, "bsr16_ms": bsr_ms, "csr_speedup": dense_ms / csr_ms,
-                             "max_abs_err": float((csr(x) - linear(x)).abs().max())})
+                rows.append(
+                    {
+                        "shape": f"{out_features}x{in_features}",
+                        "sparsity": sparsity,
+                        "dense_ms": dense_ms,
+                        "csr_ms": csr_ms,
+                        "bsr16_ms": bsr_ms,
+                        "csr_speedup": dense_ms / csr_ms,
+                        "max_abs_err": float((csr(x) - linear(x)).abs().max()),
+                    }
+                )
     finally:
         torch.set_num_threads(previous)
     return rows
@@ -162,5 +184,7 @@ if __name__ == "__main__":
     print(f"torch {torch.__version__}, {args.threads} threads, {args.tokens} tokens; median ms")
     print(f"{'shape':>9} {'sparsity':>8} {'dense':>8} {'csr':>8} {'bsr16':>8} {'csr speed-up':>12} {'max err':>9}")
     for r in benchmark(tokens=args.tokens, threads=args.threads, repeats=args.repeats):
-        print(f"{r['shape']:>9} {r['sparsity']:>8.2f} {r['dense_ms']:>8.2f} {r['csr_ms']:>8.2f} {r['bsr16_ms']:>8.2f} "
-              f"{r['csr_speedup']:>11.2f}x {r['max_abs_err']:>9.1e}")
+        print(
+            f"{r['shape']:>9} {r['sparsity']:>8.2f} {r['dense_ms']:>8.2f} {r['csr_ms']:>8.2f} {r['bsr16_ms']:>8.2f} "
+            f"{r['csr_speedup']:>11.2f}x {r['max_abs_err']:>9.1e}"
+        )

@@ -32,5 +32,5 @@ rule head_ablation:
     benchmark:
         f"{RESULTS}/benchmarks/analysis/{{task}}/head_ablation{{variant}}_seed{{seed}}.tsv"
     shell:
-        "python -m prunebench.analysis head-ablation --experiment {params.exp:q} --task {wildcards.task}"
+        "python -m prunebench head-ablation --experiment {params.exp:q} --task {wildcards.task}"
         " --dense-dir {input.dense} --disable {params.mode} --out {output} --threads {threads} > {log} 2>&1"

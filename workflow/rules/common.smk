@@ -4,7 +4,7 @@ import sys
 
 import methods
 from prunebench.config import ConfigError, budget_label, budgets_of, finetune_steps, for_task, resolve, steps_suffix
-from prunebench.scheduler_timers import stop_pending_timers
+from prunebench.runner.scheduler_timers import stop_pending_timers
 
 try:
     EXP = resolve(config)
@@ -16,9 +16,9 @@ RESULTS = EXP["results_dir"]
 
 onstart:
     # every task's local data files load (columns, labels, non-empty) before any job starts
-    # (prunebench/data_check.py); a bad file stops the run here, naming the file and the problem
-    from prunebench.data import DataError
-    from prunebench.data_check import check_experiment_data
+    # (prunebench/data/check.py); a bad file stops the run here, naming the file and the problem
+    from prunebench.data.loading import DataError
+    from prunebench.data.check import check_experiment_data
 
     try:
         check_experiment_data(EXP, RESULTS)
@@ -27,7 +27,7 @@ onstart:
 
 
 # The scheduler's rate-limit timers (profiles/default: one-minute timespan) are cancelled when the
-# run ends, so the process exits at once (prunebench/scheduler_timers.py explains why).
+# run ends, so the process exits at once (prunebench/runner/scheduler_timers.py explains why).
 onsuccess:
     stop_pending_timers()
 

@@ -1,7 +1,7 @@
 rule pretrain:
     """The pre-training stage of a row that compresses during pre-training (methods/pretrain_stage.py):
     masked-language-model training of the model with the row's stage method at the budget, on the corpus
-    tasks' training texts (prunebench/pretrain.py). One job per (row, budget, seed), shared by all tasks."""
+    tasks' training texts (prunebench/training/pretrain.py). One job per (row, budget, seed), shared by all tasks."""
     wildcard_constraints:
         method=_alternatives(PRETRAIN_METHODS),
     output:

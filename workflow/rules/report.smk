@@ -56,7 +56,7 @@ if published_leaderboard():
         benchmark:
             f"{RESULTS}/benchmarks/publish_leaderboard.tsv"
         shell:
-            "python -m reports.published --publish {input.records} --records reports/records --published reports > {log} 2>&1"
+            "python -m prunebench.report.published --publish {input.records} --records reports/records --published reports > {log} 2>&1"
 
 
 rule report:
@@ -65,7 +65,7 @@ rule report:
     input:
         records=all_records(),
         analysis=analysis_inputs,
-        survey="reports/survey.yaml",
+        survey="prunebench/report/survey.yaml",
     output:
         html=f"{RESULTS}/report.html",
         figure=f"{RESULTS}/figures/accuracy_vs_remaining.svg",
@@ -115,4 +115,4 @@ rule paper_figures:
     benchmark:
         f"{RESULTS}/benchmarks/paper_figures.tsv"
     shell:
-        "python -m reports.paper_figures --records {input.records} --out-dir {output} > {log} 2>&1"
+        "python -m prunebench.report.paper_figures --records {input.records} --out-dir {output} > {log} 2>&1"

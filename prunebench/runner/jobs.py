@@ -1,0 +1,385 @@
+"""One benchmark run in two jobs: train (and evaluate), then measure (and record).
+
+The training job (``run_dense`` / ``run_method``) fine-tunes, prunes, saves the checkpoint
+and evaluates the task metric; it writes a *training summary* (the record without the
+timed measurements). ``run_dense`` fine-tunes the pretrained model once per (task, seed);
+``run_method`` prunes with one method at one budget and seed, starting from the dense
+checkpoint (or the pretrained weights, when the method's paper prunes during fine-tuning, or the
+output of the pre-training stage, ``prunebench.training.pretrain``, for rows that compress during
+pre-training), under the same fine-tuning budget. Training jobs run one thread each, side by side.
+
+The measure job (``measure_and_record``) is the one measurement path: in a fresh process,
+alone on the machine (Snakemake gives it every core), it measures peak memory, counts
+remaining weights and FLOPs, measures bytes on disk, times the compacted model against the
+dense one (and the sparse backend) in the same process, times both again in ONNX Runtime
+(``prunebench.measure.onnx_runtime``: the measured model's graph is kept as ``model.onnx`` in
+its model folder), and writes the result record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import methods
+from prunebench.checkpoints import store as checkpoints
+from prunebench.checkpoints.pretrained import describe_model, load_pretrained, load_tokenizer
+from prunebench.data import squad as qa
+from prunebench.data.loading import DataConfig, load_task_data, task_data
+from prunebench.data.tasks import TaskSpec, get_task
+from prunebench.measure.accuracy import evaluate_task
+from prunebench.measure.disk import bytes_on_disk
+from prunebench.measure.flops import flops_per_example
+from prunebench.measure.latency import compare_latency, fixed_length_batch
+from prunebench.measure.memory import peak_inference_memory_mib
+from prunebench.measure.onnx_runtime import OrtBackend
+from prunebench.measure.sparse_backend import BACKEND as SPARSE_BACKEND
+from prunebench.measure.sparse_backend import DEFAULT_MIN_SPARSITY, sparse_matrix_count, to_sparse_backend
+from prunebench.records import provenance
+from prunebench.records import record as records
+from prunebench.structure import budget as budget_lib
+from prunebench.training.trainer import FinetuneBudget, tokenize, train
+
+log = logging.getLogger("prunebench.runner.jobs")
+BACKEND = "torch-dense-cpu"
+
+
+@dataclass
+class Context:
+    """What every training job of an experiment shares: config, task, tokenizer, tokenized data."""
+
+    exp: dict[str, Any]
+    spec: TaskSpec
+    tokenizer: Any
+    train: Any
+    eval: Any  # tokenized evaluation set (QA: context windows)
+    eval_examples: Any  # the raw evaluation examples (texts, labels or gold answers)
+    budget: FinetuneBudget
+    threads: int
+    data_details: dict[str, Any] = field(default_factory=dict)  # what load_task_data loaded (details.data)
+    #: further evaluation sets, name -> (tokenized, raw examples), e.g. MNLI "mismatched"
+    extra_evals: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def load_context(exp: dict[str, Any], task: str, threads: int | None = None) -> Context:
+    threads = threads or exp.get("threads", {}).get("train") or 1
+    torch.set_num_threads(threads)
+    spec = get_task(task)
+    tokenizer = load_tokenizer(exp["model"])
+    details: dict[str, Any] = {}
+    data = load_task_data(spec, DataConfig.from_dict(task_data(exp, task)), report=details)
+    ft = FinetuneBudget.from_dict(exp["finetune"])
+    if spec.kind == "extractive_qa":
+        train_ds = qa.train_features(data["train"], tokenizer, ft.max_seq_len, ft.doc_stride)
+        evals = {
+            k: qa.eval_features(v, tokenizer, ft.max_seq_len, ft.doc_stride) for k, v in data.items() if k != "train"
+        }
+    else:
+        train_ds = tokenize(data["train"], tokenizer, spec.text_fields, ft.max_seq_len)
+        evals = {k: tokenize(v, tokenizer, spec.text_fields, ft.max_seq_len) for k, v in data.items() if k != "train"}
+    extras = {k[len("eval_") :]: (evals[k], data[k]) for k in evals if k.startswith("eval_")}
+    return Context(exp, spec, tokenizer, train_ds, evals["eval"], data["eval"], ft, threads, details, extras)
+
+
+def run_dense(ctx: Context, seed: int, model_dir: Path, summary_path: Path) -> dict:
+    start = time.perf_counter()
+    model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
+    result = train(model, ctx.train, ctx.tokenizer, ctx.budget, None, seed)
+    checkpoints.save_model(model, ctx.tokenizer, model_dir)
+    return evaluate_and_summarize(ctx, model, "dense", 1.0, seed, result, None, start, summary_path)
+
+
+def run_method(
+    ctx: Context,
+    method_name: str,
+    target: float,
+    seed: int,
+    dense_dir: Path | None,
+    model_dir: Path,
+    summary_path: Path,
+    reference_summary: Path | None = None,
+    pretrained_dir: Path | None = None,
+) -> dict:
+    start = time.perf_counter()
+    settings = ctx.exp.get("method_settings", {}).get(method_name, {})
+    method = methods.build(method_name, target, settings)
+    if method.needs_reference:
+        if reference_summary is None:
+            raise records.RecordError(
+                f"method {method_name!r} needs the reference method's training summary (--reference-summary)"
+            )
+        method.use_reference(records.read_training_summary(reference_summary))
+    if method.starts_from == "dense":
+        if dense_dir is None:
+            raise checkpoints.CheckpointError(
+                f"method {method_name!r} starts from the dense checkpoint: give --dense-dir"
+            )
+        model = checkpoints.load_model(dense_dir)
+    elif (
+        method.starts_from == "pretrain"
+    ):  # compressed during pre-training (prunebench.training.pretrain): its encoder + a task head
+        if pretrained_dir is None:
+            raise checkpoints.CheckpointError(
+                f"method {method_name!r} starts from its pre-training stage: give --pretrained-dir"
+            )
+        from prunebench.training.pretrain import read_summary
+
+        checkpoints.verify(pretrained_dir)
+        method.use_pretrain(read_summary(pretrained_dir))
+        model = load_pretrained(str(pretrained_dir), ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
+    else:
+        model = load_pretrained(ctx.exp["model"], ctx.spec.num_labels, seed, ctx.spec.label_names, ctx.spec.kind)
+    method.note_run(
+        {
+            "model": ctx.exp["model"],
+            "task": ctx.spec.name,
+            "steps": ctx.budget.steps,
+            "batch_size": ctx.budget.batch_size,
+        }
+    )
+    result = train(model, ctx.train, ctx.tokenizer, ctx.budget, method, seed)
+    model = method.finalize(model)
+    checkpoints.save_model(model, ctx.tokenizer, model_dir)
+    return evaluate_and_summarize(ctx, model, method_name, target, seed, result, method, start, summary_path)
+
+
+def evaluate_and_summarize(
+    ctx: Context, model, method_name: str, target: float, seed: int, result, method, start: float, summary_path: Path
+) -> dict:
+    """The training job's half of the record: task metric, remaining weights, training details; and,
+    beside the summary, the per-example predictions behind the metric (``records.predictions_path``)."""
+    R = records.metric
+    evaluation = evaluate_task(model, ctx.eval, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size, ctx.eval_examples)
+    metrics: dict[str, dict] = {name: R(value, "fraction") for name, value in evaluation.metrics.items()}
+    for suffix, (dataset, examples) in ctx.extra_evals.items():  # e.g. MNLI mismatched: accuracy_mismatched
+        extra = evaluate_task(model, dataset, ctx.tokenizer, ctx.spec, ctx.budget.eval_batch_size, examples)
+        metrics.update({f"{name}_{suffix}": R(value, "fraction") for name, value in extra.metrics.items()})
+    metrics["train_wall_time"] = R(result.wall_time_s, "s")
+    summary = {
+        "task": ctx.spec.name,
+        "method": method_name,
+        "budget": float(target),
+        "seed": int(seed),
+        "metrics": metrics,
+        "details": {
+            "method": method.describe()
+            if method is not None
+            else {"name": "dense", "paper": "dense fine-tuned baseline"},
+            "per_matrix_remaining": budget_lib.per_matrix_remaining(model),
+            "data": ctx.data_details,  # files, split kinds (official / stand-in) and notes, example counts
+            "predictions": None,  # filled below: what the predictions file must match
+            "training": {
+                "steps": result.steps,
+                "loss_curve": result.loss_curve,
+                "threads": ctx.threads,
+                "eval_examples": len(ctx.eval_examples),
+                "train_features": len(ctx.train),
+                "precision": result.precision,
+                "precision_configured": ctx.budget.precision,
+                "cpu_capability": result.cpu_capability,
+                "train_examples": result.examples,
+                "train_wall_time_s": round(result.wall_time_s, 3),
+                "examples_per_s": round(result.examples_per_s, 3),
+                "steps_per_s": round(result.steps_per_s, 4),
+                "job_startup_s": _startup_s(start),
+            },
+        },
+        "config": ctx.exp,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    _write_predictions(summary, evaluation, ctx.spec.primary_metric, Path(summary_path))
+    records.write_training_summary(summary, summary_path)
+    log.info(
+        "%s budget %s seed %s trained: %s",
+        method_name,
+        target,
+        seed,
+        {k: v["value"] for k, v in metrics.items() if k != "train_wall_time"},
+    )
+    return summary
+
+
+def _startup_s(run_start: float) -> float | None:
+    """Seconds from this process's start to ``run_start`` (imports, tokenizer, data and tokenization);
+    None where /proc is not available."""
+    import os
+
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - (time.perf_counter() - run_start), 3)
+
+
+def _write_predictions(summary: dict, evaluation, metric_name: str, summary_path: Path) -> Path:
+    """Write the per-example predictions beside the training summary and note them in its details."""
+    payload = records.predictions_payload(
+        summary, metric_name, evaluation.kind, evaluation.predictions, evaluation.references
+    )
+    path = records.predictions_path(summary_path)
+    summary["details"]["predictions"] = records.predictions_summary(payload, path)
+    return records.write_predictions(payload, path)
+
+
+def measure_and_record(
+    summary_path: Path,
+    model_dir: Path,
+    dense_dir: Path,
+    record_path: Path,
+    measure: dict[str, Any] | None = None,
+    threads: int | None = None,
+) -> dict:
+    """The one measurement path: every measured number of a record is computed here.
+
+    Runs first in a fresh process (peak memory needs that) and alone on the machine: the
+    compacted model, the dense model and, for element-wise sparsity, the sparse backend are
+    timed in turn in this one process, so their ratio is a same-job speed-up. Both models are
+    also exported to ONNX and timed in ONNX Runtime (``ort_*`` metrics, details in
+    ``details.measurement.onnx_runtime``; measure key ``onnx: false`` switches it off); a failed
+    export or session is recorded there, never raised.
+    """
+    start = time.perf_counter()
+    summary = records.read_training_summary(summary_path)
+    # the predictions must match the summary (else PredictionsError naming the file): checked before the timing
+    records.copy_predictions(records.predictions_path(summary_path), summary, records.predictions_path(record_path))
+    spec = get_task(summary["task"])
+    configured = _configured(spec.name) if measure is None or not threads else None
+    m = measure if measure is not None else configured["measure"]
+    threads = threads or configured["threads"]["measure"]
+    exp = {
+        **summary["config"],
+        "measure": m,
+        "threads": {"train": summary["details"]["training"]["threads"], "measure": threads},
+    }
+    torch.set_num_threads(threads)
+    R = records.metric
+    metrics: dict[str, dict] = dict(summary["metrics"])
+    if m.get("memory", True):  # first, before any other model is loaded
+        metrics["peak_inference_memory"] = R(
+            peak_inference_memory_mib(str(model_dir), max(m["batch_sizes"]), m["seq_len"], threads), "MiB"
+        )
+    model = checkpoints.load_model(model_dir)
+    dense = checkpoints.load_model(dense_dir)
+    count = budget_lib.count_encoder_weights(model)
+    metrics["encoder_remaining"] = R(count.remaining_fraction, "fraction")
+    metrics["encoder_nonzero_weights"] = R(count.nonzero, "count")
+    metrics["encoder_stored_fraction"] = R(count.stored_fraction, "fraction")
+    flops, dense_flops = flops_per_example(model, m["seq_len"]), flops_per_example(dense, m["seq_len"])
+    metrics["gflops_per_example"] = R(flops["sparse"] / 1e9, "GFLOP")
+    metrics["gflops_per_example_dense_kernels"] = R(flops["dense_kernels"] / 1e9, "GFLOP")
+    metrics["theoretical_speedup"] = R(dense_flops["dense_kernels"] / flops["sparse"], "x")
+    metrics["theoretical_speedup_dense_kernels"] = R(dense_flops["dense_kernels"] / flops["dense_kernels"], "x")
+    disk = bytes_on_disk(model_dir)
+    metrics["disk_bytes_dense_format"] = R(disk["dense"], "bytes")
+    metrics["disk_bytes_sparse_format"] = R(disk["sparse"], "bytes")
+
+    latency_details: dict[str, Any] = {}
+    models = {"model": model, "dense": dense}
+    sparse_timed = False
+    if summary["details"]["method"].get("granularity") == "element":
+        # element-wise sparsity can only pay off on a sparse kernel: time that backend too, unless
+        # no matrix reaches the backend's threshold (then it runs the very same dense kernels)
+        sparse = to_sparse_backend(model)
+        n_sparse = sparse_matrix_count(sparse)
+        sparse_timed = n_sparse > 0
+        if sparse_timed:
+            models["sparse_backend"] = sparse
+        latency_details["sparse_backend"] = {
+            "backend": SPARSE_BACKEND,
+            "min_sparsity": DEFAULT_MIN_SPARSITY,
+            "sparse_matrices": n_sparse,
+            "timed": sparse_timed,
+            "note": None
+            if sparse_timed
+            else "no matrix reaches min_sparsity: the backend runs the dense kernels, "
+            "so its latency is the pruned model's",
+        }
+    eval_examples = _eval_examples(exp, spec)
+    tokenizer = load_tokenizer(exp["model"])
+    ort_backend, ort_metrics = None, {}
+    if m.get("onnx", True):  # the second backend: both models exported to ONNX and timed in ONNX Runtime
+        sample = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, 2, m["seq_len"])
+        ort_backend = OrtBackend(threads).prepare(model, dense, Path(model_dir), Path(dense_dir), m["seq_len"], sample)
+    for bs in m["batch_sizes"]:
+        batch = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"])
+        timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
+        dense_ms, model_ms = timing["dense"]["median_ms"], timing["model"]["median_ms"]
+        metrics[f"latency_b{bs}"] = R(model_ms, "ms")
+        metrics[f"dense_latency_b{bs}"] = R(dense_ms, "ms")
+        metrics[f"speedup_b{bs}"] = R(dense_ms / model_ms, "x")
+        if "sparse_backend" in latency_details:
+            sparse_ms = timing["sparse_backend"]["median_ms"] if sparse_timed else model_ms
+            metrics[f"sparse_backend_latency_b{bs}"] = R(sparse_ms, "ms")
+            metrics[f"sparse_backend_speedup_b{bs}"] = R(dense_ms / sparse_ms, "x")
+        latency_details[f"b{bs}"] = timing
+        ort = (
+            ort_backend.time_batch(bs, batch, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
+            if ort_backend is not None
+            else None
+        )
+        if ort is not None:
+            ort_dense_ms, ort_ms = ort["dense"]["median_ms"], ort["model"]["median_ms"]
+            ort_metrics[f"ort_latency_b{bs}"] = R(ort_ms, "ms")
+            ort_metrics[f"ort_dense_latency_b{bs}"] = R(ort_dense_ms, "ms")
+            ort_metrics[f"ort_speedup_b{bs}"] = R(ort_dense_ms / ort_ms, "x")
+    if ort_backend is not None and ort_backend.ok:  # all batch sizes or none: a failure drops them all
+        metrics.update(ort_metrics)
+    wall = summary["wall_time_s"] + time.perf_counter() - start
+    details = dict(summary["details"])
+    details.update(
+        {
+            "model": describe_model(exp["model"]),
+            "model_dir": str(model_dir),
+            "measurement": {
+                "backend": BACKEND,
+                "sparse_backend": SPARSE_BACKEND if "sparse_backend" in latency_details else None,
+                "seq_len": m["seq_len"],
+                "batch_sizes": m["batch_sizes"],
+                "threads": threads,
+                "warmup": m["warmup"],
+                "repeats": m["repeats"],
+                "min_time_s": m.get("min_time_s", 0.0),
+                "latency": latency_details,
+                "onnx_runtime": ort_backend.details if ort_backend is not None else {"enabled": False},
+                "wall_time_s": round(time.perf_counter() - start, 3),
+            },
+        }
+    )
+    record = {
+        "schema_version": records.SCHEMA_VERSION,
+        "task": summary["task"],
+        "method": summary["method"],
+        "budget": float(summary["budget"]),
+        "seed": int(summary["seed"]),
+        "metrics": metrics,
+        "details": details,
+        "config": exp,
+        "provenance": provenance.collect(wall),
+    }
+    records.write_record(record, record_path)
+    log.info(
+        "%s budget %s seed %s: %s",
+        record["method"],
+        record["budget"],
+        record["seed"],
+        {k: v["value"] for k, v in metrics.items() if k in ("accuracy", "encoder_remaining", "speedup_b32")},
+    )
+    return record
+
+
+def _configured(task: str) -> dict[str, Any]:
+    """The configured experiment (workflow/config.yaml), for a measure job run by hand."""
+    from prunebench.config import for_task, load_config_file, resolve
+
+    return for_task(resolve(load_config_file(), check_files=False), task)
+
+
+def _eval_examples(exp: dict[str, Any], spec: TaskSpec):
+    """The raw evaluation examples (the latency batches are real evaluation sentences)."""
+    return load_task_data(spec, DataConfig.from_dict(task_data(exp, spec.name)), eval_only=True)["eval"]
