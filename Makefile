@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 BIN := $(VENV)/bin
 
-.PHONY: run test install clean-results publish-leaderboard check-leaderboard
+.PHONY: run test lint install clean-results publish-leaderboard check-leaderboard
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,20 @@ run: install
 test: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(ARGS)
 
-# The published leaderboard (reports/leaderboard.*) from the records committed under reports/records,
-# and the CI check that the committed leaderboard is what those records give (python -m prunebench.report.published).
+# ruff's lint and format check, and the import contracts (runner -> methods -> core, no cycles)
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# publish-leaderboard: the published leaderboard (reports/leaderboard.*), the README's results block and its
+# headline figure (reports/figures/), all rendered from the records committed under reports/records.
+# check-leaderboard (CI): the committed files are what those records give (python -m prunebench.report.published).
 publish-leaderboard: install
-	$(BIN)/python -m prunebench leaderboard --records reports/records --markdown reports/leaderboard.md --csv reports/leaderboard.csv
+	$(BIN)/python -m prunebench.report.published --regenerate --records reports/records --published reports --readme README.md
 
 check-leaderboard: install
-	$(BIN)/python -m prunebench.report.published --records reports/records --published reports --render-report
+	$(BIN)/python -m prunebench.report.published --records reports/records --published reports --render-report --readme README.md
 
 clean-results:
 	rm -rf results .snakemake

@@ -2,11 +2,13 @@
 
 Where is ...?
 - magnitude pruning (global, matrix-local, one-shot) and the random floor: ``methods/magnitude.py``
-- attention-head pruning by importance (Michel et al. 2019) and its random/magnitude controls: ``methods/head_importance.py``
+- attention-head pruning by importance (Michel et al. 2019) and its random/magnitude controls:
+  ``methods/head_importance.py``
 - LayerDrop (Fan et al. 2019) and plain every-other layer pruning: ``methods/layerdrop.py``
 - int8 dynamic quantization, the Q8BERT-style comparison row: ``methods/quantization.py``
 - L0 head gates (Voita et al. 2019): ``methods/head_l0.py`` (gates: ``prunebench/structure/hard_concrete.py``)
-- FLOP factorized low-rank pruning (Wang et al. 2019): ``methods/flop.py`` (layers: ``prunebench/structure/factorized.py``)
+- FLOP factorized low-rank pruning (Wang et al. 2019): ``methods/flop.py``
+  (layers: ``prunebench/structure/factorized.py``)
 - fixed position-only attention patterns (Raganato et al. 2020): ``methods/fixed_attention.py``
 - movement pruning, hard and soft (Sanh et al. 2020): ``methods/movement.py``
 - reweighted proximal pruning (Guo et al. 2019): ``methods/rpp.py``

@@ -41,8 +41,9 @@ learnable head, nothing for ``current``/``previous``/``next`` (copies and shifts
 Budget: the method removes exactly the Q and K rows of the fixed heads, so the remaining
 fraction is a property of the architecture and does not follow the budget: per layer
 of width ``d`` with ``d_ff = 4 d`` the dense encoder has ``12 d^2`` weights and 11 of 12 fixed
-heads drop ``2 x 11/12 x d^2`` of them, so ``1 - 11/72 ~ 0.847`` remains (MiniLM and BERT alike). The method is ``budget_free``: the workflow runs it once per (task, seed) and the
-record's ``encoder_remaining`` gives the reached fraction.
+heads drop ``2 x 11/12 x d^2`` of them, so ``1 - 11/72 ~ 0.847`` remains (MiniLM and BERT alike).
+The method is ``budget_free``: the workflow runs it once per (task, seed) and the record's
+``encoder_remaining`` gives the reached fraction.
 
 Guard (``prunebench.method.base``): ``finalize`` prunes nothing (the Q/K rows go in ``prepare``);
 ``remaining_before_finalize`` is the fraction reached, so no truncation is flagged.

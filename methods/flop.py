@@ -21,12 +21,13 @@ to the budget over ``ramp_fraction`` of the steps, then stays at the budget, so 
 
 The gates' own optimiser. The gates' ``log_alpha`` are *not* handed to the trainer
 (``parameter_groups`` returns nothing): the trainer's lr schedule decays every group linearly
-to 0, which froze the gates before they could follow the Lagrangian (issue 10: expected size
-0.465 at the end for a target of 0.1). The method owns an AdamW optimiser for ``log_alpha``
-(lr ``gate_lr``, constant, no weight decay) and steps it in ``after_step``, on the gradients
-of the task loss plus the penalty that the trainer's backward pass left on ``log_alpha``;
-the Lagrangian, like the FLOP code's, runs at a constant step size. (The trainer clips the
-model's gradients only; Adam's update does not depend on the gradients' scale.)
+to 0, which freezes the gates before they can follow the Lagrangian (with the gates in the
+trainer's groups the expected size ended at 0.465 for a target of 0.1). The method owns an
+AdamW optimiser for ``log_alpha`` (lr ``gate_lr``, constant, no weight decay) and steps it in
+``after_step``, on the gradients of the task loss plus the penalty that the trainer's backward
+pass left on ``log_alpha``; the Lagrangian, like the FLOP code's, runs at a constant step size.
+(The trainer clips the model's gradients only; Adam's update does not depend on the gradients'
+scale.)
 
 Reaching the target: with Adam on ``log_alpha`` the gates move at a bounded speed, so the
 Lagrangian lags behind the ramp and then overshoots while ``lambda1`` unwinds. The defaults
@@ -107,7 +108,8 @@ class FlopSettings:
     gate_lr: float = field(
         default=0.1,
         metadata={
-            "help": "constant AdamW learning rate of the gates' log_alpha (the method's own optimiser, not the trainer's decaying schedule)"
+            "help": "constant AdamW learning rate of the gates' log_alpha "
+            "(the method's own optimiser, not the trainer's decaying schedule)"
         },
     )
     lagrangian_lr: float = field(
@@ -116,13 +118,15 @@ class FlopSettings:
     ramp_fraction: float = field(
         default=0.5,
         metadata={
-            "help": "share of steps over which the target size ramps linearly to the budget (the rest are left to meet it)"
+            "help": "share of steps over which the target size ramps linearly to the budget "
+            "(the rest are left to meet it)"
         },
     )
     target_tolerance: float = field(
         default=0.05,
         metadata={
-            "help": "largest |expected size - budget| before finalize that counts as the gates reaching the target; beyond it a warning is logged and recorded"
+            "help": "largest |expected size - budget| before finalize that counts as the gates reaching the target; "
+            "beyond it a warning is logged and recorded"
         },
     )
     fill_to_budget: bool = field(

@@ -270,7 +270,7 @@ class HeadImportancePruning(PruningMethod):
             (float(scores[l][h]), l, h) for l, m in self.masks.items() for h in range(len(m)) if bool(m[h])
         )
         chosen = []
-        for score, l, h in candidates:
+        for _, l, h in candidates:
             if self.pruned + len(chosen) >= total:
                 break
             if kept[l] <= self.settings.min_heads_per_layer:

@@ -28,7 +28,7 @@ gates (the differentiable L0 term), not the number of heads whose deterministic 
 gate is non-zero, which is what ``finalize`` keeps. The two differ: at temperature 0.33 a
 gate whose test-time value is 0 (``sigmoid(log_alpha) <= -l / (r - l) = 1/12``) is still open
 in training with probability up to ~0.17, so the expected count can sit at ``k`` while almost
-every head is shut (issue 10: all ``log_alpha`` at -2.45 give 1.28 expected open heads of
+every head is shut (e.g. all ``log_alpha`` at -2.45 give 1.28 expected open heads of
 ``k = 2`` on the tiny model, and 0 deterministic ones). The dual ascent keeps the expected
 count, Voita's objective (the deterministic count is a step function of ``log_alpha``, so
 it gives lambda no graded signal near the end); ``finalize`` reconciles the two counts.
@@ -134,7 +134,10 @@ class HeadL0(PruningMethod):
     starts_from = "dense"
     granularity = "head"
     Settings = HeadL0Settings
-    finalize_enforcement = "exactly k heads kept: open heads beyond k closed (lowest log_alpha), closed heads reopened up to k (highest log_alpha)"
+    finalize_enforcement = (
+        "exactly k heads kept: open heads beyond k closed (lowest log_alpha), "
+        "closed heads reopened up to k (highest log_alpha)"
+    )
 
     def __init__(self, target_remaining: float, settings: dict[str, Any] | None = None):
         super().__init__(target_remaining, settings)

@@ -50,11 +50,11 @@ steps instead of 10 epochs (checked on the default profile: MiniLM, SST-2, 200 s
   points (``LAMBDA_CALIBRATION``, measured with 200 steps: λ 100 / 400 / 2000 left 0.782 /
   0.470 / 0.054 above the soft threshold; accuracy after finalize at budget 0.5: 0.589 / 0.834
   / 0.780, i.e. a finalize that prunes 36% of what the threshold kept costs 25 points). The
-  interpolated λ is 350 / 772 / 1674 for budgets 0.5 / 0.3 / 0.1. With the earlier 300-step
-  calibration, a 200-step run at budget 0.1 reached 0.148 before finalize, which then pruned a
-  third of the remaining weights at once. ``calibrated_on`` names the profile; on another
-  model, task or length the reached fraction will differ, the record shows it
-  (``remaining_before_finalize``, and ``calibration`` when the profile moved away) and
+  interpolated λ is 350 / 772 / 1674 for budgets 0.5 / 0.3 / 0.1. The points depend on the run
+  length: points measured with 300 steps leave 0.148 before finalize in a 200-step run at budget
+  0.1, and finalize then prunes a third of the remaining weights at once. ``calibrated_on`` names
+  the profile; on another model, task or length the reached fraction will differ, the record
+  shows it (``remaining_before_finalize``, and ``calibration`` when the profile moved away) and
   finalize still meets the budget.
 - hard keeps the paper's 1e-2: a top-k mask depends only on the ranking of the scores, which
   Adam's scale-free update makes insensitive to the lr when scores start at 0.
@@ -79,9 +79,9 @@ at step 100 already drops the accuracy to 0.58, and the run ends at 0.509 (loss 
 10 steps after pruning starts). The authors' reference
 code (HF ``research_projects/movement-pruning``) does what this module does: scores clipped
 jointly with the weights, their own AdamW group at lr 1e-2, constant-0 init, per-matrix
-TopKBinarizer, the same cubic schedule; no deviation explains the collapse. The
-earlier explanation here ("the budget is too short for weights to reach zero") is half of
-it: 4x the steps does not help because the warm-up and ramp scale with the run.
+TopKBinarizer, the same cubic schedule; no deviation explains the collapse. "The budget is
+too short for weights to reach zero" is only half of the explanation: 4x the steps does not
+help because the warm-up and ramp scale with the run.
 
 Starting point: the fine-tuned dense checkpoint (``starts_from = "dense"``). Sanh et al.
 prune while fine-tuning from the pretrained model for 10 epochs; with our short common budget
@@ -204,8 +204,8 @@ class SoftSettings(_ScheduleSettings):
 #: Soft movement: (final_lambda, remaining fraction the soft threshold reached) measured on the
 #: default profile (MiniLM, SST-2, 200 steps, batch 32, bf16, from the dense checkpoint, score
 #: lr 0.1, seed 0; ``SoftMovement.calibrated_on``). Soft movement's training does not depend on
-#: the budget, only this lambda does. (The earlier 300-step points, ((100, 0.698), (400, 0.322),
-#: (2000, 0.018)), left 0.148 instead of 0.1 at 200 steps.)
+#: the budget, only this lambda does. The points depend on the run length: those measured with 300
+#: steps, ((100, 0.698), (400, 0.322), (2000, 0.018)), leave 0.148 instead of 0.1 at 200 steps.
 LAMBDA_CALIBRATION = ((100.0, 0.782), (400.0, 0.470), (2000.0, 0.054))
 
 

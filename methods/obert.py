@@ -166,7 +166,10 @@ class OptimalBertSurgeon(PruningMethod):
         apply_masks(self.linears, self.masks)
 
     def gradients(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """m loss gradients of each encoder matrix (m, numel), one per calibration mini-batch; zero at pruned weights."""
+        """m loss gradients of each encoder matrix (m, numel), one per calibration mini-batch.
+
+        Zero at pruned weights.
+        """
         s = self.settings
         data = self.calibration(s.num_grads * s.grad_batch_size, s.grad_batch_size, draw=self.draws)
         self.draws += 1

@@ -1,4 +1,4 @@
-"""Rows compressed during pre-training (issue 13): the fine-tuning half.
+"""Rows compressed during pre-training: the fine-tuning half.
 
 Gordon et al. 2020, RPP (Guo et al. 2019) and LayerDrop (Fan et al. 2019) compress during
 *pre-training* and then fine-tune the compressed model per task. Here that is two jobs:

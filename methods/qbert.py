@@ -26,8 +26,9 @@ rest is recalled [U] or from third-party summaries [S]), and what this module do
   ``low_bits`` (ties: the lower layer index first). The paper's headline mixed settings are 2/3-bit
   ("2/3 MP") and 2/4-bit; **the default here is 8/4 bits, half the layers at 8**, because the finished
   model must run on storage and kernels the project has: 8-bit layers on the int8 kernel
-  (``prunebench.quantization.int8``), <= 4-bit layers as packed int4 (``prunebench.quantization.int4``). ``low_bits`` 2 or 3
-  and ``high_bits`` 3 or 4 are accepted (the paper's 2/3 MP: ``{"low_bits": 2, "high_bits": 3}``), with
+  (``prunebench.quantization.int8``), <= 4-bit layers as packed int4 (``prunebench.quantization.int4``).
+  ``low_bits`` 2 or 3 and ``high_bits`` 3 or 4 are accepted (the paper's 2/3 MP:
+  ``{"low_bits": 2, "high_bits": 3}``), with
   codes in the 2- or 3-bit range stored in the 4-bit container: the accuracy is the 2/3-bit model's,
   the bytes on disk are 4-bit's.
 - **Group-wise quantization** [S: the paper's Fig. 4 caption; U: 128 groups in the main results,
@@ -177,7 +178,10 @@ class QBert(PruningMethod):
 
     # ----- sensitivity and allocation ---------------------------------------------------------
     def sensitivity(self, model: nn.Module, batches, seed: int) -> dict[str, dict]:
-        """Top Hessian eigenvalue per encoder layer and batch (``prunebench.quantization.hessian.layer_eigenvalues``)."""
+        """Top Hessian eigenvalue per encoder layer and batch.
+
+        Computed by ``prunebench.quantization.hessian.layer_eigenvalues``.
+        """
         blocks = {}
         for layer in linears_by_layer(prunable_linears(model)):
             index = int(_LAYER.search(next(iter(layer))).group(1))

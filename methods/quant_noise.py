@@ -83,7 +83,8 @@ class QuantNoiseSettings:
     p: float = field(
         default=0.5,
         metadata={
-            "help": "share of weights (and activations) quantized per training forward pass (fairseq scalar example: 0.5)"
+            "help": "share of weights (and activations) quantized per training forward pass "
+            "(fairseq scalar example: 0.5)"
         },
     )
     activation_noise: bool = field(

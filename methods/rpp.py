@@ -22,7 +22,7 @@ Choices (the paper's values for η, γ and ε are not verified; ``../shared/PAPE
   (≈ η_t · m/√v, at most about η_t) and the proximal step (η_t γ α_i) scale with η_t, so
   γ α_i is the proximal pull in units of AdamW's largest step: a weight whose gradient pushes
   it outward survives while γ/(|w|+ε) stays below its normalised Adam step. ``step_size``
-  set to a number replaces η_t by a constant (the old behaviour).
+  set to a number replaces η_t by that constant.
 - ``gamma`` γ: ``None`` (default) is calibrated at the first proximal step. With α tracking
   the weights, the proximal step alone moves f(w) = |w|² + 2ε|w| down by 2 η_t γ per step,
   for every weight alike (so it never changes the order of the magnitudes by itself), and in

@@ -67,7 +67,8 @@ class OneShotSettings:
     finetune: bool = field(
         default=True,
         metadata={
-            "help": "fine-tune with the mask fixed for the common budget; false: keep the one-shot weights (zero-step row)"
+            "help": "fine-tune with the mask fixed for the common budget; "
+            "false: keep the one-shot weights (zero-step row)"
         },
     )
 

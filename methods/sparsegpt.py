@@ -121,7 +121,10 @@ def sparsegpt_prune(
 
 @register("sparsegpt")
 class SparseGPT(OneShotPruning):
-    """SparseGPT (Frantar & Alistarh 2023): layer-wise OBS reconstruction, one-shot, then fine-tuning with a fixed mask."""
+    """SparseGPT (Frantar & Alistarh 2023).
+
+    Layer-wise OBS reconstruction, one-shot, then fine-tuning with a fixed mask.
+    """
 
     paper = "Frantar & Alistarh 2023, SparseGPT (arXiv 2301.00774)"
     Settings = SparseGPTSettings

@@ -46,9 +46,10 @@ layers and FFN channels across all layers. Torch-Pruning silently skips a group 
 would empty a layer (``DependencyGraph.check_pruning_group``), e.g. MiniLM at budget 0.1: the
 global head threshold covers all 12 heads of one layer, that layer's group is refused and only
 53 of the planned 65 heads go (the model would stay well above the budget). So the global plan
-is first tried on a copy; when the counts it removes differ from the plan, the method falls back to layer-wise ranking (``global_pruning=False``: the same
-share of heads and channels in every layer, ranked within the layer) and reports
-``ranking: "layer-wise"`` and the reason. ``global_ranking: false`` asks for layer-wise directly.
+is first tried on a copy; when the counts it removes differ from the plan, the method falls back
+to layer-wise ranking (``global_pruning=False``: the same share of heads and channels in every
+layer, ranked within the layer) and reports ``ranking: "layer-wise"`` and the reason.
+``global_ranking: false`` asks for layer-wise directly.
 
 When: one shot at the start of fine-tuning (``prepare``), from the fine-tuned dense checkpoint
 (``starts_from = "dense"``), then the compacted model is fine-tuned for the common budget --
@@ -99,7 +100,8 @@ class TorchPruningSettings:
     global_ranking: bool = field(
         default=True,
         metadata={
-            "help": "rank heads and FFN channels across layers (Torch-Pruning's global_pruning, the example's setting); "
+            "help": "rank heads and FFN channels across layers "
+            "(Torch-Pruning's global_pruning, the example's setting); "
             "falls back to layer-wise where global ranking would empty a layer"
         },
     )
@@ -419,8 +421,8 @@ class TorchPruningPeer(PruningMethod):
         out["torch_pruning"] = {
             "package": TORCH_PRUNING_PIN,
             "installed": torch_pruning_version(),
-            "importance": f"MagnitudeImportance(p={self.settings.p}, group_reduction={self.settings.group_reduction!r}, "
-            "normalizer='mean')",
+            "importance": f"MagnitudeImportance(p={self.settings.p}, "
+            f"group_reduction={self.settings.group_reduction!r}, normalizer='mean')",
             "schedule": "one-shot before fine-tuning (iterative_steps=1)",
             "ranking": plan.ranking if plan else None,
             "fallback_reason": getattr(self, "fallback_reason", None),

@@ -105,6 +105,8 @@ def resolve(raw: dict, check_files: bool = True) -> dict:
     overrides = {k: v for k, v in raw.items() if k not in ("profile", "profiles")}
     experiment = deep_merge(profiles[name], overrides)
     _validate(experiment, schema["$defs"]["experiment"], schema, f"profile {name!r}")
+    if experiment.get("methods") == "all":  # every registered method, so a new method needs no profile edit
+        experiment["methods"] = registry.available()
     if "methods" in overrides and experiment.get("method_budgets"):
         # the command line chose the methods: the profile's budget lists of the methods it left out do not apply
         keep = set(experiment["methods"]) | set(overrides.get("method_budgets") or {})
@@ -150,7 +152,8 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
     for m in exp["methods"]:
         if m not in registry.available():
             raise ConfigError(
-                f"invalid config: key 'methods': unknown method {m!r}; registered methods are: {', '.join(registry.available())}"
+                f"invalid config: key 'methods': unknown method {m!r}; "
+                f"registered methods are: {', '.join(registry.available())}"
             )
     for b in exp["budgets"]:
         try:
@@ -305,7 +308,7 @@ def finetune_steps(exp: dict) -> list[int]:
     """The fine-tuning lengths an experiment sweeps: ``finetune.steps`` as a list of positive ints.
 
     ``finetune.steps`` is one int (every profile but ``convergence``) or a list swept like the
-    budgets, each length its own dense model and method runs (issue 11, the fine-tuning-length axis).
+    budgets, each length its own dense model and method runs (the fine-tuning-length axis).
     """
     steps = exp["finetune"]["steps"]
     values = steps if isinstance(steps, list) else [steps]

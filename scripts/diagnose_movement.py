@@ -1,4 +1,4 @@
-"""Diagnose hard movement pruning (Sanh et al. 2020) on the default profile (issue 10, part 5).
+"""Diagnose hard movement pruning (Sanh et al. 2020) on the default profile.
 
 Runs ``movement_hard`` from the dense checkpoint under the profile's fine-tuning budget in
 one process, with variants that each test one hypothesis about its collapse to the majority
@@ -11,8 +11,8 @@ i.e. input dimensions, and rows).
         --experiment /tmp/shared/default_experiment.json --variants baseline,... --budget 0.5
 
 Each variant is one 200-step training run plus a dev evaluation per probe step: ~2 minutes at
-1 thread with bf16 autocast on an idle AVX512-BF16 CPU, 5-6 minutes on the shared 2-core
-machine of issue 10. ``--ablate-at N`` instead trains N steps and applies the mask (or parts
+1 thread with bf16 autocast on an idle AVX512-BF16 CPU, 5-6 minutes on a shared 2-core
+machine. ``--ablate-at N`` instead trains N steps and applies the mask (or parts
 of it) to the dense weights without training (4-8 minutes there). Results go to stdout and,
 as JSON, to ``--out``.
 """
@@ -197,9 +197,9 @@ def main() -> None:
             spec.get("patch"),
             args.log_every,
         )
+        losses = [f"{x:.3f}" for x in res["loss_curve"]]
         print(
-            f"    loss {['%.3f' % x for x in res['loss_curve']]}\n    final accuracy {res['final_accuracy']:.4f} "
-            f"({res['wall_s']:.0f} s)",
+            f"    loss {losses}\n    final accuracy {res['final_accuracy']:.4f} ({res['wall_s']:.0f} s)",
             flush=True,
         )
         out[name] = res

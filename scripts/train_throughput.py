@@ -1,4 +1,4 @@
-"""Speed of the benchmark's training jobs, in one run: today's step vs. the pre-padded batches.
+"""Speed of the benchmark's training jobs, in one run: per-batch padding vs. the pre-padded batches.
 
 Prints (1 thread, as a default-profile training job runs):
 
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     for precision in args.precisions:
         old = step_throughput(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, old=True)
         new = step_throughput(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, old=False)
-        print(f"{precision}: today {old:.1f} examples/s, pre-padded {new:.1f} examples/s, ratio {new / old:.3f}")
+        print(f"{precision}: _collate {old:.1f} examples/s, pre-padded {new:.1f} examples/s, ratio {new / old:.3f}")
 
     print("\n== same seed, same model ==")
     small = tokenize(
@@ -160,9 +160,8 @@ def main(argv=None) -> int:
         spec.text_fields,
         64,
     )
-    print(
-        f"tiny model, 30 steps, old vs pre-padded batches: identical weights: {same_model_check(small, load_tokenizer('tiny-random'), spec)}"
-    )
+    same = same_model_check(small, load_tokenizer("tiny-random"), spec)
+    print(f"tiny model, 30 steps, _collate vs pre-padded batches: identical weights: {same}")
     return 0
 
 

@@ -150,3 +150,13 @@ def test_bad_method_budgets_names_key_and_value(raw, entry, message):
     raw["method_budgets"] = entry
     with pytest.raises(ConfigError, match=message):
         resolve(raw)
+
+
+def test_methods_all_is_every_registered_method(raw):
+    from prunebench.method import registry
+
+    raw.update(profile="smoke", methods="all", method_budgets={})
+    assert resolve(raw, check_files=False)["methods"] == registry.available()
+    raw.update(methods="everything")
+    with pytest.raises(ConfigError, match="methods"):
+        resolve(raw, check_files=False)

@@ -168,9 +168,9 @@ def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
     assert board.split("## Which backend")[0].count("| sst2 |") == 2  # dense and the method, at the longest length only
 
 
-def test_published_convergence_records_give_the_readme_verdict():
+def test_published_convergence_records_give_the_verdict_in_docs_results():
     """The committed convergence run (reports/convergence/records) has three lengths, every
-    record has its predictions, and the section computed from it is the one the README states."""
+    record has its predictions, and the section computed from it is the one docs/results.md states."""
     from prunebench.records.record import read_record
 
     folder = REPO / "reports" / "convergence" / "records"

@@ -1,4 +1,4 @@
-"""The cross-task summary (issue 12): share of the dense metric kept, its intervals, the exclusion
+"""The cross-task summary: share of the dense metric kept, its intervals, the exclusion
 rules, the GLUE-style average of the leaderboard and the report's section, on tiny synthetic
 records and predictions (``tests/report_records.write_task_run``)."""
 
@@ -289,10 +289,10 @@ def test_a_method_at_or_below_chance_on_a_task_is_marked(tmp_path):
     assert "≤ chance: random at 0.1 scores at or below the chance level on sst2" in html
 
 
-def test_published_glue_records_give_the_readme_verdict():
+def test_published_glue_records_give_the_verdict_in_docs_results():
     """The committed glue subset (reports/glue/records: magnitude_global, movement_soft and FLOP at 0.1 and
     the dense model, seed 0, on all ten staged tasks) has predictions for every record, and the
-    cross-task summary computed from it is the one the README states."""
+    cross-task summary computed from it is the one docs/results.md states."""
     from pathlib import Path
 
     from prunebench.records.record import read_record

@@ -122,7 +122,7 @@ def test_label_names_map_to_hub_indices(tmp_path):
     assert data["eval"].features["label"].names == ["entailment", "neutral", "contradiction"]
 
 
-# ----- every staged task (issue 12): malformed files, hub layout vs local files -------------------------
+# ----- every staged task: malformed files, hub layout vs local files ------------------------------------
 
 from tests.conftest import DATA  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""A missing or malformed task file stops a run before any training (issue 12):
+"""A missing or malformed task file stops a run before any training:
 ``prunebench.data.check`` unit-tested, then the workflow's ``onstart`` check through Snakemake."""
 
 import json

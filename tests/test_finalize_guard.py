@@ -1,4 +1,4 @@
-"""The guard of issue 10 (``prunebench.method.base``): every method whose ``finalize`` can prune reports the
+"""The finalize guard (``prunebench.method.base``): every method whose ``finalize`` can prune reports the
 remaining fraction its own rule reached before the final enforcement of the budget, and a
 method with calibrated constants says whether the run matches its calibration."""
 

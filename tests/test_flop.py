@@ -153,7 +153,7 @@ def test_factorize_op_rejects_non_linear(tiny_model):
 
 
 def test_gates_reach_the_target_although_the_task_lr_decays_to_zero(tiny_model, tokenizer, sst2_small):
-    """Issue 10: the trainer's lr decays linearly to 0; the gates' own constant-lr optimiser still
+    """The trainer's lr decays linearly to 0; the gates' own constant-lr optimiser still
     brings the expected size within ``target_tolerance`` of the budget before finalize."""
     from prunebench.training.trainer import FinetuneBudget, train
 

@@ -85,7 +85,6 @@ def test_finalize_removes_closed_heads_reports_fraction_and_reloads(tiny_model, 
     with torch.no_grad():
         for g in method.gates:
             g.log_alpha.copy_(torch.tensor([3.0, -20.0, 0.3, 2.0]))  # head 1 closed, others open
-    gated = _logits(tiny_model)
     model = method.finalize(tiny_model)
     # target: the most heads with remaining <= 0.8 -> 4 of 8; heads 1 are closed, then the open
     # heads with the lowest log_alpha (heads 2, 0.3) are closed too, in both layers
@@ -135,7 +134,7 @@ def test_unknown_control_is_refused():
 
 
 def test_heads_shut_by_the_deterministic_gate_are_reopened_up_to_k(tiny_model):
-    """Issue 10: expected open count 1.28 of k = 2 but every deterministic gate 0 -> still k heads kept."""
+    """Expected open count 1.28 of k = 2 but every deterministic gate 0 -> still k heads kept."""
     method = methods.build("head_l0", 0.1)  # out of reach: k = ceil(0.2 x 8) = 2
     method.prepare(tiny_model, TrainingPlan(total_steps=10, seed=0))
     with torch.no_grad():

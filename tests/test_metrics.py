@@ -32,7 +32,7 @@ def test_unknown_metric():
         load_metric("bleu")
 
 
-# ----- GLUE metrics of the other tasks (issue 12): hand-computed values ---------------------------------
+# ----- GLUE metrics of the other tasks: hand-computed values --------------------------------------------
 
 
 def test_matthews_on_a_hand_computed_confusion_matrix():
@@ -80,7 +80,7 @@ def test_correlation_of_a_constant_prediction_is_zero():
 
 
 def test_average_ranks_by_hand():
-    from prunebench.records.record import average_ranks
+    from prunebench.data.metric_kernels import average_ranks
 
     assert average_ranks([3.0, 1.0, 2.0, 2.0, 5.0]).tolist() == [4.0, 1.0, 2.5, 2.5, 5.0]
     assert average_ranks([[1.0, 1.0, 1.0], [3.0, 2.0, 1.0]]).tolist() == [[2.0, 2.0, 2.0], [3.0, 2.0, 1.0]]

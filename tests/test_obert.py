@@ -44,7 +44,10 @@ def test_obs_update_lowers_quadratic_loss_vs_plain_zeroing():
     finv = block_fisher_inverse(g, 50, 1e-4)
     F = torch.linalg.inv(finv[0])
     prune = obs_saliency(w, finv) <= obs_saliency(w, finv).median()
-    loss = lambda v: float((v - w) @ F @ (v - w))
+
+    def loss(v):
+        return float((v - w) @ F @ (v - w))
+
     assert loss(obs_update(w, finv, prune, exact=True)) < loss(w.masked_fill(prune, 0))
 
 

@@ -1,4 +1,4 @@
-"""ONNX Runtime as the second inference backend (issue 14): export every kind of model the
+"""ONNX Runtime as the second inference backend: export every kind of model the
 benchmark produces, check ORT's outputs against PyTorch's, time it in the measure job, report it."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prunebench.checkpoints import store as checkpoints  # noqa: E402
 from prunebench.measure import onnx_runtime as ortb  # noqa: E402
 from prunebench.method.base import TrainingPlan  # noqa: E402
 from prunebench.quantization.int8 import quantize_encoder_linears  # noqa: E402
-from prunebench.structure import surgery
+from prunebench.structure import surgery  # noqa: E402
 from prunebench.structure.budget import prunable_linears  # noqa: E402
 from prunebench.structure.factorized import factorized_layers  # noqa: E402
 

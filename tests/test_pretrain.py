@@ -1,4 +1,4 @@
-"""Compression during pre-training (issue 13): the MLM stage (prunebench/training/pretrain.py) and the rows that
+"""Compression during pre-training: the MLM stage (prunebench/training/pretrain.py) and the rows that
 fine-tune its output with the mask kept (methods/pretrain_stage.py).
 
 - the corpus is deduplicated and holds no text of any evaluation file;
@@ -372,7 +372,7 @@ def test_report_measures_the_pretrain_column_and_pairs_rows_with_their_finetunin
 
 @pytest.mark.workflow
 def test_smoke_profile_runs_the_pretraining_rows_end_to_end(tmp_path):
-    """The issue's 'done when': the stage runs in the smoke profile on the tiny model, and its rows get records
+    """The stage runs in the smoke profile on the tiny model, and its rows get records
     (one budget keeps this run short; `--config profile=smoke "methods=[...]"` runs both smoke budgets)."""
     from tests.test_workflow import _records, _snakemake
 

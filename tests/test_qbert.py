@@ -259,7 +259,7 @@ def test_trains_finalizes_saves_and_reloads_to_the_same_outputs(tiny_model, sst2
         layer_bits = q["bits_per_layer"][n.split("encoder.layer.")[1].split(".")[0]]
         assert q["bits_per_matrix"][n] == layer_bits
         assert isinstance(model.get_submodule(n), Int8DynamicLinear if layer_bits == 8 else Int4WeightLinear)
-    for k, e in q["sensitivity"]["per_layer"].items():
+    for e in q["sensitivity"]["per_layer"].values():
         assert len(e["per_batch"]) == FAST["hessian_batches"] and math.isfinite(e["omega"])
     assert q["calibration_data"]["count"] == FAST["hessian_batches"] * FAST["hessian_batch_size"]
     assert q["finalize_check"]["stored_equals_trained"]

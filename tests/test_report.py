@@ -349,7 +349,7 @@ def test_paper_figures_target_is_not_in_all(tmp_path):
     assert "paper_figures" not in (default.stdout + default.stderr).split("Job stats")[-1]
 
 
-# ----- uncertainty, tied ranks and tests (issue 11) --------------------------------------------------
+# ----- uncertainty, tied ranks and tests -------------------------------------------------------------
 
 
 def _by(rows, method, budget):
@@ -482,7 +482,7 @@ def test_error_bars_are_the_interval_when_there_is_one(results):
     assert below > 0.1  # two seeds: the t interval (12.7 x the standard error) is far wider than ± std
 
 
-# ----- issue 10's guard ------------------------------------------------------------------------------
+# ----- the finalize guard ----------------------------------------------------------------------------
 
 
 def _guarded(before, after, calibration=None):
@@ -529,7 +529,7 @@ def test_report_flags_truncation_and_calibration(tmp_path):
     assert "budget enforced by truncation" in notes and "calibrated on steps=300, run on steps=200" in notes
 
 
-# ----- the published leaderboard, regenerated from committed records (issue 11, part 8) ----------------
+# ----- the published leaderboard, regenerated from committed records -----------------------------------
 
 
 def _small_record_folder(root: Path) -> Path:
@@ -621,7 +621,7 @@ def test_committed_leaderboard_is_what_the_committed_records_give(monkeypatch):
     assert status == 0, message
 
 
-# ----- converged dense reference: how short is the fine-tuning budget? (issue 11, part 6) -------------
+# ----- converged dense reference: how short is the fine-tuning budget? --------------------------------
 
 
 def test_report_states_the_gap_to_the_converged_dense_reference(tmp_path):

@@ -1,7 +1,8 @@
 """The report in a real browser: headless Chromium (Debian's ``chromium``) over the DevTools
 pipe (``tests/browser.py``, no Python dependency). Checks that the page has no console errors,
-that every figure (inline SVG) renders with a size and content, every image loads, that clicking a column header sorts and that the filters hide rows,
-and saves a full-page screenshot to ``results/report_screenshot.png`` for a person to look at.
+that every figure (inline SVG) renders with a size and content, every image loads, that
+clicking a column header sorts and that the filters hide rows, and saves a full-page
+screenshot to ``results/report_screenshot.png`` for a person to look at.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def test_no_console_errors_and_every_figure_loads(page):
     assert page.evaluate("document.readyState") == "complete"
     figures = page.evaluate("""Array.from(document.querySelectorAll('figure')).map(f => {
         const svg = f.querySelector('svg'), r = svg ? svg.getBoundingClientRect() : null;
-        return [f.id, !!svg, r ? r.width : 0, r ? r.height : 0, svg ? svg.querySelectorAll('path, use, text').length : 0]; })""")
+        const marks = svg ? svg.querySelectorAll('path, use, text').length : 0;
+        return [f.id, !!svg, r ? r.width : 0, r ? r.height : 0, marks]; })""")
     assert len(figures) >= 14
     broken = [fid for fid, has_svg, w, h, marks in figures if not (has_svg and w > 100 and h > 50 and marks > 10)]
     assert not broken, f"figures that did not render: {broken}"

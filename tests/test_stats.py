@@ -35,7 +35,7 @@ def test_metric_ci_contains_the_value_and_matches_the_binomial_width():
     p = _labels(_accuracy_pattern(872, 0.85))
     ci = stats.metric_ci(p)
     assert ci.low < ci.value < ci.high and ci.value == pytest.approx(p.value())
-    # the normal approximation of a proportion: 1.96 * sqrt(p(1-p)/n) ~ 0.0237 (the issue's +-2.4 points)
+    # the normal approximation of a proportion: 1.96 * sqrt(p(1-p)/n) ~ 0.0237, about +-2.4 points
     assert ci.half_width == pytest.approx(1.96 * math.sqrt(0.85 * 0.15 / 872), rel=0.15)
 
 

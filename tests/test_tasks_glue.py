@@ -1,4 +1,4 @@
-"""Every staged GLUE task and SQuAD (issue 12): the task table, loading, metrics and statistics,
+"""Every staged GLUE task and SQuAD: the task table, loading, metrics and statistics,
 and a few training steps of the tiny model end to end on slices of the real files."""
 
 from __future__ import annotations
@@ -408,7 +408,7 @@ def test_stsb_regression_trains_with_mse_and_is_scored_with_correlations(tokeniz
     if not _evaluate_handles_regression():
         pytest.skip(
             "prunebench.measure.accuracy.evaluate_task does not evaluate regression tasks yet "
-            "(issue 12 hand-off: predict_values + kind 'values')"
+            "(it needs predict_values and the evaluation kind 'values')"
         )
     ev, p = _train_and_evaluate("stsb", tokenizer, tmp_path)
     assert ev.kind == "values" and set(ev.metrics) == {"pearson", "spearman"}

@@ -217,7 +217,7 @@ def test_run_method_job_end_to_end(tiny_model, sst2_small, tokenizer, tmp_path):
 
 
 def test_guard_fields(tiny_model):
-    """The issue-10 guard (prunebench.method.base): finalize prunes nothing, and says so."""
+    """The finalize guard (prunebench.method.base): finalize prunes nothing, and says so."""
     model, method = _prune(tiny_model, 0.75)
     info = method.describe()
     assert info["finalize_enforcement"].startswith("none")

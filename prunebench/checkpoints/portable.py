@@ -39,8 +39,8 @@ keeps prunebench's own layout (the dense config plus ``prunebench_surgery`` ops,
    `prunebench-factorized-bert` but Transformers does not recognize this architecture ...``.
 2. A concrete class (``BertForSequenceClassification.from_pretrained``) only *warns* about a
    different ``model_type`` and, in 5.23, also only reports missing/unexpected weights (it
-   initialises them randomly) and silently casts int8 matrices to float -- the silent
-   failure of issue 14. So ``num_attention_heads``, a field every BERT-like config needs as
+   initialises them randomly) and silently casts int8 matrices to float -- a wrong model
+   and no error. So ``num_attention_heads``, a field every BERT-like config needs as
    an int, holds a sentence instead. ``BertConfig`` is a strict dataclass in 5.x and raises
    ``StrictDataclassFieldValidationError: Validation error for field
    'num_attention_heads': TypeError: Field 'num_attention_heads' expected int, got str

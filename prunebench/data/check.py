@@ -1,4 +1,4 @@
-"""Check every task's local data files before any job of a run starts (issue 12).
+"""Check every task's local data files before any job of a run starts.
 
 A training job loads its task's files and stops on a malformed one (``prunebench.data.loading`` raises
 ``DataError`` naming the file and the problem: missing, empty, wrong columns, an unknown label

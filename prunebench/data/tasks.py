@@ -18,10 +18,12 @@ beside it:
 | task | recorded | primary (ranks by) |
 |---|---|---|
 | CoLA | Matthews correlation (``mcc``), accuracy | ``mcc`` |
-| MRPC, QQP | ``f1`` (of the positive class, label 1), ``accuracy`` | ``f1`` (GLUE: "F1/Accuracy"; Devlin et al. 2019, Table 1) |
+| MRPC, QQP | ``f1`` (of the positive class, label 1), ``accuracy`` | ``f1`` (GLUE: "F1/Accuracy") |
 | STS-B | ``pearson``, ``spearman`` | ``pearson`` (GLUE: "Pearson/Spearman") |
 | SST-2, MNLI, QNLI, RTE, WNLI | ``accuracy`` | ``accuracy`` |
 | SQuAD v1.1 | ``exact_match``, ``f1`` | ``f1`` |
+
+(MRPC and QQP: F1 first as in Devlin et al. 2019, Table 1.)
 
 GLUE's overall score averages F1 and accuracy (MRPC, QQP) and Pearson and Spearman (STS-B);
 that average is not a primary metric here because a paired test or a bootstrap of one named

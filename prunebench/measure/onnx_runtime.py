@@ -1,4 +1,4 @@
-"""ONNX Runtime as a second inference backend: export, check against PyTorch, time (issue 14).
+"""ONNX Runtime as a second inference backend: export, check against PyTorch, time.
 
 Every model the measure job times in PyTorch is also exported to ONNX and timed in
 ``onnxruntime`` on the CPU, with the same thread count, batch sizes, sequence length and
@@ -49,8 +49,8 @@ Export-time substitutions (``export_ready``, on a copy; the PyTorch model is unt
   ``MatMulInteger``, fused at load into ``DynamicQuantizeMatMul``/``MatMulIntegerToFloat``).
   The weights round-trip exactly (symmetric per-channel int8 of ``q x s`` is ``q`` again);
   activations differ: ORT quantizes them per tensor (uint8, asymmetric), PyTorch per token
-  (symmetric; the engine kernel with a 7-bit range), so the outputs differ slightly: recorded as the max abs difference and
-  the argmax agreement, not asserted.
+  (symmetric; the engine kernel with a 7-bit range), so the outputs differ slightly: recorded as
+  the max abs difference and the argmax agreement, not asserted.
 
 Sessions (``session``): CPU execution provider, ``intra_op_num_threads = threads`` (the
 measure job's thread count; ORT counts the calling thread), ``inter_op_num_threads = 1``,

@@ -24,7 +24,7 @@ prunes during fine-tuning) or ``"pretrain"`` (the output of the pre-training sta
 Register a method with ``@register("name")`` (``prunebench.method.registry``); duplicate names are
 refused.
 
-How much of the pruning did the method's own rule do? (the guard of issue 10)
+How much of the pruning did the method's own rule do? (the finalize guard)
 Many methods end with a ``finalize`` that enforces the budget exactly (a top-k by score, a
 trim of gates, a fill-up). When the method's own mechanism stopped far from the budget,
 that final enforcement -- a truncation with no training after it -- does most of the

@@ -152,8 +152,9 @@ def layer_eigenvalues(
     ``blocks`` maps a name (e.g. ``"layer.3"``) to its parameters. For every batch the loss and its
     gradient graph are built once; then a power iteration per block runs on that batch's loss (seed
     ``seed + 1000 * batch + block index``). Dropout is off (eval mode) so each product is
-    deterministic; the model's mode is restored. Attention runs eager (``eager_attention``). Returns, per block: ``per_batch`` (eigenvalues),
-    ``mean``, ``std`` (ddof 0), ``omega = |mean| + std``, ``iterations`` and ``converged`` per batch.
+    deterministic; the model's mode is restored. Attention runs eager (``eager_attention``).
+    Returns, per block: ``per_batch`` (eigenvalues), ``mean``, ``std`` (ddof 0),
+    ``omega = |mean| + std``, ``iterations`` and ``converged`` per batch.
     """
     names = list(blocks)
     if not names:

@@ -34,10 +34,10 @@ Kernels (``kernel``: ``auto`` | ``engine`` | ``int_mm``)
   range saturates (measured here with the CPU capped to AVX2 -- ``ATEN_CPU_CAPABILITY=avx2
   ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` -- relative error 0.065 with
   ``reduce_range=False``, 0.02 with ``True``).
-``int_mm`` -- the original kernel: activations int8 symmetric *per token*, ``torch._int_mm``
+``int_mm`` -- activations int8 symmetric *per token*, ``torch._int_mm``
   (int8 x int8 -> int32) rescaled to fp32. It is fast where oneDNN has VNNI (AVX512-VNNI, AMX);
-  on an AVX2-only CPU a user measured the int8 model at 0.10x (batch 1) and 0.05x (batch 32) of
-  the dense model's speed (issue 13).
+  on an AVX2-only CPU the int8 model measured 0.10x (batch 1) and 0.05x (batch 32) of
+  the dense model's speed.
   Without VNNI it is also *inexact* (oneDNN's u8 x s8 path saturates in int16: max abs error
   92,884 on a 64x384x384 product of int8 values with the CPU capped to AVX2), so
   ``int8_matmul`` checks ``_int_mm`` once per process on a probe (``int_mm_is_exact``) and, where

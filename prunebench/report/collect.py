@@ -35,7 +35,7 @@ class Row:
     per_matrix: dict[str, list[float]] = field(default_factory=dict)
     method_info: dict = field(default_factory=dict)
     #: per seed: the fraction of the weights the method's own rule had kept that ``finalize``
-    #: removed, (before - after) / before (issue 10's guard); only seeds whose record says
+    #: removed, (before - after) / before (the finalize guard); only seeds whose record says
     #: ``details.method.remaining_before_finalize``
     finalize_removed: list[float] = field(default_factory=list)
     #: ``details.method.calibration`` of the seeds whose profile moved away from the calibration
@@ -223,7 +223,7 @@ def aggregate(records: list[dict]) -> list[Row]:
 
 
 def finalize_removed_fraction(rec: dict) -> float | None:
-    """Issue 10's guard: the share of the weights the method's own rule had kept that ``finalize``
+    """The finalize guard: the share of the weights the method's own rule had kept that ``finalize``
     removed, ``(before - after) / before`` with before = ``details.method.remaining_before_finalize``
     and after = the record's measured ``encoder_remaining``; ``None`` when the record does not say."""
     before = ((rec.get("details") or {}).get("method") or {}).get("remaining_before_finalize")

@@ -12,28 +12,28 @@ a better score with fewer remaining encoder weights; the ``pareto_disk``,
 it ran on; records that are missing or do not load are listed under the table instead of
 stopping the leaderboard.
 
-Uncertainty (issue 11; ``prunebench.report.uncertainty``, from the per-example predictions beside each
+Uncertainty (``prunebench.report.uncertainty``, from the per-example predictions beside each
 record): a 95% interval of every score and of its difference to the dense model, tied ranks
 ("1=": not significantly different from the group's leader; paired permutation test on the
 examples, Holm correction per budget, alpha 0.05) and whether the entry is significantly better
 than random pruning and worse than dense. Records without predictions render with "n/a" and a
 warning line.
 
-Second backend (issue 14): ``ort_speedup_b1`` and ``ort_speedup_bmax`` are the speed-ups measured
+Second backend: ``ort_speedup_b1`` and ``ort_speedup_bmax`` are the speed-ups measured
 in ONNX Runtime (``prunebench.measure.onnx_runtime``; ratio of median latencies per record, mean over
 seeds, as for the PyTorch columns); '—' where the records have none (records measured before the ORT
 backend, or whose export failed). ``backend_rows`` compares the two backends' speed-ups with the
 theoretical FLOP speed-up per method and budget ("Which backend decides the speed-up").
 
-Several tasks (issue 12): the task cell of every table carries ``prunebench.report.cross_task.STANDIN_MARK`` when
+Several tasks: the task cell of every table carries ``prunebench.report.cross_task.STANDIN_MARK`` when
 the task's evaluation split is a stand-in (``config.data.eval_split_kind``), with a footnote; with more
 than one GLUE task (WNLI not counted), the section "GLUE-style average" gives, per budget and method,
 the unweighted mean of the primary metric over the GLUE tasks present (WNLI excluded as in the BERT
 paper; SQuAD, not a GLUE task, listed beside it) and the mean share of dense with its interval
 (``prunebench.report.cross_task``), also written as ``<csv stem>_glue_average.csv``/``.json`` beside the CSV.
-With one task nothing of this is added: the leaderboard of a single-task run is unchanged.
+With one task none of this is added.
 
-Guard (issue 10): ``enforced_by_truncation`` (mark †) when ``finalize`` removed more than
+Finalize guard (``prunebench.method.base``): ``enforced_by_truncation`` (mark †) when ``finalize`` removed more than
 ``TRUNCATION_LIMIT`` of the weights the method's own rule had kept, (before - after) / before
 with before = ``details.method.remaining_before_finalize`` and after = the measured
 ``encoder_remaining``; mark ‡ with a note when the method's calibration profile differs from the run.
@@ -302,7 +302,7 @@ def stats_columns(r: Row) -> dict:
 
 
 def guard_columns(r: Row) -> dict:
-    """Issue 10's guard: how much of the pruning ``finalize`` did (worst seed), and calibration."""
+    """The finalize guard: how much of the pruning ``finalize`` did (worst seed), and calibration."""
     removed = max(r.finalize_removed) if r.finalize_removed else None
     return {
         "remaining_before_finalize": r.mean("remaining_before_finalize"),
@@ -383,7 +383,7 @@ def _method_cell(r: dict) -> str:
 
 
 def footnotes(rows: list[dict]) -> list[str]:
-    """One line per row flagged by issue 10's guard (truncation, calibration)."""
+    """One line per row flagged by the finalize guard (truncation, calibration)."""
     lines = []
     for r in rows:
         where = f"{r['task']} {r['method']} at {r['budget']:g}"
@@ -496,9 +496,11 @@ def to_markdown(
         "# prunebench leaderboard",
         "",
         f"Hardware: {hardware_text(hw)}; "
-        f"latency backend {m.get('backend', '?')}, {m.get('threads', '?')} threads, sequence length {m.get('seq_len', '?')}, "
+        f"latency backend {m.get('backend', '?')}, {m.get('threads', '?')} threads, "
+        f"sequence length {m.get('seq_len', '?')}, "
         f"batch sizes {m.get('batch_sizes', '?')}{_ort_text(records)}; training precision {_precisions(records)}; "
-        f"seeds {sorted({int(r['seed']) for r in records})}. ★ = Pareto-optimal: score vs. encoder weights remaining (Pareto), "
+        f"seeds {sorted({int(r['seed']) for r in records})}. "
+        "★ = Pareto-optimal: score vs. encoder weights remaining (Pareto), "
         "vs. bytes on disk in the sparse format (disk), vs. latency at batch 1 (b1) and at the largest batch (bmax). "
         f"Ranked: entries whose remaining fraction is within {BUDGET_TOLERANCE} of the budget; a method whose "
         "structure cannot reach the budget is listed after them, unranked, with the fraction it reached.",
@@ -507,7 +509,8 @@ def to_markdown(
         f"{TRUNCATION_LIMIT:.0%} of the weights the method's own rule had kept); {CALIBRATION_MARK}: the method's "
         "settings were calibrated on another profile (notes below the table).",
         "",
-        "| task | budget | rank | method | seeds | score (mean ± std over seeds) [95% CI] | Δ dense [95% CI] | > random | "
+        "| task | budget | rank | method | seeds | score (mean ± std over seeds) [95% CI] | "
+        "Δ dense [95% CI] | > random | "
         "< dense | remaining | latency b1 (ms) | speed-up b1 | latency bmax (ms) | speed-up bmax | "
         "ORT speed-up b1 | ORT speed-up bmax | "
         "disk MB (dense fmt / sparse fmt) | Pareto | disk | b1 | bmax |",
@@ -515,11 +518,13 @@ def to_markdown(
     ]
     for r in rows:
         lines.append(
-            f"| {label(r['task'])} | {r['budget']:g} | {_rank_cell(r)} | {_method_cell(r)} | {r['seeds']} | {_score_cell(r)} | "
+            f"| {label(r['task'])} | {r['budget']:g} | {_rank_cell(r)} | {_method_cell(r)} | {r['seeds']} | "
+            f"{_score_cell(r)} | "
             f"{_diff_cell(r)} | {_verdict_cell(r['better_than_random'], r['p_vs_random'])} | "
             f"{_verdict_cell(r['worse_than_dense'], r['p_vs_dense'])} | {_fmt(r['encoder_remaining'], 4)} | "
             f"{_fmt(r['latency_b1_ms'], 2)} | {_fmt(r['speedup_b1'], 2)} | {_fmt(r['latency_bmax_ms'], 1)} | "
-            f"{_fmt(r['speedup_bmax'], 2)} | {_ort_fmt(r.get('ort_speedup_b1'))} | {_ort_fmt(r.get('ort_speedup_bmax'))} | "
+            f"{_fmt(r['speedup_bmax'], 2)} | {_ort_fmt(r.get('ort_speedup_b1'))} | "
+            f"{_ort_fmt(r.get('ort_speedup_bmax'))} | "
             f"{_fmt(r['disk_mb_dense_format'], 1)} / {_fmt(r['disk_mb_sparse_format'], 1)} | "
             f"{_fmt(r['pareto_optimal'])} | {_fmt(r['pareto_disk'])} | {_fmt(r['pareto_latency_b1'])} | "
             f"{_fmt(r['pareto_latency_bmax'])} |"
@@ -557,7 +562,7 @@ def write_leaderboard(record_paths, markdown: Path, csv_path: Path, expected=Non
     return rows
 
 
-# ----- several tasks: the GLUE-style average (issue 12) -----------------------------------------
+# ----- several tasks: the GLUE-style average ----------------------------------------------------
 
 GLUE_TEXT = (
     "Per budget and method, the unweighted mean of each GLUE task's primary metric (CoLA Matthews, MRPC and "
@@ -701,7 +706,7 @@ def glue_markdown(glue: dict, label=str) -> list[str]:
 
 def write_glue_files(glue: dict, csv_path: Path) -> list[Path]:
     """``<stem>_glue_average.csv`` and ``.json`` beside the leaderboard's CSV (its own columns; the
-    leaderboard's CSV is unchanged); without a GLUE-style average, stale files of an earlier run are removed."""
+    leaderboard's CSV is not touched); without a GLUE-style average, stale files of an earlier run are removed."""
     path = csv_path.with_name(f"{csv_path.stem}_glue_average.csv")
     if not glue:
         for p in (path, path.with_suffix(".json")):

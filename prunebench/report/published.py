@@ -1,4 +1,4 @@
-"""Check that the published leaderboard is what its committed records give (issue 11, part 8).
+"""Check that the published leaderboard is what its committed records give.
 
 The records behind ``reports/leaderboard.{md,csv,json}`` (with their ``.predictions.json``)
 are committed under ``reports/records/{task}/{method}/{budget}/seed{N}.json``. This module
@@ -33,6 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from prunebench.report import readme_excerpt
 from prunebench.report.leaderboard import write_leaderboard
 from prunebench.report.render import render_report
 
@@ -133,9 +134,29 @@ def render_published_report(records: Path, out: Path) -> Path:
     return out
 
 
-def check(records: Path, published: Path, render: bool = False) -> tuple[int, str]:
+def write_readme_excerpt(records: Path, published: Path, readme: Path) -> list[Path]:
+    """Draw the headline figure into ``published/figures`` and render the README's results block."""
+    figure = readme_excerpt.write_figure(records, published / readme_excerpt.FIGURE)
+    readme_excerpt.update_readme(readme, readme_excerpt.render_block(published / FILES[2], records))
+    return [figure, readme]
+
+
+def compare_readme_excerpt(records: Path, regenerated: Path, published: Path, readme: Path) -> list[str]:
+    """Differences between the README's results block and headline figure and what the records give."""
+    problems = readme_excerpt.check_readme(readme, readme_excerpt.render_block(regenerated / FILES[2], records))
+    drawn = readme_excerpt.write_figure(records, regenerated / readme_excerpt.FIGURE)
+    committed = published / readme_excerpt.FIGURE
+    if not committed.is_file():
+        problems.append(f"{committed} is missing")
+    elif committed.read_bytes() != drawn.read_bytes():
+        problems.append(f"{committed} differs from the figure the records give")
+    return problems
+
+
+def check(records: Path, published: Path, render: bool = False, readme: Path | None = None) -> tuple[int, str]:
     """(exit status, message): 0 and "SKIP ..." without records, 0 when equal, 1 with the differences.
-    With ``render``, the HTML report of the records is also rendered (it must not fail)."""
+    With ``render``, the HTML report of the records is also rendered (it must not fail); with
+    ``readme``, its results block and headline figure are compared with what the records give."""
     if not has_records(records):
         return 0, (
             f"SKIP: no committed records under {records}: the published leaderboard cannot be checked "
@@ -144,11 +165,15 @@ def check(records: Path, published: Path, render: bool = False) -> tuple[int, st
     with tempfile.TemporaryDirectory(prefix="leaderboard-check-") as tmp:
         regenerate(records, Path(tmp))
         problems = compare(published, Path(tmp))
+        if readme is not None:
+            problems += compare_readme_excerpt(records, Path(tmp), published, readme)
         if render:
             render_published_report(records, Path(tmp) / "report.html")
     if not problems:
         return 0, (
-            f"OK: {published}/leaderboard.{{md,csv,json}} match the records under {records}"
+            f"OK: {published}/leaderboard.{{md,csv,json}}"
+            + (f", {readme}'s results block and {published / readme_excerpt.FIGURE}" if readme else "")
+            + f" match the records under {records}"
             + (" (and their report renders)" if render else "")
         )
     shown = problems[:MAX_REPORTED] + (
@@ -193,6 +218,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also render the HTML report of the records (it must render without error)",
     )
     parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also check (or, with --regenerate, write) this README's results block and headline figure",
+    )
+    parser.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="instead of checking: write the leaderboard (and, with --readme, the README block and figure) "
+        "from the committed records",
+    )
+    parser.add_argument(
         "--publish",
         nargs="+",
         metavar="RECORD",
@@ -201,11 +238,17 @@ def main(argv: list[str] | None = None) -> int:
         "and write the leaderboard from them into --published",
     )
     args = parser.parse_args(argv)
-    if args.publish:
-        written = publish(args.publish, Path(args.records), Path(args.published))
-        print(f"published {len(args.publish)} records under {args.records}: " + ", ".join(map(str, written)))
+    records, published = Path(args.records), Path(args.published)
+    if args.publish or args.regenerate:
+        if args.publish:
+            written = publish(args.publish, records, published)
+        else:
+            written = regenerate(records, published)
+        if args.readme is not None:
+            written += write_readme_excerpt(records, published, args.readme)
+        print(f"wrote from the records under {records}: " + ", ".join(map(str, written)))
         return 0
-    status, message = check(Path(args.records), Path(args.published), render=args.render_report)
+    status, message = check(records, published, render=args.render_report, readme=args.readme)
     print(message, file=sys.stderr if status else sys.stdout)
     return status
 

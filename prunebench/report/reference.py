@@ -1,4 +1,4 @@
-"""Converged dense references: how short is the common fine-tuning budget? (issue 11, part 6)
+"""Converged dense references: how short is the common fine-tuning budget?
 
 The benchmark's verdicts are made at a short common fine-tuning budget (200 steps in the default
 profile). To say how far that is from convergence, the same dense model fine-tuned much longer on

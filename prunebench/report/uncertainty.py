@@ -1,4 +1,4 @@
-"""Uncertainty, tied ranks and significance of every leaderboard entry (issue 11, parts 2 and 3).
+"""Uncertainty, tied ranks and significance of every leaderboard entry.
 
 Everything here comes from the per-example predictions saved beside each record
 (``seed{N}.predictions.json``, read and checked against its record by ``prunebench.report.stats``), and

@@ -1,8 +1,10 @@
 """Command-line entry points; each Snakemake rule calls exactly one of them.
 
     prunebench dense       --experiment JSON --task T --seed S --model-dir DIR --summary FILE
-    prunebench prune       --experiment JSON --task T --method M --budget B --seed S --dense-dir DIR --model-dir DIR --summary FILE
-    prunebench pretrain    --experiment JSON --method M --budget B --seed S --out-dir DIR   (MLM stage of a *_pretrain row)
+    prunebench prune       --experiment JSON --task T --method M --budget B --seed S --dense-dir DIR
+                           --model-dir DIR --summary FILE
+    prunebench pretrain    --experiment JSON --method M --budget B --seed S --out-dir DIR
+                           (MLM stage of a *_pretrain row)
     prunebench measure     --summary FILE --model-dir DIR --dense-dir DIR --measure JSON --record FILE
     prunebench leaderboard --records FILE... --markdown FILE --csv FILE
     prunebench report      --records FILE... --out FILE [--figure FILE]

@@ -245,32 +245,69 @@ def measure_and_record(
     export or session is recorded there, never raised.
     """
     start = time.perf_counter()
-    summary = records.read_training_summary(summary_path)
-    # the predictions must match the summary (else PredictionsError naming the file): checked before the timing
-    records.copy_predictions(records.predictions_path(summary_path), summary, records.predictions_path(record_path))
+    summary = _read_summary(summary_path, record_path)
     spec = get_task(summary["task"])
-    configured = _configured(spec.name) if measure is None or not threads else None
-    m = measure if measure is not None else configured["measure"]
-    threads = threads or configured["threads"]["measure"]
-    exp = {
-        **summary["config"],
-        "measure": m,
-        "threads": {"train": summary["details"]["training"]["threads"], "measure": threads},
-    }
+    exp = _measured_experiment(summary, spec, measure, threads)
+    m, threads = exp["measure"], exp["threads"]["measure"]
     torch.set_num_threads(threads)
-    R = records.metric
     metrics: dict[str, dict] = dict(summary["metrics"])
     if m.get("memory", True):  # first, before any other model is loaded
-        metrics["peak_inference_memory"] = R(
+        metrics["peak_inference_memory"] = records.metric(
             peak_inference_memory_mib(str(model_dir), max(m["batch_sizes"]), m["seq_len"], threads), "MiB"
         )
     model = checkpoints.load_model(model_dir)
     dense = checkpoints.load_model(dense_dir)
+    metrics.update(_size_and_flops_metrics(model, dense, model_dir, m["seq_len"]))
+    latency, latency_details, ort_backend = _latency_metrics(model, dense, model_dir, dense_dir, summary, exp, spec)
+    metrics.update(latency)
+    wall = summary["wall_time_s"] + time.perf_counter() - start
+    details = {**summary["details"], "model": describe_model(exp["model"]), "model_dir": str(model_dir)}
+    details["measurement"] = _measurement_details(m, threads, latency_details, ort_backend, start)
+    record = _assemble_record(summary, exp, metrics, details, wall)
+    records.write_record(record, record_path)
+    log.info(
+        "%s budget %s seed %s: %s",
+        record["method"],
+        record["budget"],
+        record["seed"],
+        {k: v["value"] for k, v in metrics.items() if k in ("accuracy", "encoder_remaining", "speedup_b32")},
+    )
+    return record
+
+
+def _read_summary(summary_path: Path, record_path: Path) -> dict:
+    """The training summary. Its per-example predictions are checked against it (else PredictionsError
+    naming the file) and copied beside the record here, before any timing, so that a mismatch fails fast."""
+    summary = records.read_training_summary(summary_path)
+    records.copy_predictions(records.predictions_path(summary_path), summary, records.predictions_path(record_path))
+    return summary
+
+
+def _measured_experiment(
+    summary: dict, spec: TaskSpec, measure: dict[str, Any] | None, threads: int | None
+) -> dict[str, Any]:
+    """The training configuration with the measurement settings and both thread counts: the record's
+    ``config``. Settings or threads not given are the configured ones (``_configured``)."""
+    configured = _configured(spec.name) if measure is None or not threads else None
+    m = measure if measure is not None else configured["measure"]
+    threads = threads or configured["threads"]["measure"]
+    return {
+        **summary["config"],
+        "measure": m,
+        "threads": {"train": summary["details"]["training"]["threads"], "measure": threads},
+    }
+
+
+def _size_and_flops_metrics(model, dense, model_dir: Path, seq_len: int) -> dict[str, dict]:
+    """Encoder weights remaining, FLOPs per example (sparse and dense kernels) with the theoretical
+    speed-ups over the dense model, and bytes on disk in the dense and the sparse format."""
+    R = records.metric
+    metrics: dict[str, dict] = {}
     count = budget_lib.count_encoder_weights(model)
     metrics["encoder_remaining"] = R(count.remaining_fraction, "fraction")
     metrics["encoder_nonzero_weights"] = R(count.nonzero, "count")
     metrics["encoder_stored_fraction"] = R(count.stored_fraction, "fraction")
-    flops, dense_flops = flops_per_example(model, m["seq_len"]), flops_per_example(dense, m["seq_len"])
+    flops, dense_flops = flops_per_example(model, seq_len), flops_per_example(dense, seq_len)
     metrics["gflops_per_example"] = R(flops["sparse"] / 1e9, "GFLOP")
     metrics["gflops_per_example_dense_kernels"] = R(flops["dense_kernels"] / 1e9, "GFLOP")
     metrics["theoretical_speedup"] = R(dense_flops["dense_kernels"] / flops["sparse"], "x")
@@ -278,80 +315,147 @@ def measure_and_record(
     disk = bytes_on_disk(model_dir)
     metrics["disk_bytes_dense_format"] = R(disk["dense"], "bytes")
     metrics["disk_bytes_sparse_format"] = R(disk["sparse"], "bytes")
+    return metrics
 
-    latency_details: dict[str, Any] = {}
+
+def _latency_metrics(
+    model, dense, model_dir: Path, dense_dir: Path, summary: dict, exp: dict[str, Any], spec: TaskSpec
+) -> tuple[dict[str, dict], dict[str, Any], OrtBackend | None]:
+    """Latency of the model against the dense one on every backend: PyTorch, the sparse backend (for
+    element-wise sparsity) and ONNX Runtime (unless the measure settings switch it off). Returns the
+    metrics, the PyTorch timings (``details.measurement.latency``) and the ONNX Runtime backend."""
+    m, threads = exp["measure"], exp["threads"]["measure"]
     models = {"model": model, "dense": dense}
-    sparse_timed = False
+    latency_details: dict[str, Any] = {}
     if summary["details"]["method"].get("granularity") == "element":
-        # element-wise sparsity can only pay off on a sparse kernel: time that backend too, unless
-        # no matrix reaches the backend's threshold (then it runs the very same dense kernels)
-        sparse = to_sparse_backend(model)
-        n_sparse = sparse_matrix_count(sparse)
-        sparse_timed = n_sparse > 0
-        if sparse_timed:
+        sparse, latency_details["sparse_backend"] = _sparse_backend(model)
+        if sparse is not None:
             models["sparse_backend"] = sparse
-        latency_details["sparse_backend"] = {
-            "backend": SPARSE_BACKEND,
-            "min_sparsity": DEFAULT_MIN_SPARSITY,
-            "sparse_matrices": n_sparse,
-            "timed": sparse_timed,
-            "note": None
-            if sparse_timed
-            else "no matrix reaches min_sparsity: the backend runs the dense kernels, "
-            "so its latency is the pruned model's",
-        }
     eval_examples = _eval_examples(exp, spec)
     tokenizer = load_tokenizer(exp["model"])
-    ort_backend, ort_metrics = None, {}
-    if m.get("onnx", True):  # the second backend: both models exported to ONNX and timed in ONNX Runtime
-        sample = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, 2, m["seq_len"])
-        ort_backend = OrtBackend(threads).prepare(model, dense, Path(model_dir), Path(dense_dir), m["seq_len"], sample)
+    ort_backend = (
+        _onnx_runtime_backend(model, dense, model_dir, dense_dir, eval_examples, tokenizer, spec, m, threads)
+        if m.get("onnx", True)
+        else None
+    )
+    metrics, ort_metrics = _time_batch_sizes(
+        models, ort_backend, eval_examples, tokenizer, spec, m, threads, latency_details
+    )
+    if ort_backend is not None and ort_backend.ok:  # all batch sizes or none: a failure drops them all
+        metrics.update(ort_metrics)
+    return metrics, latency_details, ort_backend
+
+
+def _sparse_backend(model) -> tuple[Any, dict[str, Any]]:
+    """The model on the sparse backend, to be timed, and the backend's details. Element-wise sparsity
+    can only pay off on a sparse kernel; where no matrix reaches the backend's threshold it would run
+    the very same dense kernels, so it is not timed (None) and its latency is the pruned model's."""
+    sparse = to_sparse_backend(model)
+    n_sparse = sparse_matrix_count(sparse)
+    timed = n_sparse > 0
+    details = {
+        "backend": SPARSE_BACKEND,
+        "min_sparsity": DEFAULT_MIN_SPARSITY,
+        "sparse_matrices": n_sparse,
+        "timed": timed,
+        "note": None
+        if timed
+        else "no matrix reaches min_sparsity: the backend runs the dense kernels, so its latency is the pruned model's",
+    }
+    return (sparse if timed else None), details
+
+
+def _onnx_runtime_backend(
+    model, dense, model_dir: Path, dense_dir: Path, eval_examples, tokenizer, spec: TaskSpec, m: dict, threads: int
+) -> OrtBackend:
+    """The second backend: both models exported to ONNX (kept in their model folders) and opened in
+    ONNX Runtime; a failed export or session is noted in its details, not raised."""
+    sample = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, 2, m["seq_len"])
+    return OrtBackend(threads).prepare(model, dense, Path(model_dir), Path(dense_dir), m["seq_len"], sample)
+
+
+def _time_batch_sizes(
+    models: dict[str, Any],
+    ort_backend: OrtBackend | None,
+    eval_examples,
+    tokenizer,
+    spec: TaskSpec,
+    m: dict,
+    threads: int,
+    latency_details: dict[str, Any],
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per batch size, one batch of real evaluation sentences timed in PyTorch (every model of
+    ``models``) and then in ONNX Runtime. Returns the PyTorch metrics and the ONNX Runtime ones;
+    the PyTorch timings go into ``latency_details`` under ``b{batch size}``."""
+    metrics: dict[str, dict] = {}
+    ort_metrics: dict[str, dict] = {}
+    min_time_s = m.get("min_time_s", 0.0)
     for bs in m["batch_sizes"]:
         batch = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"])
-        timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
-        dense_ms, model_ms = timing["dense"]["median_ms"], timing["model"]["median_ms"]
-        metrics[f"latency_b{bs}"] = R(model_ms, "ms")
-        metrics[f"dense_latency_b{bs}"] = R(dense_ms, "ms")
-        metrics[f"speedup_b{bs}"] = R(dense_ms / model_ms, "x")
-        if "sparse_backend" in latency_details:
-            sparse_ms = timing["sparse_backend"]["median_ms"] if sparse_timed else model_ms
-            metrics[f"sparse_backend_latency_b{bs}"] = R(sparse_ms, "ms")
-            metrics[f"sparse_backend_speedup_b{bs}"] = R(dense_ms / sparse_ms, "x")
+        timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"], min_time_s)
+        metrics.update(_pytorch_latency_metrics(bs, timing, latency_details.get("sparse_backend")))
         latency_details[f"b{bs}"] = timing
         ort = (
-            ort_backend.time_batch(bs, batch, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
+            ort_backend.time_batch(bs, batch, m["warmup"], m["repeats"], min_time_s)
             if ort_backend is not None
             else None
         )
         if ort is not None:
-            ort_dense_ms, ort_ms = ort["dense"]["median_ms"], ort["model"]["median_ms"]
-            ort_metrics[f"ort_latency_b{bs}"] = R(ort_ms, "ms")
-            ort_metrics[f"ort_dense_latency_b{bs}"] = R(ort_dense_ms, "ms")
-            ort_metrics[f"ort_speedup_b{bs}"] = R(ort_dense_ms / ort_ms, "x")
-    if ort_backend is not None and ort_backend.ok:  # all batch sizes or none: a failure drops them all
-        metrics.update(ort_metrics)
-    wall = summary["wall_time_s"] + time.perf_counter() - start
-    details = dict(summary["details"])
-    details.update(
-        {
-            "model": describe_model(exp["model"]),
-            "model_dir": str(model_dir),
-            "measurement": {
-                "backend": BACKEND,
-                "sparse_backend": SPARSE_BACKEND if "sparse_backend" in latency_details else None,
-                "seq_len": m["seq_len"],
-                "batch_sizes": m["batch_sizes"],
-                "threads": threads,
-                "warmup": m["warmup"],
-                "repeats": m["repeats"],
-                "min_time_s": m.get("min_time_s", 0.0),
-                "latency": latency_details,
-                "onnx_runtime": ort_backend.details if ort_backend is not None else {"enabled": False},
-                "wall_time_s": round(time.perf_counter() - start, 3),
-            },
-        }
-    )
-    record = {
+            ort_metrics.update(_ort_latency_metrics(bs, ort))
+    return metrics, ort_metrics
+
+
+def _pytorch_latency_metrics(bs: int, timing: dict, sparse_details: dict | None) -> dict[str, dict]:
+    """Median latency of the model and the dense one at batch size ``bs``, the speed-up, and the
+    sparse backend's (where the model has one; the model's own latency where it was not timed)."""
+    R = records.metric
+    dense_ms, model_ms = timing["dense"]["median_ms"], timing["model"]["median_ms"]
+    metrics = {
+        f"latency_b{bs}": R(model_ms, "ms"),
+        f"dense_latency_b{bs}": R(dense_ms, "ms"),
+        f"speedup_b{bs}": R(dense_ms / model_ms, "x"),
+    }
+    if sparse_details is not None:
+        sparse_ms = timing["sparse_backend"]["median_ms"] if sparse_details["timed"] else model_ms
+        metrics[f"sparse_backend_latency_b{bs}"] = R(sparse_ms, "ms")
+        metrics[f"sparse_backend_speedup_b{bs}"] = R(dense_ms / sparse_ms, "x")
+    return metrics
+
+
+def _ort_latency_metrics(bs: int, ort: dict) -> dict[str, dict]:
+    """Median latency of the model and the dense one in ONNX Runtime at batch size ``bs``, and the speed-up."""
+    R = records.metric
+    ort_dense_ms, ort_ms = ort["dense"]["median_ms"], ort["model"]["median_ms"]
+    return {
+        f"ort_latency_b{bs}": R(ort_ms, "ms"),
+        f"ort_dense_latency_b{bs}": R(ort_dense_ms, "ms"),
+        f"ort_speedup_b{bs}": R(ort_dense_ms / ort_ms, "x"),
+    }
+
+
+def _measurement_details(
+    m: dict, threads: int, latency_details: dict[str, Any], ort_backend: OrtBackend | None, start: float
+) -> dict[str, Any]:
+    """The record's ``details.measurement``: backends, protocol, the timings and the ONNX Runtime setup."""
+    return {
+        "backend": BACKEND,
+        "sparse_backend": SPARSE_BACKEND if "sparse_backend" in latency_details else None,
+        "seq_len": m["seq_len"],
+        "batch_sizes": m["batch_sizes"],
+        "threads": threads,
+        "warmup": m["warmup"],
+        "repeats": m["repeats"],
+        "min_time_s": m.get("min_time_s", 0.0),
+        "latency": latency_details,
+        "onnx_runtime": ort_backend.details if ort_backend is not None else {"enabled": False},
+        "wall_time_s": round(time.perf_counter() - start, 3),
+    }
+
+
+def _assemble_record(summary: dict, exp: dict, metrics: dict, details: dict, wall: float) -> dict[str, Any]:
+    """The result record: the training summary's task, method, budget and seed with the measured
+    metrics, the details, the configuration as measured and the provenance (``wall``: seconds of both jobs)."""
+    return {
         "schema_version": records.SCHEMA_VERSION,
         "task": summary["task"],
         "method": summary["method"],
@@ -362,15 +466,6 @@ def measure_and_record(
         "config": exp,
         "provenance": provenance.collect(wall),
     }
-    records.write_record(record, record_path)
-    log.info(
-        "%s budget %s seed %s: %s",
-        record["method"],
-        record["budget"],
-        record["seed"],
-        {k: v["value"] for k, v in metrics.items() if k in ("accuracy", "encoder_remaining", "speedup_b32")},
-    )
-    return record
 
 
 def _configured(task: str) -> dict[str, Any]:

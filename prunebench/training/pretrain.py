@@ -1,4 +1,4 @@
-"""Compression during pre-training (issue 13): continued masked-language-model training of the
+"""Compression during pre-training: continued masked-language-model training of the
 model with a pruning method applied, before any task fine-tuning.
 
 Gordon et al. 2020 prune BERT during pre-training and fine-tune the pruned model with its mask;

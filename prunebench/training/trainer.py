@@ -10,7 +10,7 @@ Mixed precision: ``precision: bf16`` runs forward and backward under ``torch.aut
 bfloat16; weights and optimiser state stay fp32, and the model is returned in fp32 on the CPU
 for evaluation and measurement. ``precision: auto`` (``resolve_precision``) picks bf16 only
 where the device runs it natively -- a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX --
-and fp32 elsewhere: on an AVX2-only CPU bf16 autocast is emulated and ~12x slower (issue 11).
+and fp32 elsewhere: on an AVX2-only CPU bf16 autocast is emulated and ~12x slower.
 The precision actually used, the CPU capability and the throughput are in ``TrainResult``.
 
 A loss that becomes NaN or infinite stops the run with ``TrainingDiverged``.
@@ -228,7 +228,7 @@ def train(
         calibration = CalibrationSource(len(dataset), collate, seed, device)
         method.prepare(model, TrainingPlan(total_steps=budget.steps, seed=seed, calibration=calibration))
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.dim() < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": budget.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
