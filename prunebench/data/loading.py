@@ -79,6 +79,7 @@ class DataConfig:
     #: "ptb": undo PTB tokenization of the evaluation texts
     detokenize_eval: str | None = None
     #: what the splits are (official / sample / stand-in / unspecified) and why: metadata only
+    source_note: str | None = None
     train_split_kind: str | None = None
     eval_split_kind: str | None = None
     split_note: str | None = None
@@ -106,7 +107,7 @@ def load_task_data(
     elif cfg.source == "local":
         splits = _load_local_splits(spec, cfg, eval_only, info)
     else:
-        raise DataError(f"data.source must be 'hub' or 'local', got {cfg.source!r}")
+        raise DataError(f"data.source must be 'hub' or 'local' (auto resolves to one of them), got {cfg.source!r}")
     if cfg.drop_train_overlap and "train" in splits:
         splits["train"], info["train_overlap_dropped"] = _drop_overlap(spec, splits["train"], splits["eval"])
         if info["train_overlap_dropped"]:
@@ -130,6 +131,7 @@ def _describe(spec: TaskSpec, cfg: DataConfig, splits: dict, info: dict) -> dict
     default_kind = "official" if cfg.source == "hub" else "unspecified"
     out = {
         "source": cfg.source,
+        **({"source_note": cfg.source_note} if cfg.source_note else {}),
         **info,
         "train_split_kind": cfg.train_split_kind or default_kind,
         "eval_split_kind": cfg.eval_split_kind or default_kind,
@@ -411,13 +413,25 @@ def task_data(exp: dict, task: str) -> dict:
       the experiment's ``data`` keys (source, limits) are laid over it;
     - ``data.train``/``data.eval`` set (``{task}`` is replaced by the task name): those files, for
       every task, and the split kinds ``unspecified`` unless ``data`` names them;
-    - ``data.source: hub``: the hub's official splits (kinds ``official``).
+    - ``data.source: hub``: the hub's official splits (kinds ``official``);
+    - ``data.source: auto``: ``local`` when every file the task would read is present, else ``hub``
+      (with a warning naming the missing file, and ``source_note`` saying so in every record). The
+      block returned names the source actually used, so a record never says ``auto``.
 
     An ``eval_limit`` turns an ``official`` evaluation split into a ``stand-in``, a ``train_limit`` an
     ``official`` training split into a ``sample`` (the note says so).
     Applying it to its own result changes nothing, so a job's resolved block resolves to itself.
     """
     data = {k: v for k, v in exp["data"].items() if v is not None}
+    if data.get("source") == "auto":
+        local = task_data({**exp, "data": {**data, "source": "local"}}, task)
+        missing = _missing_files(local)
+        if not missing:
+            return local
+        data = {k: v for k, v in data.items() if k not in LOCAL_ONLY_KEYS}
+        data["source"] = "hub"
+        data["source_note"] = f"data.source auto: {missing[0]} not found, so the hub's official splits are read"
+        _warn_hub_fallback(task, missing[0])
     source = data.get("source", "local")
     if source == "local" and not data.get("train") and not data.get("eval"):
         entry = (exp.get("task_data") or {}).get(task)
@@ -452,3 +466,22 @@ def task_data(exp: dict, task: str) -> dict:
             note = text.format(data[limit])
             data["split_note"] = f"{data['split_note']}; {note}" if data.get("split_note") else note
     return data
+
+
+#: data settings that only apply to local files (dropped when ``auto`` falls back to the hub)
+LOCAL_ONLY_KEYS = ("train", "eval", "extra_eval")
+_warned: set[tuple[str, str]] = set()
+
+
+def _missing_files(data: dict) -> list[str]:
+    """The files a local ``data`` block names that do not exist (all of them when it names none)."""
+    files = [data.get("train"), data.get("eval"), *(data.get("extra_eval") or {}).values()]
+    if not any(files):
+        return ["(no local files configured)"]
+    return [str(f) for f in files if not f or not Path(f).is_file()]
+
+
+def _warn_hub_fallback(task: str, missing: str) -> None:
+    if (task, missing) not in _warned:  # once per task and process: task_data is resolved often
+        _warned.add((task, missing))
+        log.warning("task %s: %s not found; data.source auto reads the task from the hub", task, missing)

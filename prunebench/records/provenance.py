@@ -103,3 +103,33 @@ def collect(wall_time_s: float) -> dict:
         "wall_time_s": round(wall_time_s, 3),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def portable_path(path: str | Path, root: str | Path | None = None) -> str:
+    """``path`` as a record stores it: relative to ``root`` (default: the working directory, where
+    the workflow runs) when it lies inside it, else relative as given, else only its name -- so a
+    record names no folder of the machine that made it."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    base = Path(root) if root is not None else Path.cwd()
+    try:
+        return p.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return p.name
+
+
+def portable_config(exp: dict) -> dict:
+    """The experiment as a record stores it: its results folder and data files as ``portable_path``."""
+    out = {**exp}
+    if out.get("results_dir") is not None:
+        out["results_dir"] = portable_path(out["results_dir"])
+    data = dict(out.get("data") or {})
+    for key in ("train", "eval"):
+        if data.get(key):
+            data[key] = portable_path(data[key])
+    if isinstance(data.get("extra_eval"), dict):
+        data["extra_eval"] = {name: portable_path(path) for name, path in data["extra_eval"].items()}
+    if "data" in out:
+        out["data"] = data
+    return out

@@ -72,7 +72,9 @@ def load_context(exp: dict[str, Any], task: str, threads: int | None = None) -> 
     spec = get_task(task)
     tokenizer = load_tokenizer(exp["model"])
     details: dict[str, Any] = {}
-    data = load_task_data(spec, DataConfig.from_dict(task_data(exp, task)), report=details)
+    # the data block as this job reads it (``auto`` resolved to local or hub), so the record names the source used
+    exp = {**exp, "data": task_data(exp, task)}
+    data = load_task_data(spec, DataConfig.from_dict(exp["data"]), report=details)
     ft = FinetuneBudget.from_dict(exp["finetune"])
     if spec.kind == "extractive_qa":
         train_ds = qa.train_features(data["train"], tokenizer, ft.max_seq_len, ft.doc_stride)
@@ -261,8 +263,14 @@ def measure_and_record(
     latency, latency_details, ort_backend = _latency_metrics(model, dense, model_dir, dense_dir, summary, exp, spec)
     metrics.update(latency)
     wall = summary["wall_time_s"] + time.perf_counter() - start
-    details = {**summary["details"], "model": describe_model(exp["model"]), "model_dir": str(model_dir)}
+    results_dir = exp.get("results_dir")
+    details = {
+        **summary["details"],
+        "model": describe_model(exp["model"]),
+        "model_dir": provenance.portable_path(model_dir, results_dir),
+    }
     details["measurement"] = _measurement_details(m, threads, latency_details, ort_backend, start)
+    _make_paths_portable(details, results_dir)
     record = _assemble_record(summary, exp, metrics, details, wall)
     records.write_record(record, record_path)
     log.info(
@@ -463,9 +471,19 @@ def _assemble_record(summary: dict, exp: dict, metrics: dict, details: dict, wal
         "seed": int(summary["seed"]),
         "metrics": metrics,
         "details": details,
-        "config": exp,
+        "config": provenance.portable_config(exp),
         "provenance": provenance.collect(wall),
     }
+
+
+def _make_paths_portable(details: dict, results_dir: str | None) -> None:
+    """Files the record names, relative to the results folder (models) or the working directory (data)."""
+    ort = details["measurement"].get("onnx_runtime") or {}
+    if ort.get("dense_file"):
+        ort["dense_file"] = provenance.portable_path(ort["dense_file"], results_dir)
+    files = (details.get("data") or {}).get("files")
+    if isinstance(files, dict):
+        details["data"] = {**details["data"], "files": {k: provenance.portable_path(v) for k, v in files.items()}}
 
 
 def _configured(task: str) -> dict[str, Any]:
