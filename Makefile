@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install clean-results publish-leaderboard check-leaderboard
+.PHONY: run test test-cluster lint install clean-results publish-leaderboard check-leaderboard
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: install
 
 test: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(ARGS)
+
+# the workflow through the SLURM profile on a one-node cluster started here (scripts/slurm_local.sh)
+test-cluster: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m cluster tests/test_cluster_live.py $(ARGS)
 
 # ruff's lint and format check, and the import contracts (runner -> methods -> core, no cycles)
 lint: install

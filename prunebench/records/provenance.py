@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -82,7 +83,7 @@ def hardware() -> dict:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         pass
-    return {
+    out = {
         "cpu": cpu_name(),
         "logical_cores": os.cpu_count(),
         "memory_gib": round(mem, 1) if mem else None,
@@ -91,6 +92,10 @@ def hardware() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "os": platform.platform(),
     }
+    slurm = slurm_job()
+    if slurm is not None:  # on a cluster: the job, its node and whether it had the node to itself
+        out["slurm"] = slurm
+    return out
 
 
 def collect(wall_time_s: float) -> dict:
@@ -133,3 +138,32 @@ def portable_config(exp: dict) -> dict:
     if "data" in out:
         out["data"] = data
     return out
+
+
+def slurm_job() -> dict | None:
+    """The SLURM job this process runs in: id, node, partition, CPUs and whether it had the node to
+    itself (``OverSubscribe=NO`` in ``scontrol show job``: ``--exclusive``, as the SLURM profile asks
+    for ``measure`` jobs); None outside SLURM."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return None
+    details: dict = {
+        "job_id": job_id,
+        "node": os.environ.get("SLURMD_NODENAME"),
+        "partition": os.environ.get("SLURM_JOB_PARTITION"),
+        "cpus_on_node": os.environ.get("SLURM_CPUS_ON_NODE"),
+        "exclusive": None,
+    }
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return details
+    shared = re.search(r"\bOverSubscribe=(\S+)", out.stdout)
+    cpus = re.search(r"\bNumCPUs=(\d+)", out.stdout)
+    if out.returncode == 0 and shared:
+        details["exclusive"] = shared[1] == "NO"
+    if out.returncode == 0 and cpus:
+        details["cpus_allocated"] = int(cpus[1])
+    return details

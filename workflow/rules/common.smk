@@ -24,6 +24,13 @@ onstart:
         check_experiment_data(EXP, RESULTS)
     except DataError as exc:
         sys.exit(f"prunebench: {exc}")
+    # on SLURM: a status command that can see finished jobs (prunebench/runner/slurm.py), before any submission
+    from prunebench.runner.slurm import SlurmStatusError, check_status_command
+
+    try:
+        check_status_command(workflow)
+    except SlurmStatusError as exc:
+        sys.exit(f"prunebench: {exc}")
 
 
 # The scheduler's rate-limit timers (profiles/default: one-minute timespan) are cancelled when the
