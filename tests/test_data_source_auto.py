@@ -96,6 +96,15 @@ def test_local_source_with_a_missing_file_stays_an_error(clone_without_data):
         resolve(raw)
 
 
+def test_files_named_in_the_config_are_read_not_replaced_by_the_hub(clone_without_data):
+    from prunebench.config import ConfigError
+
+    raw = load_config_file()
+    raw["data"] = {"source": "auto", "train": "mine/{task}.tsv", "eval": "mine/{task}.tsv"}
+    with pytest.raises(ConfigError, match=r"key 'data.train': data file not found for task 'sst2': mine/sst2.tsv"):
+        resolve(raw)
+
+
 def test_default_profiles_first_job_records_the_hub_without_the_data_folder(clone_without_data, hub_calls):
     """The dense fine-tuning job of the default profile (shortened), where ../shared/data is absent."""
     from prunebench.runner.cli import main

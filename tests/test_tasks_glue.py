@@ -119,17 +119,22 @@ def test_profile_files_override_the_table_and_hub_splits_are_official(monkeypatc
 
 
 def test_a_task_without_files_is_a_clear_config_error(monkeypatch):
+    """Under ``data.source: local`` a task without files, or with a missing one, stops the run naming the key;
+    under ``auto`` (the profiles' default) the same task is read from the hub instead, and says why."""
     monkeypatch.chdir(REPO)
     raw = load_config_file()
     del raw["task_data"]["rte"]
-    raw.update(task="rte")
+    raw.update(task="rte", data={"source": "local"})
     with pytest.raises(ConfigError, match=r"no data files for task 'rte'.*task_data.rte"):
         resolve(raw)
     raw = load_config_file()
     raw["task_data"]["qqp"]["eval"] = "../shared/data/qqp/no_such.tsv"
-    raw.update(task="qqp")
+    raw.update(task="qqp", data={"source": "local"})
     with pytest.raises(ConfigError, match=r"key 'task_data.qqp.eval': data file not found for task 'qqp'"):
         resolve(raw)
+    raw.update(data={"source": "auto"})
+    data = for_task(resolve(raw), "qqp")["data"]
+    assert data["source"] == "hub" and "../shared/data/qqp/no_such.tsv not found" in data["source_note"]
 
 
 # ----- loading the staged files ----------------------------------------------------------------------

@@ -414,15 +414,18 @@ def task_data(exp: dict, task: str) -> dict:
     - ``data.train``/``data.eval`` set (``{task}`` is replaced by the task name): those files, for
       every task, and the split kinds ``unspecified`` unless ``data`` names them;
     - ``data.source: hub``: the hub's official splits (kinds ``official``);
-    - ``data.source: auto``: ``local`` when every file the task would read is present, else ``hub``
-      (with a warning naming the missing file, and ``source_note`` saying so in every record). The
-      block returned names the source actually used, so a record never says ``auto``.
+    - ``data.source: auto``: the task's ``task_data`` files when every one of them is present, else
+      ``hub`` (with a warning naming the missing file, and ``source_note`` saying so in every record);
+      files named in ``data.train``/``data.eval`` are read as with ``local`` (a missing one is an
+      error). The block returned names the source actually used, so a record never says ``auto``.
 
     An ``eval_limit`` turns an ``official`` evaluation split into a ``stand-in``, a ``train_limit`` an
     ``official`` training split into a ``sample`` (the note says so).
     Applying it to its own result changes nothing, so a job's resolved block resolves to itself.
     """
     data = {k: v for k, v in exp["data"].items() if v is not None}
+    if data.get("source") == "auto" and (data.get("train") or data.get("eval")):
+        data["source"] = "local"  # files named in the config are read: a missing one is an error, not a fallback
     if data.get("source") == "auto":
         local = task_data({**exp, "data": {**data, "source": "local"}}, task)
         missing = _missing_files(local)
