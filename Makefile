@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 BIN := $(VENV)/bin
 
-.PHONY: run test test-cluster lint install clean-results publish-leaderboard check-leaderboard
+.PHONY: run test test-cluster lint install deepsparse-env clean-results publish-leaderboard check-leaderboard
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# the opt-in DeepSparse timing backend's own environment (its onnx/numpy pins conflict with the project's):
+# measure setting `deepsparse: true` then runs prunebench/measure/deepsparse_worker.py in it
+DEEPSPARSE_VENV ?= .venv-deepsparse
+$(DEEPSPARSE_VENV)/.installed: environments/deepsparse.txt
+	$(PYTHON) -m venv $(DEEPSPARSE_VENV)
+	$(DEEPSPARSE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEEPSPARSE_VENV)/bin/python -m pip install --quiet -r environments/deepsparse.txt
+	touch $@
+
+deepsparse-env: $(DEEPSPARSE_VENV)/.installed
 
 run: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) $(ARGS)

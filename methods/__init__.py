@@ -10,7 +10,8 @@ Where is ...?
 - FLOP factorized low-rank pruning (Wang et al. 2019): ``methods/flop.py``
   (layers: ``prunebench/structure/factorized.py``)
 - fixed position-only attention patterns (Raganato et al. 2020): ``methods/fixed_attention.py``
-- movement pruning, hard and soft (Sanh et al. 2020): ``methods/movement.py``
+- movement pruning, hard and soft (Sanh et al. 2020), from the dense checkpoint and from the pretrained
+  weights (the paper's setting): ``methods/movement.py``
 - reweighted proximal pruning (Guo et al. 2019): ``methods/rpp.py``
 - random pruning with matched per-matrix proportions (Blalock et al. 2020): ``methods/random_matched.py``
 - beyond the survey: Wanda (Sun et al. 2023) ``methods/wanda.py``, SparseGPT (Frantar & Alistarh 2023)
@@ -37,7 +38,7 @@ from methods import (
     head_l0,  # noqa: F401  (registers head_l0)
     layerdrop,  # noqa: F401  (registers layerdrop, layer_prune)
     magnitude,  # noqa: F401  (registers the magnitude and random methods)
-    movement,  # noqa: F401  (registers movement_hard, movement_soft)
+    movement,  # noqa: F401  (registers movement_hard, movement_soft and their _pretrained rows)
     obert,  # noqa: F401  (registers obert)
     pretrain_stage,  # noqa: F401  (registers gordon_pretrain, rpp_pretrain, layerdrop_pretrain)
     q8bert,  # noqa: F401  (registers q8bert)

@@ -14,10 +14,10 @@ Setting ``kernel`` (``auto`` | ``engine`` | ``int_mm``): the integer matrix prod
 ``describe()`` records the setting (``settings.kernel``) and what ran on the machine that trained
 and evaluated the model (``kernel``: ``prunebench.quantization.int8.kernel_report``).
 
-The method starts from the *pretrained* weights and gets the common fine-tuning budget
-with the same seed as the dense baseline, and the trainer is deterministic for a fixed
-seed, so the quantized model is the dense baseline of that seed, quantized: the accuracy
-difference in the report is the effect of quantization alone. It is budget-free: the
+The method quantizes the dense baseline's checkpoint of the same task and seed (``starts_from =
+"dense"``, ``trains = False``: post-training, no fine-tuning step), so the quantized model is the dense
+baseline, quantized: the accuracy difference in the report is the effect of quantization alone, and the
+row costs no second fine-tuning. It is budget-free: the
 workflow runs it once per (task, seed) at budget 1. Embeddings, pooler and classifier stay
 fp32 (the paper's quantization-aware variant also quantizes the embeddings).
 """
@@ -60,7 +60,8 @@ class Int8Dynamic(PruningMethod):
     """Post-training dynamic int8 quantization of the encoder's linear layers."""
 
     paper = "Zafrir et al. 2019, Q8BERT (arXiv 1910.06188): int8 comparison row, post-training dynamic variant"
-    starts_from = "pretrained"  # same seed and budget as the dense run: the dense model, quantized
+    starts_from = "dense"  # the dense baseline of the same task and seed, quantized after training
+    trains = False
     granularity = "int8-weights"
     budget_free = True
     Settings = Int8Settings

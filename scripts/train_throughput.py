@@ -1,6 +1,11 @@
-"""Speed of the benchmark's training jobs, in one run: per-batch padding vs. the pre-padded batches.
+"""Speed of the benchmark's training jobs, in one run: random vs. length-grouped batches, per-batch padding vs.
+the pre-padded batches.
 
 Prints (1 thread, as a default-profile training job runs):
+
+- batching: the padded share of the token positions of a whole epoch's batches, and real (attention-mask)
+  tokens/s of training steps, with random batches (padded to their longest example) and with the trainer's
+  length-grouped batches (``finetune.batching``), at each precision, and the ratio;
 
 - job start-up: importing prunebench, loading the model, loading and tokenizing the task data;
 - batch building: ``_collate`` (``dataset[indices]`` + ``tokenizer.pad``) vs. ``PrePadded.batch``
@@ -46,7 +51,7 @@ def collate_times(dataset, tokenizer, batch_size: int, n: int) -> dict:
     from prunebench.training.trainer import PrePadded, _collate, length_grouped_batches
 
     padded, prepad_s = timed(PrePadded, dataset, tokenizer)
-    stream = length_grouped_batches(dataset["length"], batch_size, seed=0)
+    stream = length_grouped_batches(dataset.with_format("arrow")["length"].to_pylist(), batch_size, seed=0)
     batches = [next(stream) for _ in range(n)]
     old, old_s = timed(lambda: [_collate(dataset, b, tokenizer) for b in batches])
     new, new_s = timed(lambda: [padded.batch(b) for b in batches])
@@ -54,23 +59,44 @@ def collate_times(dataset, tokenizer, batch_size: int, n: int) -> dict:
     return {"old_ms": 1e3 * old_s / n, "new_ms": 1e3 * new_s / n, "prepad_s": prepad_s, "identical": same}
 
 
-def step_throughput(
-    model_name, spec, dataset, tokenizer, steps: int, batch_size: int, precision: str, old: bool
-) -> float:
-    """Examples/s of ``steps`` training steps of a fresh model (old = ``_collate`` batches)."""
+def train_steps(
+    model_name,
+    spec,
+    dataset,
+    tokenizer,
+    steps: int,
+    batch_size: int,
+    precision: str,
+    old: bool = False,
+    batching: str = "length_grouped",
+):
+    """``TrainResult`` of ``steps`` training steps of a fresh model (old = ``_collate`` batches)."""
     from prunebench.checkpoints.pretrained import load_pretrained
     from prunebench.training import trainer
 
     model = load_pretrained(model_name, spec.num_labels, 0, spec.label_names, spec.kind)
-    budget = trainer.FinetuneBudget(steps=steps, batch_size=batch_size, learning_rate=1e-4, precision=precision)
+    budget = trainer.FinetuneBudget(
+        steps=steps, batch_size=batch_size, learning_rate=1e-4, precision=precision, batching=batching
+    )
     original = trainer._collator
     if old:
         trainer._collator = lambda ds, tok: lambda idx: trainer._collate(ds, idx, tok)
     try:
-        result = trainer.train(model, dataset, tokenizer, budget, None, seed=0, log_every=10**9)
+        return trainer.train(model, dataset, tokenizer, budget, None, seed=0, log_every=10**9)
     finally:
         trainer._collator = original
-    return result.examples_per_s
+
+
+def epoch_padding(lengths: list[int], batch_size: int, batching: str) -> float:
+    """The padded share of the token positions of one epoch's batches, each padded to its longest example."""
+    from prunebench.training.trainer import training_batches
+
+    stream = training_batches(lengths, batch_size, 0, batching)
+    real = computed = 0
+    for _ in range(-(-len(lengths) // batch_size)):
+        batch = [lengths[i] for i in next(stream)]
+        real, computed = real + sum(batch), computed + max(batch) * len(batch)
+    return 1.0 - real / computed
 
 
 def same_model_check(dataset, tokenizer, spec) -> bool:
@@ -142,10 +168,31 @@ def main(argv=None) -> int:
         f"identical tensors: {c['identical']}"
     )
 
-    print(f"\n== training step, {args.model}, batch {args.batch_size}, {args.steps} steps ==")
+    lengths = train_ds.with_format("arrow")["length"].to_pylist()
+    print(
+        f"\n== batching: random vs. length-grouped, {args.model}, batch {args.batch_size}, {args.steps} steps, "
+        f"{len(lengths)} training examples (mean {sum(lengths) / len(lengths):.1f} tokens) =="
+    )
+    for batching in ("random", "length_grouped"):
+        padding = epoch_padding(lengths, args.batch_size, batching)
+        print(f"{batching}: padding is {100 * padding:.1f}% of an epoch's token positions")
     for precision in args.precisions:
-        old = step_throughput(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, old=True)
-        new = step_throughput(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, old=False)
+        runs = {
+            b: train_steps(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, batching=b)
+            for b in ("random", "length_grouped")
+        }
+        rnd, grp = runs["random"], runs["length_grouped"]
+        print(
+            f"{precision}: random {rnd.tokens_per_s:.0f} real tokens/s ({100 * rnd.padded_fraction:.1f}% padding), "
+            f"length-grouped {grp.tokens_per_s:.0f} real tokens/s ({100 * grp.padded_fraction:.1f}% padding), "
+            f"ratio {grp.tokens_per_s / rnd.tokens_per_s:.2f}x"
+        )
+
+    print(f"\n== training step, {args.model}, batch {args.batch_size}, {args.steps} steps: batch building ==")
+    for precision in args.precisions:
+        old = train_steps(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, old=True)
+        new = train_steps(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision)
+        old, new = old.examples_per_s, new.examples_per_s
         print(f"{precision}: _collate {old:.1f} examples/s, pre-padded {new:.1f} examples/s, ratio {new / old:.3f}")
 
     print("\n== same seed, same model ==")

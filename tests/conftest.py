@@ -1,12 +1,17 @@
-"""Shared fixtures: the tiny random BERT, a small tokenized SST-2 slice, paths to the real data."""
+"""Shared fixtures: the tiny random BERT, a small tokenized SST-2 slice, paths to the real data, and the
+Snakemake runs that several test modules inspect (made once per session: each is minutes of CPU)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -14,6 +19,13 @@ SST2_TRAIN = DATA / "sst2" / "train.tsv"
 SST2_DEV = DATA / "sst2" / "dev.tsv"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+#: method settings that keep a method's preparation small on the tiny model in tests that check what does not
+#: depend on them: Q-BERT's Hessian power iterations (default 4 batches x 32 examples, up to 20 products per
+#: layer and batch: a minute of double back-propagation on a 2-core CPU) only choose each layer's bits; 2
+#: batches x 8 examples and 3 products still run the sensitivity, the bit allocation and the quantized training
+SMALL_SETTINGS = {"qbert": {"hessian_batches": 2, "hessian_batch_size": 8, "hessian_iters": 3}}
 
 
 def sample_batch(tokenizer):
@@ -67,3 +79,123 @@ def sst2_small(tokenizer):
         spec, DataConfig(source="local", train=str(SST2_TRAIN), eval=str(SST2_DEV), train_limit=256, eval_limit=64)
     )
     return {k: tokenize(v, tokenizer, spec.text_fields, 64) for k, v in data.items()}
+
+
+# ----- Snakemake runs --------------------------------------------------------------------------------
+
+
+def snakemake_env(**extra: str) -> dict[str, str]:
+    """The environment of a Snakemake run: this interpreter's bin folder first on PATH (the jobs run `python`)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
+def smoke_command(*args: str, results: Path) -> list[str]:
+    """`snakemake --cores 2 --config profile=smoke results_dir=RESULTS ARGS...` (run in the checkout)."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--config",
+        "profile=smoke",
+        f"results_dir={results}",
+        *args,
+    ]
+
+
+def snakemake_smoke(*args: str, results: Path, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """``smoke_command(*args)`` run to its end in the checkout, output captured."""
+    cmd = smoke_command(*args, results=results)
+    return subprocess.run(cmd, cwd=REPO, env=snakemake_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def records_under(folder: Path) -> list[Path]:
+    """The result records under ``folder`` (not their ``*.predictions.json`` companions)."""
+    return sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".predictions.json"))
+
+
+def smoke_profile() -> dict:
+    """The smoke profile as written in workflow/config.yaml."""
+    return yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())["profiles"]["smoke"]
+
+
+#: the rows that compress during pre-training (methods/pretrain_stage.py), added to the shared smoke run at one
+#: budget: their pre-training stage, fine-tuning, measure and report section run beside the smoke methods
+PRETRAIN_ROWS = ("gordon_pretrain", "rpp_pretrain", "layerdrop_pretrain")
+PRETRAIN_BUDGET = 0.5
+
+#: a FLOP row whose gates cannot move (tiny gate learning rate, no Lagrangian) from a 0.1% initial keep: its own rule
+#: stops far short of the budget and finalize fills the rest up to it, which the leaderboard must flag († fill-up)
+FILL_UP_ROW = ("flop", 0.5, {"init_keep": 0.001, "gate_lr": 1e-6, "lagrangian_lr": 0.0})
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """A finished Snakemake run of the smoke profile: its results folder and the records it was asked for."""
+
+    results: Path
+    #: the command-line values it was made with (``snakemake_smoke(*args, results=results)`` is its command;
+    #: further options go after them: a value after an option such as --dry-run would be taken for a target)
+    args: tuple[str, ...]
+    #: (method, budget label, seed) of every record the run makes: dense, the smoke methods at the smoke budgets,
+    #: the pre-training rows at PRETRAIN_BUDGET and FILL_UP_ROW, each at every smoke seed
+    expected: frozenset[tuple[str, str, int]]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """The one smoke run of the whole workflow (tests/test_workflow.py, tests/test_pretrain.py): the smoke
+    profile as written plus the three pre-training rows and ``FILL_UP_ROW`` at one budget each, 1 seed.
+
+    Shared by the session: tests that read it must not change it, except tests/test_workflow.py's
+    resume test, which deletes one job's outputs and has them made again (the run is complete after it)."""
+    from prunebench.config import budget_label
+
+    smoke = smoke_profile()
+    fill_method, fill_budget, fill_settings = FILL_UP_ROW
+    run_methods = (*smoke["methods"], *PRETRAIN_ROWS, fill_method)
+    runs = [("dense", 1.0)] + [(m, b) for m in smoke["methods"] for b in smoke["budgets"]]
+    runs += [(row, PRETRAIN_BUDGET) for row in PRETRAIN_ROWS] + [(fill_method, fill_budget)]
+    expected = {(m, budget_label(b), s) for m, b in runs for s in smoke["seeds"]}
+    budgets = {**{row: PRETRAIN_BUDGET for row in PRETRAIN_ROWS}, fill_method: fill_budget}
+    settings = ", ".join(f"{k}: {v:f}" for k, v in fill_settings.items())  # 0.000001, not 1e-06 (a YAML string)
+    args = (
+        f"methods=[{','.join(run_methods)}]",
+        "method_budgets={" + ", ".join(f"{row}: [{b}]" for row, b in budgets.items()) + "}",
+        f"method_settings={{{fill_method}: {{{settings}}}}}",
+    )
+    results = tmp_path_factory.mktemp("smoke")
+    out = snakemake_smoke(*args, results=results)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return SmokeRun(results, args, frozenset(expected))
+
+
+def snakemake_dry_run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`snakemake --dry-run ARGS...` in the checkout, offline (a hub model id is accepted), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--dry-run", *args],
+        cwd=REPO,
+        env=snakemake_env(HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """A finished `snakemake --dry-run`: the results folder it planned into, its exit status and output."""
+
+    results: Path
+    returncode: int
+    text: str  # stdout and stderr
+
+
+@pytest.fixture(scope="session")
+def paper_dry_run(tmp_path_factory) -> DryRun:
+    """The dry run of the paper profile as written (shell commands printed), into a temporary results folder:
+    read by tests/test_profiles.py and tests/test_paper_profile.py."""
+    results = tmp_path_factory.mktemp("paper_plan")
+    out = snakemake_dry_run("--cores", "2", "--printshellcmds", "--config", "profile=paper", f"results_dir={results}")
+    return DryRun(results, out.returncode, out.stdout + out.stderr)

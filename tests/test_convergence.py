@@ -140,6 +140,8 @@ def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
         "snakemake",
         "--cores",
         "2",
+        "--resources",
+        "timing=2000",  # two 1-thread measure jobs side by side: latency here means nothing
         "--config",
         "profile=smoke",
         f"results_dir={tmp_path}",
@@ -147,7 +149,10 @@ def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
         "methods=[magnitude_global]",
         "budgets=[0.5]",
         "head_ablation_modes=[]",
-        "measure={repeats: 1, batch_sizes: [1], memory: false}",
+        # the smallest inputs: a slice of the data, one thread per job, one timing pass without ONNX Runtime
+        "data={train_limit: 128, eval_limit: 64}",
+        "threads={train: 1, measure: 1}",
+        "measure={repeats: 1, warmup: 0, min_time_s: 0, batch_sizes: [1], memory: false, onnx: false}",
     ]
     out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

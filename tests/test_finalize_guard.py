@@ -10,6 +10,7 @@ import methods
 from prunebench.method.base import TrainingPlan
 from prunebench.structure.budget import per_matrix_remaining, remaining_fraction
 from prunebench.training.trainer import FinetuneBudget, train
+from tests.conftest import SMALL_SETTINGS
 
 #: Registered methods whose finalize prunes nothing by design (int8 quantization changes the
 #: storage, not the number of weights); every other registered method must report the guard.
@@ -37,7 +38,7 @@ def _reference_record(model) -> dict:
 
 @pytest.mark.parametrize("name", pruning_methods())
 def test_every_pruning_method_reports_remaining_before_finalize(name, tiny_model, tokenizer, sst2_small):
-    method = methods.build(name, BUDGET)
+    method = methods.build(name, BUDGET, SMALL_SETTINGS.get(name))  # Q-BERT's Hessian on a few examples
     if method.needs_reference:
         method.use_reference(_reference_record(tiny_model))
     method.note_run({"model": "tiny-random", "task": "sst2", "steps": 4, "batch_size": 8})

@@ -83,7 +83,7 @@ def test_larger_lambda_leaves_fewer_weights_above_threshold(tokenizer, sst2_smal
     assert with_penalty < 0.5 * without
 
 
-@pytest.mark.parametrize("name", ["movement_hard", "movement_soft"])
+@pytest.mark.parametrize("name", ["movement_hard", "movement_soft", "movement_hard_pretrained"])
 def test_budget_met_and_saved_model_is_plain(name, tiny_model, tokenizer, sst2_small, tmp_path):
     method = methods.build(name, 0.2)
     train(tiny_model, sst2_small["train"], tokenizer, BUDGET, method, seed=0)
@@ -101,7 +101,7 @@ def test_budget_met_and_saved_model_is_plain(name, tiny_model, tokenizer, sst2_s
     assert 0.0 < info["remaining_before_finalize"] <= 1.0
     assert "mask_remaining_before_finalize" not in info, "the guard's key is remaining_before_finalize (base describe)"
     assert info["finalize_enforcement"]
-    if name == "movement_hard":  # the cool-down holds the budget: finalize prunes nothing extra
+    if name.startswith("movement_hard"):  # the cool-down holds the budget: finalize prunes nothing extra
         assert info["remaining_before_finalize"] == pytest.approx(0.2, abs=0.005)
 
 
@@ -114,6 +114,37 @@ def test_soft_declares_its_calibration_profile():
     assert method.calibration_check({"model": "embedded", "task": "sst2", "steps": 200, "batch_size": 32})["matches"]
     moved = method.calibration_check({"model": "embedded", "task": "sst2", "steps": 800, "batch_size": 32})
     assert not moved["matches"] and moved["differs"] == ["steps"]
+
+
+def test_paper_setting_rows_start_from_the_pretrained_weights_with_the_same_pruning():
+    """The _pretrained rows are the paper's setting: same settings and masks, another starting point; soft's
+    calibration (measured from the dense checkpoint) is flagged for them."""
+    from methods.movement import HardMovement, SoftMovement
+
+    for name, parent in (("movement_hard_pretrained", HardMovement), ("movement_soft_pretrained", SoftMovement)):
+        cls = methods.get(name)
+        assert issubclass(cls, parent) and cls.starts_from == "pretrained" and parent.starts_from == "dense"
+        assert cls.Settings is parent.Settings
+    run = {"model": "embedded", "task": "sst2", "steps": 200, "batch_size": 32}
+    assert methods.build("movement_soft", 0.1).calibration_check({**run, "starts_from": "dense"})["matches"]
+    check = methods.build("movement_soft_pretrained", 0.1).calibration_check({**run, "starts_from": "pretrained"})
+    assert not check["matches"] and check["differs"] == ["starts_from"]
+
+
+def test_paper_setting_rows_need_no_dense_checkpoint(tmp_path):
+    """The workflow plans the pretrained rows' prune jobs without the dense model as input."""
+    from tests.conftest import snakemake_dry_run
+
+    out = snakemake_dry_run(
+        "--cores", "2", "--printshellcmds", "--config", "profile=movement_paper", f"results_dir={tmp_path}"
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    prunes = [line for line in text.splitlines() if "python -m prunebench prune" in line]
+    assert len(prunes) == 4 and all("--dense-dir" not in line for line in prunes), prunes
+    assert {"--method movement_hard_pretrained", "--method movement_soft_pretrained"} <= {
+        f"--method {w}" for line in prunes for w in line.split("--method ")[1].split()[:1]
+    }
 
 
 def test_score_group_has_its_own_lr_and_no_weight_decay(tiny_model):

@@ -29,8 +29,8 @@ from prunebench.config import ConfigError, budget_label, budgets_of, load_config
 from prunebench.data.tasks import get_task
 from prunebench.records.record import read_record
 from prunebench.structure.budget import remaining_fraction
-from tests.conftest import REPO
-from tests.test_profiles import _dry_run, _job_count
+from tests.conftest import REPO, SMALL_SETTINGS
+from tests.test_profiles import _job_count
 from tests.test_workflow import _records
 
 TOLERANCE = 0.005  # the leaderboard's: an entry met its budget when remaining <= budget + 0.005
@@ -127,13 +127,14 @@ def test_structured_paper_budgets_are_reachable_on_bert_base(bert_base_shape, pa
     assert not plan_pruning(model, 0.01, "layer-wise").reachable  # why 0.01 is not in its list
 
 
-def test_paper_dry_run_plans_every_task_method_budget_and_seed(tmp_path):
-    """(a) The dry run of the profile as written: a record per (task, method, its budgets, seed)."""
+def test_paper_dry_run_plans_every_task_method_budget_and_seed(paper_dry_run):
+    """(a) The dry run of the profile as written: a record per (task, method, its budgets, seed)
+    (`snakemake --dry-run --cores 2 --printshellcmds --config profile=paper`, tests/conftest.py, shared)."""
     paper = _paper_config()
-    out = _dry_run("--cores", "2", "--config", "profile=paper", f"results_dir={tmp_path}")
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text[-3000:]
-    planned = set(re.findall(rf"{re.escape(str(tmp_path))}/records/(\w+)/(\w+)/([0-9.]+)/seed(\d+)\.json", text))
+    text = paper_dry_run.text
+    assert paper_dry_run.returncode == 0, text[-3000:]
+    results = paper_dry_run.results
+    planned = set(re.findall(rf"{re.escape(str(results))}/records/(\w+)/(\w+)/([0-9.]+)/seed(\d+)\.json", text))
     labels = {
         m: ["1"]
         if methods.get(m).budget_free
@@ -253,6 +254,26 @@ def test_tiny_paper_run_records_every_task_and_family(tiny_paper_run):
 
 
 @pytest.mark.workflow
+def test_tiny_paper_run_int8_row_is_the_dense_checkpoint_quantized(tiny_paper_run):
+    """int8_dynamic trains no step: its model is the same task and seed's dense checkpoint, quantized."""
+    import torch
+
+    from prunebench.checkpoints.store import load_model
+    from prunebench.quantization.int8 import quantize_encoder_linears
+
+    for task in ("sst2", "squad"):  # a classification and the extractive-QA head
+        rec = read_record(tiny_paper_run / f"records/{task}/int8_dynamic/1/seed0.json")
+        assert rec["details"]["training"]["steps"] == 0 and rec["details"]["training"]["loss_curve"] == []
+        assert rec["details"]["training"]["examples_per_s"] is None
+        int8 = load_model(tiny_paper_run / f"models/{task}/int8_dynamic/1/seed0").state_dict()
+        dense = quantize_encoder_linears(load_model(tiny_paper_run / f"models/{task}/dense/seed0")).state_dict()
+        assert int8.keys() == dense.keys()
+        for k, v in int8.items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(v, dense[k]), k
+
+
+@pytest.mark.workflow
 def test_tiny_paper_run_has_leaderboard_and_report_of_every_task_and_method(tiny_paper_run):
     from prunebench.report.cross_task import STANDIN_MARK
 
@@ -344,7 +365,9 @@ def test_every_paper_method_at_its_smallest_budget_reaches_it_or_says_so(
 ):
     from prunebench.training.trainer import FinetuneBudget, train
 
-    method = methods.build(name, budget)
+    # SMALL_SETTINGS: Q-BERT's Hessian on a few examples (a budget-free row: its remaining fraction is the
+    # quantized weights' non-zeros, whatever bits the sensitivity gives each layer)
+    method = methods.build(name, budget, SMALL_SETTINGS.get(name))
     if method.starts_from == "pretrain":
         tiny_model, summary = _pretrain_stage_model(name, budget, tmp_path / "pretrained", monkeypatch)
         method.use_pretrain(summary)  # as the prune job does (prunebench.runner.jobs.run_method)

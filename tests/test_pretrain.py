@@ -43,7 +43,7 @@ from prunebench.training.pretrain import (
     run_pretrain,
 )
 from prunebench.training.trainer import FinetuneBudget, train
-from tests.conftest import REPO
+from tests.conftest import PRETRAIN_BUDGET, PRETRAIN_ROWS, REPO, records_under
 from tests.test_profiles import _dry_run, _job_count
 
 TINY_PRETRAIN = {
@@ -371,23 +371,26 @@ def test_report_measures_the_pretrain_column_and_pairs_rows_with_their_finetunin
 
 
 @pytest.mark.workflow
-def test_smoke_profile_runs_the_pretraining_rows_end_to_end(tmp_path):
-    """The stage runs in the smoke profile on the tiny model, and its rows get records
-    (one budget keeps this run short; `--config profile=smoke "methods=[...]"` runs both smoke budgets)."""
-    from tests.test_workflow import _records, _snakemake
-
-    out = _snakemake("methods=[gordon_pretrain,rpp_pretrain,layerdrop_pretrain]", "budgets=[0.5]", results=tmp_path)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+def test_smoke_profile_runs_the_pretraining_rows_end_to_end(smoke_run):
+    """The stage runs in the smoke profile on the tiny model, and its rows get records: the session's smoke
+    run (tests/conftest.py) has the three rows at one budget beside the smoke methods
+    (`--config profile=smoke "methods=[...]"` runs them at both smoke budgets)."""
+    from prunebench.config import budget_label
     from prunebench.records.record import read_record
 
-    records = {read_record(p)["method"]: read_record(p) for p in _records(tmp_path / "records")}
-    assert set(records) == {"dense", "gordon_pretrain", "rpp_pretrain", "layerdrop_pretrain"}
-    for row in ("gordon_pretrain", "rpp_pretrain", "layerdrop_pretrain"):
-        rec = records[row]
+    results, budget = smoke_run.results, budget_label(PRETRAIN_BUDGET)
+    assert budget == "0.5" and {(row, budget, 0) for row in PRETRAIN_ROWS} <= smoke_run.expected
+    records = {
+        (rec["method"], budget_label(rec["budget"]), rec["seed"]): rec
+        for rec in map(read_record, records_under(results / "records"))
+    }
+    assert set(records) == smoke_run.expected  # dense, the smoke methods and the rows: every run has its record
+    for row in PRETRAIN_ROWS:
+        rec = records[(row, budget, 0)]
         pre = rec["details"]["method"]["pretrain"]
-        assert (tmp_path / "pretrained" / row / "0.5" / "seed0" / "pretrain.json").is_file()
+        assert (results / "pretrained" / row / budget / "seed0" / "pretrain.json").is_file()
         assert rec["metrics"]["encoder_remaining"]["value"] == pytest.approx(pre["final"]["remaining"], abs=1e-6)
         assert rec["metrics"]["encoder_remaining"]["value"] <= 0.5 + 0.005
         assert pre["points"][0]["step"] == 0 and pre["points"][-1]["stage"] == "after finalize"
-    html = (tmp_path / "report.html").read_text()
+    html = (results / "report.html").read_text()
     assert 'id="pretrain-vs-finetune"' in html and "yes: pruned during continued MLM pre-training" in html

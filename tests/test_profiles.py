@@ -1,30 +1,11 @@
 """The workflow's other profiles resolve and plan: the paper profile and the SLURM executor profile."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, snakemake_dry_run
 
-
-def _dry_run(*args):
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "HF_HUB_OFFLINE": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--dry-run", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+_dry_run = snakemake_dry_run  # the name other test modules import
 
 
 def _job_count(text, rule):
@@ -35,10 +16,10 @@ def _job_count(text, rule):
     return 0
 
 
-def test_paper_profile_plans_every_task_method_budget_and_seed():
-    out = _dry_run("--cores", "2", "--printshellcmds", "--config", "profile=paper")
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text[-3000:]
+def test_paper_profile_plans_every_task_method_budget_and_seed(paper_dry_run):
+    # `snakemake --dry-run --cores 2 --printshellcmds --config profile=paper` (tests/conftest.py, shared)
+    text = paper_dry_run.text
+    assert paper_dry_run.returncode == 0, text[-3000:]
     paper = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())["profiles"]["paper"]
     # every registered method (`methods: all`): element-wise ones at `budgets`, structured ones at their
     # `method_budgets`, budget-free ones (quantization, fixed attention) once

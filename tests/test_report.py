@@ -516,6 +516,38 @@ def test_leaderboard_flags_budget_enforced_by_truncation_and_calibration(tmp_pat
     assert "‡ sst2 flop at 0.1: calibrated on steps=300, run on steps=200." in md
 
 
+def test_leaderboard_flags_budget_enforced_by_fill_up():
+    """Finalize adding weights back (FLOP's gates at 0.24 filled up to 0.5) is flagged like a truncation."""
+    from prunebench.report.leaderboard import leaderboard_rows
+
+    filled = leaderboard_rows([_guarded(0.24, 0.5)])[0]
+    assert filled["enforced_by_fill_up"] is True and filled["enforced_by_truncation"] is False
+    assert filled["finalize_removed"] == pytest.approx((0.24 - 0.5) / 0.24)
+    slight = leaderboard_rows([_guarded(0.45, 0.5)])[0]  # 11% added back: within a quarter
+    assert slight["enforced_by_fill_up"] is False
+    md = to_markdown([filled, slight], [_guarded(0.24, 0.5)])
+    assert "| flop † |" in md and "| flop |" in md
+    assert "budget enforced by fill-up: the method's own rule stopped at 0.240 remaining" in md
+    assert "(108% more)" in md
+
+
+def test_guard_reports_the_seed_with_the_largest_change_either_way():
+    from prunebench.report.collect import aggregate
+
+    recs = [_guarded(0.48, 0.5), _guarded(0.2, 0.5)]
+    recs[1]["seed"] = 1
+    (row,) = aggregate(recs)
+    assert row.finalize_change() == pytest.approx((0.2 - 0.5) / 0.2) and row.enforced_by() == "fill-up"
+
+
+def test_survey_table_labels_a_filled_up_row():
+    from prunebench.report.collect import aggregate
+    from prunebench.report.survey import _label
+
+    (row,) = aggregate([_guarded(0.24, 0.5)])
+    assert _label(row) == "flop @ 0.1 † (budget enforced by fill-up)"
+
+
 def test_report_flags_truncation_and_calibration(tmp_path):
     from prunebench.records.record import write_record
 

@@ -51,6 +51,46 @@ def test_length_grouped_batches_cover_data_and_group_lengths():
     assert spread < 5, "batches hold examples of similar length"
 
 
+def test_length_grouped_epochs_are_reshuffled_and_seeded():
+    """Each epoch has every example once, a new order per epoch, and the same stream for the same seed."""
+    lengths = [i % 37 for i in range(1000)]
+    a, b = length_grouped_batches(lengths, 10, seed=3), length_grouped_batches(lengths, 10, seed=3)
+    epochs = [[next(a) for _ in range(100)] for _ in range(2)]
+    assert epochs[0] != epochs[1] and all(sorted(i for x in e for i in x) == list(range(1000)) for e in epochs)
+    assert [next(b) for _ in range(200)] == epochs[0] + epochs[1]
+
+
+def test_random_batching_pads_more_than_length_grouped():
+    """``finetune.batching``: random batches cover each epoch too but hold mixed lengths; a bad name is an error."""
+    from prunebench.training.trainer import training_batches
+
+    lengths = [5 + (i * 7919) % 60 for i in range(960)]
+    padding = {}
+    for batching in ("random", "length_grouped"):
+        stream = training_batches(lengths, 32, 0, batching)
+        epoch = [next(stream) for _ in range(30)]
+        assert sorted(i for b in epoch for i in b) == list(range(960))
+        real = sum(lengths[i] for b in epoch for i in b)
+        padding[batching] = 1 - real / sum(max(lengths[i] for i in b) * len(b) for b in epoch)
+    assert padding["random"] > 0.3 and padding["length_grouped"] < 0.05, padding
+    with pytest.raises(ValueError, match="batching must be one of length_grouped, random, got 'sorted'"):
+        FinetuneBudget(steps=10, batching="sorted")
+
+
+def test_train_result_counts_real_tokens_and_padding(tokenizer, sst2_small):
+    from dataclasses import replace
+
+    budget = FinetuneBudget(steps=6, batch_size=8, learning_rate=1e-3, freeze_embeddings=False)
+    results = {}
+    for batching in ("random", "length_grouped"):
+        model = load_pretrained("tiny-random", 2, 0)
+        results[batching] = train(model, sst2_small["train"], tokenizer, replace(budget, batching=batching), None, 0)
+    for r in results.values():
+        assert 0 < r.tokens <= r.positions and r.tokens_per_s == pytest.approx(r.tokens / r.wall_time_s)
+        assert r.padded_fraction == pytest.approx(1 - r.tokens / r.positions)
+    assert results["random"].padded_fraction > results["length_grouped"].padded_fraction
+
+
 def test_bf16_autocast_trains_and_returns_fp32(tokenizer, sst2_small):
     budget = FinetuneBudget(steps=5, batch_size=8, learning_rate=1e-3, freeze_embeddings=False, precision="bf16")
     model = _trained(0, tokenizer, sst2_small, budget=budget)
@@ -116,7 +156,7 @@ def test_prepadded_batches_equal_tokenizer_pad(tokenizer, sst2_small):
 
     data = sst2_small["train"]
     padded = PrePadded(data, tokenizer)
-    stream = length_grouped_batches(data["length"], 8, seed=0)
+    stream = length_grouped_batches(data.with_format("arrow")["length"].to_pylist(), 8, seed=0)
     for _ in range(20):
         idx = next(stream)
         old, new = _collate(data, idx, tokenizer), padded.batch(idx)

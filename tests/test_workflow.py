@@ -1,51 +1,28 @@
 """The whole workflow through Snakemake on the smoke profile, plus a clear error for bad input.
 
-This is the slow test (about two minutes on two cores): it runs `snakemake --cores 2
---config profile=smoke` into a temporary results folder and checks every record, the
-leaderboard and the report; then runs the same command again to show nothing is redone.
+The slow tests: the session's one smoke run (tests/conftest.py ``smoke_run``: `snakemake --cores 2
+--config profile=smoke` plus the pre-training rows, into a temporary results folder) is checked record
+by record, with the leaderboard and the report; the same command again has nothing to do; a run with
+one job's outputs deleted redoes only that job. A second, tiny run (two methods, a few steps) is killed
+part-way and resumed.
 """
 
 import os
+import signal
 import subprocess
-import sys
-from pathlib import Path
+import time
 
 import pytest
-import yaml
 
+from prunebench.config import budget_label
 from prunebench.records.record import predictions_path, read_predictions, read_record
-from tests.conftest import REPO
+from tests.conftest import REPO, records_under, smoke_command, snakemake_env, snakemake_smoke
 
 pytestmark = pytest.mark.workflow
 
-
-def _records(folder: Path) -> list[Path]:
-    """The result records under ``folder`` (not their ``*.predictions.json`` companions)."""
-    return sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".predictions.json"))
-
-
-def _snakemake(*args, results: Path, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "--config",
-        "profile=smoke",
-        f"results_dir={results}",
-        *args,
-    ]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("smoke")
-    out = _snakemake(results=results)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return results
+# the names other test modules import
+_records = records_under
+_snakemake = snakemake_smoke
 
 
 def _absolute_paths(value, where=""):
@@ -59,18 +36,20 @@ def _absolute_paths(value, where=""):
 
 def test_smoke_records_name_no_machine_path(smoke_run):
     """Records name the model by package, files relative to the results folder or the checkout."""
-    for path in _records(smoke_run / "records"):
+    for path in _records(smoke_run.results / "records"):
         rec = read_record(path)
         assert _absolute_paths(rec) == [], path
-        assert str(smoke_run) not in path.read_text(), path
+        assert str(smoke_run.results) not in path.read_text(), path
         assert not rec["details"]["model_dir"].startswith("/")
 
 
 def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
-    records = _records(smoke_run / "records")
-    smoke = yaml.safe_load((REPO / "workflow" / "config.yaml").read_text())["profiles"]["smoke"]
-    n_entries = 1 + len(smoke["methods"]) * len(smoke["budgets"])  # dense + methods x budgets, 1 seed
+    results = smoke_run.results
+    records = _records(results / "records")
+    n_entries = len(smoke_run.expected)  # dense + methods x their budgets, 1 seed
     assert len(records) == n_entries
+    made = {(r["method"], budget_label(r["budget"]), r["seed"]) for r in map(read_record, records)}
+    assert made == smoke_run.expected
     methods = {read_record(p)["method"] for p in records}
     assert {"wanda", "wanda_oneshot", "sparsegpt", "obert", "magnitude_2to4", "torch_pruning"} <= methods
     for path in records:
@@ -91,41 +70,62 @@ def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
         for bs in rec["details"]["measurement"]["batch_sizes"]:
             assert rec["metrics"][f"latency_b{bs}"]["value"] > 0
             assert rec["metrics"][f"speedup_b{bs}"]["value"] > 0
-    dense = read_record(smoke_run / "records/sst2/dense/1/seed0.json")
+    dense = read_record(results / "records/sst2/dense/1/seed0.json")
     assert dense["metrics"]["accuracy"]["value"] > 0.6, "the tiny model learns something in the smoke budget"
-    html = (smoke_run / "report.html").read_text()
+    html = (results / "report.html").read_text()
     assert "<svg" in html and "magnitude_global" in html
-    board = (smoke_run / "leaderboard.md").read_text()
+    board = (results / "leaderboard.md").read_text()
     assert board.split("## Which backend")[0].count("| sst2 |") == n_entries
     assert "## Which backend decides the speed-up" in board
-    assert (smoke_run / "leaderboard.csv").read_text().startswith("task,budget,rank,method")
+    assert (results / "leaderboard.csv").read_text().startswith("task,budget,rank,method")
     # every saved model has a log and a benchmark file (the rule's log:/benchmark:)
-    assert len(list((smoke_run / "logs").rglob("*.log"))) >= n_entries
-    assert len(list((smoke_run / "benchmarks").rglob("*.tsv"))) >= n_entries
+    assert len(list((results / "logs").rglob("*.log"))) >= n_entries
+    assert len(list((results / "benchmarks").rglob("*.tsv"))) >= n_entries
+
+
+def test_flop_whose_gates_stop_short_is_flagged_as_filled_up(smoke_run):
+    """FILL_UP_ROW (tests/conftest.py): FLOP's gates keep far less than the budget, finalize fills up to it; the
+    record says both fractions and the leaderboard marks the row † "enforced by fill-up"."""
+    import csv
+
+    from tests.conftest import FILL_UP_ROW
+
+    method, budget, _ = FILL_UP_ROW
+    rec = read_record(smoke_run.results / f"records/sst2/{method}/{budget_label(budget)}/seed0.json")
+    before = rec["details"]["method"]["remaining_before_finalize"]
+    after = rec["metrics"]["encoder_remaining"]["value"]
+    assert before < 0.75 * after and after == pytest.approx(budget, abs=0.02)
+    with open(smoke_run.results / "leaderboard.csv") as fh:
+        (row,) = [r for r in csv.DictReader(fh) if r["method"] == method and float(r["budget"]) == budget]
+    assert row["enforced_by_fill_up"] == "True" and row["enforced_by_truncation"] == "False"
+    board = (smoke_run.results / "leaderboard.md").read_text()
+    assert f"| {method} † |" in board and "budget enforced by fill-up" in board
 
 
 def test_second_run_has_nothing_to_do(smoke_run):
-    out = _snakemake("--dry-run", results=smoke_run)
+    out = _snakemake(*smoke_run.args, "--dry-run", results=smoke_run.results)
     assert out.returncode == 0
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
 def test_interrupted_run_redoes_only_missing_jobs(smoke_run):
     # as after a crash during one pruning job: its outputs and the summaries are missing
+    # (the shared run is complete again at the end: the test makes them again)
     import shutil
 
-    shutil.rmtree(smoke_run / "models/sst2/random/0.1")
-    (smoke_run / "summaries/sst2/random/0.1/seed0.json").unlink()
-    (smoke_run / "records/sst2/random/0.1/seed0.json").unlink()
+    results = smoke_run.results
+    shutil.rmtree(results / "models/sst2/random/0.1")
+    (results / "summaries/sst2/random/0.1/seed0.json").unlink()
+    (results / "records/sst2/random/0.1/seed0.json").unlink()
     for name in ("report.html", "leaderboard.md", "leaderboard.csv"):
-        (smoke_run / name).unlink()
-    out = _snakemake("--dry-run", results=smoke_run)
+        (results / name).unlink()
+    out = _snakemake(*smoke_run.args, "--dry-run", results=results)
     stats = (out.stdout + out.stderr).split("Job stats")[-1]
     assert "finetune_dense" not in stats
     assert any(line.split()[:2] == ["prune", "1"] for line in stats.splitlines()), stats
     assert any(line.split()[:2] == ["measure", "1"] for line in stats.splitlines()), stats
-    out = _snakemake(results=smoke_run)
-    assert out.returncode == 0 and (smoke_run / "report.html").exists()
+    out = _snakemake(*smoke_run.args, results=results)
+    assert out.returncode == 0 and (results / "report.html").exists()
 
 
 def test_bad_config_stops_before_any_work(tmp_path):
@@ -141,39 +141,38 @@ def test_unknown_method_stops_before_any_work(tmp_path):
     assert "unknown method 'nonsense'" in out.stderr + out.stdout
 
 
+#: the smallest run that still shows a kill part-way and the resume: two methods at the two smoke budgets
+#: (5 records), a few fine-tuning steps, one timing pass at batch 1 without ONNX Runtime or memory (the smoke
+#: run checks those), no head ablation
+RESUME_RUN = [
+    "methods=[magnitude_oneshot,random]",
+    "finetune={steps: 4}",
+    "threads={train: 1, measure: 1}",
+    "measure={batch_sizes: [1], warmup: 0, repeats: 1, min_time_s: 0, memory: false, onnx: false}",
+    "head_ablation_modes=[]",
+]
+RESUME_RECORDS = 1 + 2 * 2  # dense + 2 methods x 2 budgets, 1 seed
+
+
 def test_killed_run_resumes_and_keeps_finished_results(tmp_path):
     """The workflow killed mid-run (SIGKILL to its process group, as a crash), then `snakemake --unlock`
     and the same command: finished records are kept, only the rest runs."""
-    import signal
-    import time
-
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    # four methods (9 records) keep this second workflow run short; the smoke test above runs them all
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--cores",
-        "2",
-        "--config",
-        "profile=smoke",
-        f"results_dir={tmp_path}",
-        "methods=[magnitude_global,magnitude_local,magnitude_oneshot,random]",
-    ]
+    env = snakemake_env()
+    cmd = smoke_command(*RESUME_RUN, results=tmp_path)
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.time() + 900
     while time.time() < deadline and len(_records(tmp_path / "records")) < 3:
-        time.sleep(0.5)
+        time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     finished = {p: p.stat().st_mtime_ns for p in _records(tmp_path / "records")}
-    assert 3 <= len(finished) < 9, "the run was interrupted part-way"
+    assert 3 <= len(finished) < RESUME_RECORDS, "the run was interrupted part-way"
     subprocess.run([*cmd, "--unlock"], cwd=REPO, env=env, capture_output=True, timeout=300, check=True)
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert len(_records(tmp_path / "records")) == 9
+    assert len(_records(tmp_path / "records")) == RESUME_RECORDS
     # the newest record may belong to the job that was still finishing when killed: Snakemake reruns that job
     newest = max(finished, key=finished.get)
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items() if p != newest), (

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from prunebench.data.squad import best_answers, question_scores
@@ -22,9 +23,16 @@ from prunebench.data.tasks import TaskSpec
 from prunebench.training.trainer import INPUT_COLUMNS
 
 
+def _column(dataset, name: str, lengths: bool = False) -> list:
+    """A column as a plain list (or the length of each row's list), read from Arrow at once: iterating a
+    ``datasets`` column goes through Arrow row by row, seconds for a few thousand examples."""
+    column = dataset.with_format("arrow")[name]
+    return (pc.list_value_length(column) if lengths else column).to_pylist()
+
+
 def _length_order(dataset) -> list[int]:
     """Example indices sorted by length (longest first): batches then need little padding."""
-    lengths = [len(ids) for ids in dataset["input_ids"]]
+    lengths = _column(dataset, "input_ids", lengths=True)
     return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
 
 
@@ -116,10 +124,11 @@ def evaluate_task(model, dataset, tokenizer, spec: TaskSpec, batch_size: int, ex
 
     metric = load_metric(spec.metric)
     if spec.kind == "classification":
-        preds, refs = predict(model, dataset, tokenizer, batch_size), [int(r) for r in dataset["label"]]
+        preds, refs = predict(model, dataset, tokenizer, batch_size), [int(r) for r in _column(dataset, "label")]
         return Evaluation(metric.compute(predictions=preds, references=refs), "labels", preds, refs)
     if spec.kind == "regression":
-        preds, refs = predict_values(model, dataset, tokenizer, batch_size), [float(r) for r in dataset["label"]]
+        preds = predict_values(model, dataset, tokenizer, batch_size)
+        refs = [float(r) for r in _column(dataset, "label")]
         return Evaluation(metric.compute(predictions=preds, references=refs), "values", preds, refs)
     if examples is None:
         raise ValueError("extractive QA evaluation needs the raw examples")

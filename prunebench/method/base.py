@@ -98,6 +98,10 @@ class PruningMethod(ABC):
     #: True for comparison rows that have no sparsity budget (e.g. int8 quantization): the
     #: workflow runs them once per (task, seed) at budget 1.
     budget_free: ClassVar[bool] = False
+    #: False for a post-training method (int8 dynamic quantization): the job applies ``prepare`` and
+    #: ``finalize`` to its starting checkpoint with no training step; with ``starts_from = "dense"`` such a
+    #: row reuses the dense fine-tuning of its (task, seed) instead of repeating it.
+    trains: ClassVar[bool] = True
     #: True when the method needs another method's record at the same (task, budget, seed),
     #: named by its ``reference`` setting (e.g. random pruning with matched proportions);
     #: the workflow makes that record an input and the job calls ``use_reference``.

@@ -20,6 +20,10 @@ from prunebench.data.metrics import METRIC_META
 from prunebench.data.tasks import get_task
 from prunebench.records.record import RecordError, read_record
 
+#: finalize changing the remaining fraction by more than this share of what the method's own rule kept: the
+#: budget was "enforced by truncation" (removed) or "enforced by fill-up" (added back), mark †
+ENFORCEMENT_LIMIT = 0.25
+
 
 @dataclass
 class Row:
@@ -35,8 +39,8 @@ class Row:
     per_matrix: dict[str, list[float]] = field(default_factory=dict)
     method_info: dict = field(default_factory=dict)
     #: per seed: the fraction of the weights the method's own rule had kept that ``finalize``
-    #: removed, (before - after) / before (the finalize guard); only seeds whose record says
-    #: ``details.method.remaining_before_finalize``
+    #: removed, (before - after) / before (the finalize guard; negative when finalize added weights back);
+    #: only seeds whose record says ``details.method.remaining_before_finalize``
     finalize_removed: list[float] = field(default_factory=list)
     #: ``details.method.calibration`` of the seeds whose profile moved away from the calibration
     calibration_mismatches: list[dict] = field(default_factory=list)
@@ -67,6 +71,18 @@ class Row:
     def bmax(self) -> int | None:
         sizes = self.batch_sizes()
         return sizes[-1] if sizes else None
+
+    def finalize_change(self) -> float | None:
+        """``finalize_removed`` of the seed where finalize changed the most (negative: it added weights back)."""
+        return max(self.finalize_removed, key=abs) if self.finalize_removed else None
+
+    def enforced_by(self) -> str | None:
+        """ "truncation" or "fill-up" when finalize changed what the method's own rule had kept by more than
+        ``ENFORCEMENT_LIMIT`` of it (in the seed with the largest change), else ``None``."""
+        change = self.finalize_change()
+        if change is None or abs(change) <= ENFORCEMENT_LIMIT:
+            return None
+        return "truncation" if change > 0 else "fill-up"
 
     def per_matrix_mean(self) -> dict[str, float]:
         return {k: statistics.fmean(v) for k, v in self.per_matrix.items() if v}
@@ -225,7 +241,8 @@ def aggregate(records: list[dict]) -> list[Row]:
 def finalize_removed_fraction(rec: dict) -> float | None:
     """The finalize guard: the share of the weights the method's own rule had kept that ``finalize``
     removed, ``(before - after) / before`` with before = ``details.method.remaining_before_finalize``
-    and after = the record's measured ``encoder_remaining``; ``None`` when the record does not say."""
+    and after = the record's measured ``encoder_remaining``: negative when ``finalize`` added weights back
+    (a fill-up to the budget); ``None`` when the record does not say."""
     before = ((rec.get("details") or {}).get("method") or {}).get("remaining_before_finalize")
     after = (rec.get("metrics", {}).get("encoder_remaining") or {}).get("value")
     if not (_finite(before) and _finite(after)) or before <= 0:

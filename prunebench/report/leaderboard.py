@@ -33,10 +33,12 @@ paper; SQuAD, not a GLUE task, listed beside it) and the mean share of dense wit
 (``prunebench.report.cross_task``), also written as ``<csv stem>_glue_average.csv``/``.json`` beside the CSV.
 With one task none of this is added.
 
-Finalize guard (``prunebench.method.base``): ``enforced_by_truncation`` (mark †) when ``finalize`` removed more than
-``TRUNCATION_LIMIT`` of the weights the method's own rule had kept, (before - after) / before
-with before = ``details.method.remaining_before_finalize`` and after = the measured
-``encoder_remaining``; mark ‡ with a note when the method's calibration profile differs from the run.
+Finalize guard (``prunebench.method.base``), mark †, in either direction: ``enforced_by_truncation`` when
+``finalize`` removed more than ``TRUNCATION_LIMIT`` of the weights the method's own rule had kept,
+(before - after) / before with before = ``details.method.remaining_before_finalize`` and after = the
+measured ``encoder_remaining``; ``enforced_by_fill_up`` when it added back more than that share (the
+rule stopped short of the budget and finalize filled up to it, with no training after). Mark ‡ with a
+note when the method's calibration profile differs from the run.
 """
 
 from __future__ import annotations
@@ -46,10 +48,10 @@ from pathlib import Path
 
 from prunebench.records.record import write_json_atomic
 from prunebench.report import cross_task, uncertainty
-from prunebench.report.collect import Problem, Row, aggregate, load_record_set, pareto_front
+from prunebench.report.collect import ENFORCEMENT_LIMIT, Problem, Row, aggregate, load_record_set, pareto_front
 
 BUDGET_TOLERANCE = 0.005  # absolute, in fraction of encoder weights remaining
-TRUNCATION_LIMIT = 0.25  # finalize removing more than this share of what the method kept = "enforced by truncation"
+TRUNCATION_LIMIT = ENFORCEMENT_LIMIT  # finalize's change, as a share of what the method kept, that flags a row †
 TRUNCATION_MARK, CALIBRATION_MARK = "†", "‡"
 
 COLUMNS = [
@@ -80,6 +82,7 @@ COLUMNS = [
     "remaining_before_finalize",
     "finalize_removed",
     "enforced_by_truncation",
+    "enforced_by_fill_up",
     "calibration_note",
     "latency_b1_ms",
     "speedup_b1",
@@ -178,6 +181,11 @@ BACKEND_TEXT = (
     "as the same speed; the verdict says whether the two backends agree on that at batch 1 and at the "
     "largest batch."
 )
+DEEPSPARSE_TEXT = (
+    "DeepSparse (opt-in third backend, the sparsity-aware CPU engine, in its own environment) times the same "
+    "models from a TorchScript-exported graph; its control column is the dense model timed against itself "
+    "in the same job (the timing's own noise)."
+)
 
 
 def speed_class(speedup: float | None) -> str | None:
@@ -191,13 +199,32 @@ def speed_class(speedup: float | None) -> str | None:
     return "same speed"
 
 
-def _backend_verdict(pt: float | None, ort: float | None) -> str:
-    a, b = speed_class(pt), speed_class(ort)
+def _backend_verdict(pt: float | None, ort: float | None, ds: float | None = None) -> str:
+    """Whether the backends agree on faster / same speed / slower than dense. DeepSparse, the opt-in third
+    backend, joins the verdict where it was measured."""
+    a, b, c = speed_class(pt), speed_class(ort), speed_class(ds)
     if a is None or b is None:
         return "no ONNX Runtime measurement" if b is None and a is not None else "n/a"
-    if a == b:
-        return f"both {a}"
-    return f"backends differ: PyTorch {a}, ORT {b}"
+    if c is None:
+        return f"both {a}" if a == b else f"backends differ: PyTorch {a}, ORT {b}"
+    if a == b == c:
+        return f"all three {a}"
+    return f"backends differ: PyTorch {a}, ORT {b}, DeepSparse {c}"
+
+
+BACKEND_NAMES = {"speedup": "PyTorch", "ort_speedup": "ONNX Runtime", "ds_speedup": "DeepSparse"}
+
+
+def best_backend(r: Row, batch: int | None) -> tuple[str | None, float | None]:
+    """The backend with the largest mean speed-up of ``r`` at ``batch`` (name, speed-up), or (None, None)."""
+    if batch is None:
+        return None, None
+    found = {name: r.mean(f"{key}_b{batch}") for key, name in BACKEND_NAMES.items()}
+    found = {k: v for k, v in found.items() if v is not None}
+    if not found:
+        return None, None
+    name = max(found, key=found.get)
+    return name, found[name]
 
 
 def backend_rows(rows: list[Row]) -> list[dict]:
@@ -209,9 +236,11 @@ def backend_rows(rows: list[Row]) -> list[dict]:
         if r.method == "dense":
             continue
         bmax = r.bmax
-        pt1, ort1 = r.mean("speedup_b1"), r.mean("ort_speedup_b1")
+        pt1, ort1, ds1 = r.mean("speedup_b1"), r.mean("ort_speedup_b1"), r.mean("ds_speedup_b1")
         ptm = r.mean(f"speedup_b{bmax}") if bmax else None
         ortm = r.mean(f"ort_speedup_b{bmax}") if bmax else None
+        dsm = r.mean(f"ds_speedup_b{bmax}") if bmax else None
+        best1, bestm = best_backend(r, 1), best_backend(r, bmax)
         out.append(
             {
                 "task": r.task,
@@ -224,9 +253,17 @@ def backend_rows(rows: list[Row]) -> list[dict]:
                 "ort_speedup_b1": ort1,
                 "speedup_bmax": ptm,
                 "ort_speedup_bmax": ortm,
-                "verdict_b1": _backend_verdict(pt1, ort1),
-                "verdict_bmax": _backend_verdict(ptm, ortm),
+                "ds_speedup_b1": ds1,
+                "ds_speedup_bmax": dsm,
+                "ds_control_bmax": r.mean(f"ds_control_b{bmax}") if bmax else None,
+                "best_backend_b1": best1[0],
+                "best_speedup_b1": best1[1],
+                "best_backend_bmax": bestm[0],
+                "best_speedup_bmax": bestm[1],
+                "verdict_b1": _backend_verdict(pt1, ort1, ds1),
+                "verdict_bmax": _backend_verdict(ptm, ortm, dsm),
                 "has_ort": ort1 is not None or ortm is not None,
+                "has_ds": ds1 is not None or dsm is not None,
             }
         )
     return out
@@ -302,12 +339,14 @@ def stats_columns(r: Row) -> dict:
 
 
 def guard_columns(r: Row) -> dict:
-    """The finalize guard: how much of the pruning ``finalize`` did (worst seed), and calibration."""
-    removed = max(r.finalize_removed) if r.finalize_removed else None
+    """The finalize guard: how much ``finalize`` changed the remaining fraction (the seed with the largest change,
+    negative when it added weights back), and calibration."""
+    enforced = r.enforced_by()
     return {
         "remaining_before_finalize": r.mean("remaining_before_finalize"),
-        "finalize_removed": removed,
-        "enforced_by_truncation": bool(removed is not None and removed > TRUNCATION_LIMIT),
+        "finalize_removed": r.finalize_change(),
+        "enforced_by_truncation": enforced == "truncation",
+        "enforced_by_fill_up": enforced == "fill-up",
         "calibration_note": calibration_note(r.calibration_mismatches),
     }
 
@@ -376,14 +415,13 @@ def _verdict_cell(flag, p) -> str:
 
 
 def _method_cell(r: dict) -> str:
-    marks = [TRUNCATION_MARK] * bool(r.get("enforced_by_truncation")) + [CALIBRATION_MARK] * bool(
-        r.get("calibration_note")
-    )
+    enforced = r.get("enforced_by_truncation") or r.get("enforced_by_fill_up")
+    marks = [TRUNCATION_MARK] * bool(enforced) + [CALIBRATION_MARK] * bool(r.get("calibration_note"))
     return " ".join([r["method"], *marks])
 
 
 def footnotes(rows: list[dict]) -> list[str]:
-    """One line per row flagged by the finalize guard (truncation, calibration)."""
+    """One line per row flagged by the finalize guard (truncation, fill-up, calibration)."""
     lines = []
     for r in rows:
         where = f"{r['task']} {r['method']} at {r['budget']:g}"
@@ -393,6 +431,12 @@ def footnotes(rows: list[dict]) -> list[str]:
                 f"{100 * r['finalize_removed']:.0f}% of the weights the method's own rule had kept "
                 f"(remaining {r['remaining_before_finalize']:.3f} before finalize, "
                 f"{r['encoder_remaining']:.3f} after)."
+            )
+        if r.get("enforced_by_fill_up"):
+            lines.append(
+                f"- {TRUNCATION_MARK} {where}: budget enforced by fill-up: the method's own rule stopped at "
+                f"{r['remaining_before_finalize']:.3f} remaining and finalize added weights back up to "
+                f"{r['encoder_remaining']:.3f} ({100 * -r['finalize_removed']:.0f}% more), with no training after."
             )
         if r.get("calibration_note"):
             lines.append(f"- {CALIBRATION_MARK} {where}: {r['calibration_note']}.")
@@ -443,21 +487,26 @@ def backend_markdown(table: list[dict], label=str) -> list[str]:
     ``label``: the task cell's text (``task_labeller``)."""
     if not any(t["has_ort"] for t in table):
         return []
+    ds = any(t["has_ds"] for t in table)  # the DeepSparse columns only where some record has them
+    header = "| task | budget | method | theoretical (FLOPs) | PyTorch b1 | ORT b1 | "
+    header += "DeepSparse b1 | " * ds + "verdict b1 | PyTorch bmax | ORT bmax | "
+    header += "DeepSparse bmax | DeepSparse control bmax | " * ds + "verdict bmax |"
     lines = [
         "",
         "## Which backend decides the speed-up",
         "",
-        BACKEND_TEXT + " " + backend_summary(table),
+        BACKEND_TEXT + (" " + DEEPSPARSE_TEXT) * ds + " " + backend_summary(table),
         "",
-        "| task | budget | method | theoretical (FLOPs) | PyTorch b1 | ORT b1 | verdict b1 | PyTorch bmax | ORT bmax | "
-        "verdict bmax |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        header,
+        "|---" * (10 + 3 * ds) + "|",
     ]
     for t in table:
+        ds1 = f"{_ort_fmt(t['ds_speedup_b1'])} | " * ds
+        dsm = f"{_ort_fmt(t['ds_speedup_bmax'])} | {_ort_fmt(t['ds_control_bmax'])} | " * ds
         lines.append(
             f"| {label(t['task'])} | {t['budget']:g} | {t['method']} | {_ort_fmt(t['theoretical_speedup'])} | "
-            f"{_ort_fmt(t['speedup_b1'])} | {_ort_fmt(t['ort_speedup_b1'])} | {t['verdict_b1']} | "
-            f"{_ort_fmt(t['speedup_bmax'])} | {_ort_fmt(t['ort_speedup_bmax'])} | {t['verdict_bmax']} |"
+            f"{_ort_fmt(t['speedup_b1'])} | {_ort_fmt(t['ort_speedup_b1'])} | {ds1}{t['verdict_b1']} | "
+            f"{_ort_fmt(t['speedup_bmax'])} | {_ort_fmt(t['ort_speedup_bmax'])} | {dsm}{t['verdict_bmax']} |"
         )
     return lines
 
@@ -505,8 +554,9 @@ def to_markdown(
         f"Ranked: entries whose remaining fraction is within {BUDGET_TOLERANCE} of the budget; a method whose "
         "structure cannot reach the budget is listed after them, unranked, with the fraction it reached.",
         "",
-        uncertainty.TEST_TEXT + f" {TRUNCATION_MARK}: budget enforced by truncation (finalize removed more than "
-        f"{TRUNCATION_LIMIT:.0%} of the weights the method's own rule had kept); {CALIBRATION_MARK}: the method's "
+        uncertainty.TEST_TEXT + f" {TRUNCATION_MARK}: budget enforced by finalize, by truncation (it removed more "
+        f"than {TRUNCATION_LIMIT:.0%} of the weights the method's own rule had kept) or by fill-up (it added back more "
+        f"than {TRUNCATION_LIMIT:.0%} of them); {CALIBRATION_MARK}: the method's "
         "settings were calibrated on another profile (notes below the table).",
         "",
         "| task | budget | rank | method | seeds | score (mean ± std over seeds) [95% CI] | "

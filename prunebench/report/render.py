@@ -35,6 +35,7 @@ from prunebench.report.collect import aggregate, load_record_set, read_benchmark
 from prunebench.report.convergence import convergence_section, keep_longest_steps
 from prunebench.report.leaderboard import (
     BACKEND_TEXT,
+    DEEPSPARSE_TEXT,
     TRUNCATION_LIMIT,
     attach_stats,
     backend_rows,
@@ -470,6 +471,8 @@ def _leaderboard_context(res: _Results) -> dict:
         "backends": res.backends,
         "backend_text": BACKEND_TEXT,
         "backend_summary": backend_summary(res.backends),
+        "has_deepsparse": any(t["has_ds"] for t in res.backends),
+        "deepsparse_text": DEEPSPARSE_TEXT,
         "onnx_runtime": _onnx_runtime(res.records),
         "prediction_warnings": res.prediction_warnings,
         "test_text": TEST_TEXT,

@@ -16,6 +16,8 @@ _FIXED = {
     "magnitude_oneshot": ("#7570b3", "^"),
     "movement_hard": ("#e7298a", "D"),
     "movement_soft": ("#66a61e", "v"),
+    "movement_hard_pretrained": ("#e7298a", "d"),
+    "movement_soft_pretrained": ("#66a61e", "1"),
     "rpp": ("#e6ab02", "P"),
     "random_matched": ("#666666", "+"),
     "head_importance": ("#1f78b4", "<"),

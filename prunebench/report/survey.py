@@ -155,7 +155,9 @@ def _pct(x: float | None, digits: int = 0) -> str:
 
 
 def _label(r: Row) -> str:
-    return f"{r.method} @ {r.budget:g}"
+    """``method @ budget``, with † and how when finalize, not the method's own rule, set the remaining fraction."""
+    enforced = r.enforced_by()
+    return f"{r.method} @ {r.budget:g}" + (f" † (budget enforced by {enforced})" if enforced else "")
 
 
 def _in_range(value: float | None, rng, slack: float = RANGE_SLACK) -> bool:

@@ -19,6 +19,7 @@ its model folder), and writes the result record.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from prunebench.data import squad as qa
 from prunebench.data.loading import DataConfig, load_task_data, task_data
 from prunebench.data.tasks import TaskSpec, get_task
 from prunebench.measure.accuracy import evaluate_task
+from prunebench.measure.deepsparse_backend import DeepSparseBackend
 from prunebench.measure.disk import bytes_on_disk
 from prunebench.measure.flops import flops_per_example
 from prunebench.measure.latency import compare_latency, fixed_length_batch
@@ -40,10 +42,11 @@ from prunebench.measure.memory import peak_inference_memory_mib
 from prunebench.measure.onnx_runtime import OrtBackend
 from prunebench.measure.sparse_backend import BACKEND as SPARSE_BACKEND
 from prunebench.measure.sparse_backend import DEFAULT_MIN_SPARSITY, sparse_matrix_count, to_sparse_backend
+from prunebench.method.base import TrainingPlan
 from prunebench.records import provenance
 from prunebench.records import record as records
 from prunebench.structure import budget as budget_lib
-from prunebench.training.trainer import FinetuneBudget, tokenize, train
+from prunebench.training.trainer import FinetuneBudget, TrainResult, resolve_precision, tokenize, train
 
 log = logging.getLogger("prunebench.runner.jobs")
 BACKEND = "torch-dense-cpu"
@@ -142,12 +145,31 @@ def run_method(
             "task": ctx.spec.name,
             "steps": ctx.budget.steps,
             "batch_size": ctx.budget.batch_size,
+            "starts_from": method.starts_from,
         }
     )
-    result = train(model, ctx.train, ctx.tokenizer, ctx.budget, method, seed)
+    if method.trains:
+        result = train(model, ctx.train, ctx.tokenizer, ctx.budget, method, seed)
+    else:  # post-training: the starting checkpoint as it is (int8: this task and seed's dense fine-tuning)
+        method.prepare(model, TrainingPlan(total_steps=0, seed=seed))
+        result = _no_training(ctx.budget)
     model = method.finalize(model)
     checkpoints.save_model(model, ctx.tokenizer, model_dir)
     return evaluate_and_summarize(ctx, model, method_name, target, seed, result, method, start, summary_path)
+
+
+def _no_training(budget: FinetuneBudget) -> TrainResult:
+    """The training result of a post-training row: no step; the precision is the one its starting
+    checkpoint was fine-tuned at."""
+    capability = provenance.cpu_capability()
+    return TrainResult(
+        0, 0.0, float("nan"), [], resolve_precision(budget.precision, budget.torch_device(), capability), capability
+    )
+
+
+def _rate(value: float, digits: int) -> float | None:
+    """A throughput for the summary, None where there was no training to time."""
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def evaluate_and_summarize(
@@ -186,8 +208,11 @@ def evaluate_and_summarize(
                 "cpu_capability": result.cpu_capability,
                 "train_examples": result.examples,
                 "train_wall_time_s": round(result.wall_time_s, 3),
-                "examples_per_s": round(result.examples_per_s, 3),
-                "steps_per_s": round(result.steps_per_s, 4),
+                "examples_per_s": _rate(result.examples_per_s, 3),
+                "real_tokens_per_s": _rate(result.tokens_per_s, 1),
+                "padded_fraction": _rate(result.padded_fraction, 4),
+                "batching": ctx.budget.batching,
+                "steps_per_s": _rate(result.steps_per_s, 4),
                 "job_startup_s": _startup_s(start),
             },
         },
@@ -262,6 +287,9 @@ def measure_and_record(
     metrics.update(_size_and_flops_metrics(model, dense, model_dir, m["seq_len"]))
     latency, latency_details, ort_backend = _latency_metrics(model, dense, model_dir, dense_dir, summary, exp, spec)
     metrics.update(latency)
+    ds_backend = _deepsparse_backend(model, dense, exp, spec) if m.get("deepsparse", False) else None
+    if ds_backend is not None:
+        metrics.update(ds_backend.metrics())
     wall = summary["wall_time_s"] + time.perf_counter() - start
     results_dir = exp.get("results_dir")
     details = {
@@ -270,6 +298,7 @@ def measure_and_record(
         "model_dir": provenance.portable_path(model_dir, results_dir),
     }
     details["measurement"] = _measurement_details(m, threads, latency_details, ort_backend, start)
+    details["measurement"]["deepsparse"] = ds_backend.details if ds_backend is not None else {"enabled": False}
     _make_paths_portable(details, results_dir)
     record = _assemble_record(summary, exp, metrics, details, wall)
     records.write_record(record, record_path)
@@ -352,6 +381,18 @@ def _latency_metrics(
     if ort_backend is not None and ort_backend.ok:  # all batch sizes or none: a failure drops them all
         metrics.update(ort_metrics)
     return metrics, latency_details, ort_backend
+
+
+def _deepsparse_backend(model, dense, exp: dict[str, Any], spec: TaskSpec) -> DeepSparseBackend:
+    """The third backend, opt-in (measure setting ``deepsparse``): both models timed in DeepSparse in its own
+    environment on the same evaluation batches; a missing environment or a failure is noted, not raised."""
+    m, threads = exp["measure"], exp["threads"]["measure"]
+    eval_examples, tokenizer = _eval_examples(exp, spec), load_tokenizer(exp["model"])
+    batches = {
+        bs: fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"]) for bs in m["batch_sizes"]
+    }
+    backend = DeepSparseBackend(threads, m.get("deepsparse_python"))
+    return backend.measure(model, dense, batches, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
 
 
 def _sparse_backend(model) -> tuple[Any, dict[str, Any]]:

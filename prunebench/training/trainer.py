@@ -43,6 +43,9 @@ from prunebench.training.calibration import CalibrationSource
 log = logging.getLogger("prunebench.training.trainer")
 
 
+BATCHINGS = ("length_grouped", "random")
+
+
 @dataclass(frozen=True)
 class FinetuneBudget:
     steps: int = field(metadata={"help": "optimiser steps"})
@@ -59,6 +62,13 @@ class FinetuneBudget:
         default="fp32", metadata={"help": "'auto' (bf16 where native, else fp32), 'fp32' or 'bf16' (autocast)"}
     )
     device: str = field(default="cpu", metadata={"help": "'cpu', 'cuda' or 'auto' (cuda when available)"})
+    batching: str = field(
+        default="length_grouped",
+        metadata={
+            "help": "'length_grouped' (each epoch: shuffled, sorted by length within groups of 50 batches, batch "
+            "order shuffled: little padding) or 'random' (shuffled batches, padded to their longest example)"
+        },
+    )
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -68,6 +78,8 @@ class FinetuneBudget:
         return torch.device(self.device)
 
     def __post_init__(self) -> None:
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"finetune.batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"finetune.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -110,10 +122,22 @@ class TrainResult:
     precision: str = "fp32"  # the precision actually used (``auto`` resolved)
     cpu_capability: str = ""
     examples: int = 0  # training examples seen (sum of batch sizes)
+    tokens: int = 0  # real (attention-mask) tokens seen
+    positions: int = 0  # token positions computed: real tokens plus padding
 
     @property
     def examples_per_s(self) -> float:
         return self.examples / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Real (not padding) tokens per second: the throughput that batching cannot inflate."""
+        return self.tokens / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+    @property
+    def padded_fraction(self) -> float:
+        """The share of computed token positions that were padding."""
+        return 1.0 - self.tokens / self.positions if self.positions else float("nan")
 
     @property
     def steps_per_s(self) -> float:
@@ -126,8 +150,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def random_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless stream of index batches: every example once per epoch, in a fresh random order each epoch."""
+    rng = random.Random(seed)
+    order = list(range(n))
+    while True:
+        rng.shuffle(order)
+        yield from (order[i : i + batch_size] for i in range(0, n, batch_size))
+
+
+def training_batches(lengths: list[int], batch_size: int, seed: int, batching: str) -> Iterator[list[int]]:
+    """The index batches of ``FinetuneBudget.batching``: ``length_grouped_batches`` or ``random_batches``."""
+    if batching == "random":
+        return random_batches(len(lengths), batch_size, seed)
+    return length_grouped_batches(lengths, batch_size, seed)
+
+
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Endless stream of index batches: shuffled, grouped by length in mega-batches of 50."""
+    """Endless stream of index batches, every example once per epoch: each epoch the examples are shuffled, cut
+    into groups of 50 batches, sorted by length within a group (so a batch holds examples of similar length and
+    is padded little) and cut into batches, and the order of all the epoch's batches is shuffled."""
     rng = random.Random(seed)
     order = list(range(len(lengths)))
     mega = 50 * batch_size
@@ -243,13 +285,18 @@ def train(
         ),
     )
     # Each group keeps its own peak lr (e.g. movement scores); LambdaLR scales them all alike.
-    batches = length_grouped_batches(dataset["length"], budget.batch_size, seed)
+    # the lengths as one list: indexing a Dataset column reads Arrow once per look-up
+    batches = training_batches(
+        dataset.with_format("arrow")["length"].to_pylist(), budget.batch_size, seed, budget.batching
+    )
     trainable = [p for g in groups for p in g["params"]]
     model.train()
-    curve, running, examples, start = [], 0.0, 0, time.perf_counter()
+    curve, running, examples, tokens, positions, start = [], 0.0, 0, 0, 0, time.perf_counter()
     for step in range(1, budget.steps + 1):
         batch = {k: v.to(device) for k, v in collate(next(batches)).items()}
         examples += int(batch["input_ids"].shape[0])
+        positions += int(batch["input_ids"].numel())
+        tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = model(**batch).loss
         extra = method.penalty(model, step) if method is not None else None
@@ -287,6 +334,8 @@ def train(
         precision,
         capability,
         examples,
+        tokens,
+        positions,
     )
 
 
