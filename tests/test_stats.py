@@ -163,3 +163,80 @@ def test_clearly_better_entry_does_not_tie_and_ranks_are_competition_ranks():
     assert ranks["mid"].label == ranks["mid_copy"].label == "2=" and ranks["mid"].group == 2
     ranks = stats.tied_ranks({"best": [_labels(best)], "best2": [_labels(best)], "mid": [_labels(mid)]})
     assert ranks["best"].label == ranks["best2"].label == "1=" and ranks["mid"].label == "3"
+
+
+# --- exact tests, contiguous tie groups on common seeds ---------------------------------------------
+
+
+def test_exact_test_has_no_resampling_floor_80_discordant_pairs():
+    """80 paired disagreements all for a: McNemar's exact p = 2 / 2^80, far below any resampling floor."""
+    a = _labels(np.ones(100, bool))
+    b = _labels(np.arange(100) < 20)
+    p = stats.paired_pvalue([a], [b], n_resamples=2000)
+    assert p < 0.001 and p == pytest.approx(2 / 2**80, rel=1e-9)
+
+
+def test_exact_sign_flip_matches_enumeration_for_several_seeds():
+    """Three seeds: per-example differences summed over seeds in -3..3; the convolution equals brute force."""
+    import itertools
+
+    rng = np.random.default_rng(1)
+    a = [_labels(rng.random(12) < 0.8, seed=s) for s in range(3)]
+    b = [_labels(rng.random(12) < 0.4, seed=s, method="b") for s in range(3)]
+    d = sum(
+        np.asarray(x.predictions == x.references, int) - np.asarray(y.predictions == y.references, int)
+        for x, y in zip(a, b)
+    )
+    observed = abs(d.sum())
+    brute = np.mean([abs((np.array(signs) * d).sum()) >= observed for signs in itertools.product((1, -1), repeat=12)])
+    assert stats.exact_sign_flip_pvalue(d) == pytest.approx(brute)
+    assert stats.paired_pvalue(a, b) == pytest.approx(brute)
+
+
+def test_permutations_reach_the_smallest_holm_threshold():
+    for comparisons in (1, 23, 60):
+        n = stats.permutations_for(comparisons)
+        assert 1 / (n + 1) < 0.05 / comparisons / 5
+
+
+def test_one_seed_leader_groups_are_contiguous_and_use_common_seeds():
+    """A one-seed leader above three-seed entries: every test uses seed 0 only (the seed both have), and the
+    group ends at the first entry significantly worse than the leader, even if a lower one is not."""
+    n = 200
+    leader = [_labels(np.ones(n, bool), seed=0, method="leader")]
+    close = [_labels(np.arange(n) >= 2, seed=0)] + [_labels(np.ones(n, bool), seed=s) for s in (1, 2)]
+    worse = [_labels(np.arange(n) >= 60, seed=0)] + [_labels(np.arange(n) >= 6, seed=s) for s in (1, 2)]
+    # as good as the leader on seed 0 (p = 1 there), poor on seeds 1 and 2: the lowest mean
+    uneven = [_labels(np.ones(n, bool), seed=0)] + [_labels(np.arange(n) % 2 == 0, seed=s) for s in (1, 2)]
+    ranks = stats.tied_ranks({"leader": leader, "close": close, "worse": worse, "uneven": uneven})
+    assert ranks["leader"].label == ranks["close"].label == "1="
+    assert ranks["close"].seeds_vs_leader == 1 and ranks["leader"].seeds_vs_leader is None
+    assert ranks["worse"].rank == 3 and ranks["uneven"].rank >= ranks["worse"].rank  # not back in group 1
+    order = sorted(
+        ranks, key=lambda k: -stats.mean_value({"leader": leader, "close": close, "worse": worse, "uneven": uneven}[k])
+    )
+    assert [ranks[k].rank for k in order] == sorted(ranks[k].rank for k in order)  # monotone in the means
+
+
+def test_entry_above_its_budget_is_never_compared_with_random_or_dense():
+    """head rows that stop at their floor (0.7 kept at budget 0.1) are far better than random at 0.1, but they did
+    not meet the budget: no '> random' and no '< dense' verdict for them; an entry that met it gets both."""
+    from prunebench.report.collect import Row
+    from prunebench.report.uncertainty import budget_stats
+
+    n = 300
+
+    dense = [_labels(np.ones(n, bool), method="dense")]
+    entries = {
+        "random": _labels(np.arange(n) < 150, method="random"),
+        "head_l0": _labels(np.arange(n) >= 5, method="head_l0"),  # kept 0.7: above the budget
+        "magnitude": _labels(np.arange(n) >= 5, method="magnitude"),  # met the budget, same predictions
+    }
+    group = [Row("sst2", m, 0.1, [0], "accuracy") for m in entries]
+    predictions = {("sst2", m, 0.1, 0): p for m, p in entries.items()}
+    met = {r.key: r.method != "head_l0" for r in group}
+    out = budget_stats(group, met, predictions, dense)
+    head, mag = out[("sst2", "head_l0", 0.1)], out[("sst2", "magnitude", 0.1)]
+    assert head.better_than_random is None and head.p_vs_random is None and head.worse_than_dense is None
+    assert mag.better_than_random is True and mag.p_vs_random < 0.001
+    assert head.rank is None and mag.rank is not None  # ranked: the entries that met the budget

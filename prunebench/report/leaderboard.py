@@ -73,6 +73,7 @@ COLUMNS = [
     "diff_dense_low",
     "diff_dense_high",
     "p_vs_leader",
+    "seeds_vs_leader",
     "better_than_random",
     "p_vs_random",
     "worse_than_dense",
@@ -331,6 +332,7 @@ def stats_columns(r: Row) -> dict:
         "score_seed_example_high": seed_example["score_seed_example_high"],
         **_interval(s.diff_dense if s else None, "diff_dense"),
         "p_vs_leader": _float(s.p_vs_leader) if s else None,
+        "seeds_vs_leader": s.seeds_vs_leader if s else None,
         "better_than_random": s.better_than_random if s else None,
         "p_vs_random": _float(s.p_vs_random) if s else None,
         "worse_than_dense": s.worse_than_dense if s else None,
@@ -412,6 +414,12 @@ def _verdict_cell(flag, p) -> str:
     if flag is None:
         return "n/a"
     return f"{'yes' if flag else 'no'} (p={p:.3g})"
+
+
+def _seeds_cell(r: dict) -> str:
+    """The entry's seed count, and the seeds its test against the group's leader used where fewer."""
+    vs = r.get("seeds_vs_leader")
+    return f"{r['seeds']} ({vs} vs leader)" if vs is not None and vs < r["seeds"] else str(r["seeds"])
 
 
 def _method_cell(r: dict) -> str:
@@ -568,7 +576,7 @@ def to_markdown(
     ]
     for r in rows:
         lines.append(
-            f"| {label(r['task'])} | {r['budget']:g} | {_rank_cell(r)} | {_method_cell(r)} | {r['seeds']} | "
+            f"| {label(r['task'])} | {r['budget']:g} | {_rank_cell(r)} | {_method_cell(r)} | {_seeds_cell(r)} | "
             f"{_score_cell(r)} | "
             f"{_diff_cell(r)} | {_verdict_cell(r['better_than_random'], r['p_vs_random'])} | "
             f"{_verdict_cell(r['worse_than_dense'], r['p_vs_dense'])} | {_fmt(r['encoder_remaining'], 4)} | "

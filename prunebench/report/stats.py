@@ -19,12 +19,18 @@ per-example correctness:
   metric(a) - metric(b), the test two-sided. Exact (all 2^n swaps) when 2^n <= n_resamples.
   For accuracy this is the sign-flip form of McNemar's exact test of paired disagreements.
 - ``holm``: Holm's (1979) step-down adjustment for a family of comparisons (controls the
-  family-wise error rate without assuming independence).
+  family-wise error rate without assuming independence). When the metric is a mean of integer
+  per-example scores (accuracy, SQuAD exact match) the permutation distribution is computed exactly
+  (``exact_sign_flip_pvalue``: McNemar's exact test for one seed, its sign-flip generalisation for
+  several), so p has no floor of 1/(resamples + 1) and any Holm threshold can be reached; for the other
+  metrics ``permutations_for`` sizes the resamples to the number of comparisons.
 - ``seeds_ci``: Student-t interval of the mean over seeds; ``seed_example_bootstrap``: the
   two-level bootstrap (resample seeds, then examples within each drawn seed).
 - ``tied_ranks``: ranks that respect noise. Entries sorted by mean metric; the best remaining
-  entry leads a group, and every remaining entry whose Holm-adjusted p-value (over the
-  comparisons with that leader) is >= alpha joins it. Rank = 1 + entries in earlier groups
+  entry leads a group, and the entries after it in that order join it while their Holm-adjusted
+  p-value (over the comparisons with that leader, each on the seeds both entries have) is >= alpha:
+  the group ends at the first entry significantly worse than its leader, so groups are contiguous in
+  the mean order and a rank never sits below a lower mean's. Rank = 1 + entries in earlier groups
   (competition ranking); the label gets "=" when its group has more than one entry.
 
 Every statistic is vectorised over resamples (numpy fancy indexing inside scipy's batched
@@ -56,6 +62,9 @@ __all__ = [
     "seed_example_bootstrap",
     "mean_value",
     "tied_ranks",
+    "exact_sign_flip_pvalue",
+    "permutations_for",
+    "seeds_in_common",
 ]
 
 #: resampled elements held in memory at once (resamples x examples), bounds the batch size
@@ -84,6 +93,8 @@ class RankInfo:
     label: str
     group: int
     p_vs_leader: float | None
+    #: seeds the test against the leader used (those both have); None for the leader
+    seeds_vs_leader: int | None = None
 
 
 def _name(p: Predictions) -> str:
@@ -203,6 +214,9 @@ def paired_pvalue(a: list[Predictions], b: list[Predictions], n_resamples: int =
     table = np.stack([np.concatenate([pa.components(), pb.components()], axis=-1) for pa, pb in pairs])
     if np.array_equal(table[..., :n], table[..., n:]):
         return 1.0  # identical predictions: every swap leaves the statistic at 0
+    if _integer_mean(pairs[0][0], table):
+        # the statistic is sum_i d_i / (seeds * n), d_i = sum over seeds of a's minus b's score of example i
+        return exact_sign_flip_pvalue((table[:, 0, :n] - table[:, 0, n:]).sum(axis=0))
 
     def statistic(x, y, axis=-1):
         va = aggregate(np.moveaxis(table[:, :, x], 1, 0), -1)  # (seeds, ...resamples)
@@ -220,6 +234,50 @@ def paired_pvalue(a: list[Predictions], b: list[Predictions], n_resamples: int =
         rng=np.random.default_rng(seed),
     )
     return float(min(1.0, res.pvalue))
+
+
+def _integer_mean(p: Predictions, table: np.ndarray) -> bool:
+    """Whether the metric is the mean of one integer-valued per-example score (accuracy, exact match)."""
+    if table.shape[1] != 1 or not np.array_equal(table, np.round(table)):
+        return False
+    probe = table[0, :, : p.n]
+    return bool(np.isclose(float(p.aggregate(probe)), float(probe[0].mean())))
+
+
+def exact_sign_flip_pvalue(d: np.ndarray) -> float:
+    """Exact two-sided p of the paired sign-flip test of ``sum(d)`` for integer per-example differences ``d``.
+
+    Under the null every nonzero ``d_i`` is equally likely ``+d_i`` or ``-d_i``, independently; the null
+    distribution of the sum is the convolution, over the distinct magnitudes v (count c), of
+    ``v * (2 Binomial(c, 1/2) - c)``. With one seed (d in {-1, 0, 1}) this is McNemar's exact test on the
+    discordant pairs. p = P(|T| >= |observed|), no resampling floor.
+    """
+    d = np.asarray(d).astype(np.int64).ravel()
+    nonzero = np.abs(d[d != 0])
+    if nonzero.size == 0:
+        return 1.0
+    observed = abs(int(d.sum()))
+    dist = np.array([1.0])  # probabilities of the sums -offset, ..., +offset
+    offset = 0
+    for v, c in zip(*np.unique(nonzero, return_counts=True)):
+        v, c = int(v), int(c)
+        part = np.zeros(2 * v * c + 1)
+        part[:: 2 * v] = stats.binom.pmf(np.arange(c + 1), c, 0.5)  # sums -v*c, -v*c + 2v, ..., +v*c
+        dist = np.convolve(dist, part)
+        offset += v * c
+    sums = np.arange(-offset, offset + 1)
+    return float(min(1.0, dist[np.abs(sums) >= observed].sum()))
+
+
+def permutations_for(comparisons: int, alpha: float = 0.05, minimum: int = 2000) -> int:
+    """Permutations of a resampled test so that its smallest p, 1 / (resamples + 1), is below the smallest
+    Holm threshold of ``comparisons`` tests, alpha / comparisons, by a factor of 10."""
+    return max(minimum, int(np.ceil(10 * max(1, comparisons) / alpha)))
+
+
+def seeds_in_common(a: list[Predictions], b: list[Predictions]) -> int:
+    """How many seed numbers both entries have: the seeds a paired test of the two uses."""
+    return len({p.seed for p in a} & {p.seed for p in b})
 
 
 def holm(pvalues: dict[Hashable, float]) -> dict[Hashable, float]:
@@ -303,11 +361,16 @@ def tied_ranks(
         group += 1
         leader, others = remaining[0], remaining[1:]
         adjusted = holm({k: paired_pvalue(entries[leader], entries[k], n_resamples, seed) for k in others})
-        members = [leader] + [k for k in others if adjusted[k] >= alpha]
+        members = [leader]
+        for k in others:  # contiguous: the group ends at the first entry significantly worse than its leader
+            if adjusted[k] < alpha:
+                break
+            members.append(k)
         rank = placed + 1
         label = f"{rank}=" if len(members) > 1 else str(rank)
         for k in members:
-            ranks[k] = RankInfo(rank, label, group, adjusted.get(k))
+            common = None if k == leader else seeds_in_common(entries[leader], entries[k])
+            ranks[k] = RankInfo(rank, label, group, adjusted.get(k), common)
         placed += len(members)
         remaining = [k for k in remaining if k not in members]
     return ranks

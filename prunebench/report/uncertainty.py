@@ -14,11 +14,15 @@ metric from the resampled (prediction, reference) pairs (``prunebench.report.sta
   examples (``stats.diff_ci``); several seeds -- mean over the seeds of the per-seed difference
   with a t interval over the seeds;
 - **tied ranks** among the entries of a (task, budget) that met the budget (``stats.tied_ranks``):
-  an entry whose paired difference to its group's leader is not significant shares its rank;
-- **better than random / worse than dense**: paired permutation test on the examples
-  (``stats.paired_pvalue``: an example's predictions swapped between the two models in every
-  seed at once), two-sided, Holm correction over the entries of the budget, alpha 0.05; the
-  verdict also needs the mean difference to point that way.
+  groups contiguous in the order of the means, each test on the seeds both entries have (the count is
+  kept: ``seeds_vs_leader``);
+- **better than random / worse than dense**, only for entries that met the budget (an entry that kept
+  more weights than the budget is not compared with random pruning at that budget): paired permutation
+  test on the examples (``stats.paired_pvalue``: an example's predictions swapped between the two
+  models in every seed at once; exact for accuracy and exact match), two-sided, Holm correction over the
+  entries of the budget, alpha 0.05; the verdict also needs the mean difference to point that way.
+  Resampled tests (F1, Matthews, Pearson, Spearman, SQuAD F1) get ``stats.permutations_for`` the
+  budget's comparisons, so their smallest p is below every Holm threshold the table needs.
 
 An entry whose records do not all have a predictions file (records written before predictions
 were saved) keeps ``None`` everywhere (shown as "n/a"), and a warning names the files; the
@@ -36,7 +40,7 @@ from prunebench.report.collect import Row
 ALPHA = 0.05
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000  # bootstrap resamples
-N_PERMUTATIONS = 2000  # of every paired permutation test (and the tied ranks'); smallest p about 1/2001
+N_PERMUTATIONS = 2000  # the fewest permutations of a resampled test (more with more comparisons: permutations_for)
 SEED = 0  # of every resampling: the leaderboard regenerates byte for byte
 
 TEST_TEXT = (
@@ -45,10 +49,14 @@ TEST_TEXT = (
     "the dense model of the same seed, paired bootstrap over the examples (several seeds: t interval over the "
     "per-seed differences). Tests: paired permutation test on the evaluation examples (an example's "
     "predictions swapped between the two models in every seed at once; statistic: mean over seeds of the "
-    f"metric difference), two-sided, Holm correction over the entries of each budget, alpha {ALPHA}. "
-    "Tied ranks: the best remaining entry leads a group and every entry not significantly different from "
-    "it shares its rank (\"1=\"); '> random' / '< dense': significantly better than random pruning / worse "
-    "than the dense model at that budget (Holm-adjusted p)."
+    f"metric difference), two-sided, Holm correction over the entries of each budget, alpha {ALPHA}, each test "
+    "on the seeds both entries have. Exact for accuracy and exact match (McNemar's exact test for one seed): "
+    f"no smallest p; other metrics: at least {N_PERMUTATIONS} permutations and 10 x comparisons / alpha, so the "
+    "smallest reportable p, 1/(permutations + 1), is a tenth of the smallest Holm threshold. Tied ranks: the "
+    "best remaining entry leads a group and the entries after it in the order of the means share its rank "
+    "(\"1=\") until the first one significantly worse than it; '> random' / '< dense': significantly better "
+    "than random pruning / worse than the dense model at that budget (Holm-adjusted p), only for entries that "
+    "met the budget."
 )
 
 
@@ -65,6 +73,7 @@ class EntryStats:
     rank_label: str | None = None
     rank_group: int | None = None
     p_vs_leader: float | None = None
+    seeds_vs_leader: int | None = None  # seeds the test against the leader used (both entries have them)
     p_vs_random: float | None = None  # Holm-adjusted
     better_than_random: bool | None = None
     p_vs_dense: float | None = None  # Holm-adjusted
@@ -158,10 +167,11 @@ def holm_vs(entries: dict, reference: list | None) -> dict:
     if not reference:
         return {}
     raw = {}
+    n_resamples = stats.permutations_for(len(entries), ALPHA, N_PERMUTATIONS)
     for key, ps in entries.items():
         a, b = matched(ps, reference)
         if a:
-            raw[key] = stats.paired_pvalue(a, b, n_resamples=N_PERMUTATIONS, seed=SEED)
+            raw[key] = stats.paired_pvalue(a, b, n_resamples=n_resamples, seed=SEED)
     return stats.holm(raw) if raw else {}
 
 
@@ -194,19 +204,22 @@ def budget_stats(group: list[Row], met: dict, predictions: dict, dense: list | N
         if r.method != "dense":
             s.diff_dense = diff_to_dense(ps, dense)
     random_key = next((r.key for r in group if r.method == "random"), None)
-    others = {k: v for k, v in entries.items() if k != random_key}
+    # only entries that met the budget are compared with random pruning at it, or with the dense model
+    others = {k: v for k, v in entries.items() if k != random_key and met[k]}
     for key, (p, better) in _verdicts(others, entries.get(random_key), +1).items():
         out[key].p_vs_random, out[key].better_than_random = p, better
-    not_dense = {k: v for k, v in entries.items() if k[1] != "dense"}
+    not_dense = {k: v for k, v in entries.items() if k[1] != "dense" and met[k]}
     for key, (p, worse) in _verdicts(not_dense, dense, -1).items():
         out[key].p_vs_dense, out[key].worse_than_dense = p, worse
     ranked = [r.key for r in group if met[r.key]]
     if ranked and all(k in entries for k in ranked):
+        n_resamples = stats.permutations_for(len(ranked), ALPHA, N_PERMUTATIONS)
         for key, info in stats.tied_ranks(
-            {k: entries[k] for k in ranked}, alpha=ALPHA, n_resamples=N_PERMUTATIONS, seed=SEED
+            {k: entries[k] for k in ranked}, alpha=ALPHA, n_resamples=n_resamples, seed=SEED
         ).items():
             s = out[key]
             s.rank, s.rank_label, s.rank_group, s.p_vs_leader = info.rank, info.label, info.group, info.p_vs_leader
+            s.seeds_vs_leader = info.seeds_vs_leader
     return out
 
 
