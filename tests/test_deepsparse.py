@@ -120,6 +120,7 @@ def test_backend_table_gets_deepsparse_columns_only_with_its_numbers():
     assert best_backend(mg, None) == (None, None)
 
 
+@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 @needs_engine
 def test_smoke_measure_job_writes_deepsparse_numbers_into_every_record_it_can_time(smoke_run, tmp_path):
     """The measure rule's command, with ``deepsparse: true``, on an element-wise, a 2:4 and a structured model of
@@ -159,3 +160,24 @@ def test_smoke_measure_job_writes_deepsparse_numbers_into_every_record_it_can_ti
             assert rec["metrics"][f"ds_control_b{bs}"]["value"] > 0
             assert min(details["supported_ops"][f"b{bs}"].values()) > 0.5
             assert max(details["check"][f"b{bs}"].values()) <= ds.FP32_TOLERANCE
+
+
+def test_speed_up_verdicts_use_the_control_spread_as_tolerance():
+    """A 1.25x speed-up is 'faster' when the job's control is 1.02, 'same speed' when the control itself is 1.3."""
+    from prunebench.report.collect import aggregate
+    from prunebench.report.leaderboard import backend_rows
+    from tests.report_records import RUNS, make_record
+
+    verdicts = {}
+    for control in (1.02, 1.3):
+        recs = [make_record(m, b, 0, RUNS[(m, b)]) for m, b in (("dense", 1.0), ("magnitude_global", 0.1))]
+        for rec in recs:
+            for bs in (1, 32):
+                rec["metrics"][f"ort_speedup_b{bs}"] = {"value": 1.25, "unit": "x"}
+                rec["metrics"][f"ort_control_b{bs}"] = {"value": control, "unit": "x"}
+                rec["metrics"][f"speedup_b{bs}"] = {"value": 1.25, "unit": "x"}
+                rec["metrics"][f"control_b{bs}"] = {"value": control, "unit": "x"}
+        (row,) = backend_rows(aggregate(recs))
+        verdicts[control] = (row["verdict_bmax"], row["tolerance_bmax"])
+    assert verdicts[1.02] == ("both faster", pytest.approx(0.02))
+    assert verdicts[1.3] == ("both same speed", pytest.approx(0.3))

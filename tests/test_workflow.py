@@ -34,6 +34,7 @@ def _absolute_paths(value, where=""):
     return [(where, value)] if isinstance(value, str) and value.startswith("/") else []
 
 
+@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_smoke_records_name_no_machine_path(smoke_run):
     """Records name the model by package, files relative to the results folder or the checkout."""
     for path in _records(smoke_run.results / "records"):
@@ -43,6 +44,7 @@ def test_smoke_records_name_no_machine_path(smoke_run):
         assert not rec["details"]["model_dir"].startswith("/")
 
 
+@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
     results = smoke_run.results
     records = _records(results / "records")
@@ -70,6 +72,11 @@ def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
         for bs in rec["details"]["measurement"]["batch_sizes"]:
             assert rec["metrics"][f"latency_b{bs}"]["value"] > 0
             assert rec["metrics"][f"speedup_b{bs}"]["value"] > 0
+            # the control: the dense model timed against itself in the same job, on both backends
+            assert rec["metrics"][f"control_b{bs}"]["value"] > 0 and rec["metrics"][f"ort_control_b{bs}"]["value"] > 0
+            timing = rec["details"]["measurement"]["latency"][f"b{bs}"]
+            retries = 3 if bs == max(rec["details"]["measurement"]["batch_sizes"]) else 1
+            assert 1 <= len(timing["control_attempts"]) <= retries and isinstance(timing["control_in_range"], bool)
     dense = read_record(results / "records/sst2/dense/1/seed0.json")
     assert dense["metrics"]["accuracy"]["value"] > 0.6, "the tiny model learns something in the smoke budget"
     html = (results / "report.html").read_text()
@@ -83,6 +90,7 @@ def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
     assert len(list((results / "benchmarks").rglob("*.tsv"))) >= n_entries
 
 
+@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_flop_whose_gates_stop_short_is_flagged_as_filled_up(smoke_run):
     """FILL_UP_ROW (tests/conftest.py): FLOP's gates keep far less than the budget, finalize fills up to it; the
     record says both fractions and the leaderboard marks the row † "enforced by fill-up"."""
@@ -102,12 +110,14 @@ def test_flop_whose_gates_stop_short_is_flagged_as_filled_up(smoke_run):
     assert f"| {method} † |" in board and "budget enforced by fill-up" in board
 
 
+@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_second_run_has_nothing_to_do(smoke_run):
     out = _snakemake(*smoke_run.args, "--dry-run", results=smoke_run.results)
     assert out.returncode == 0
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_interrupted_run_redoes_only_missing_jobs(smoke_run):
     # as after a crash during one pruning job: its outputs and the summaries are missing
     # (the shared run is complete again at the end: the test makes them again)

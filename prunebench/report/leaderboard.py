@@ -178,9 +178,11 @@ BACKEND_TOL = 0.10
 BACKEND_TEXT = (
     f"The same pruned and dense models timed in PyTorch (eager) and in "
     f"ONNX Runtime (exported graph, ORT's fusions), with the theoretical FLOP speed-up beside them. A speed-up "
-    f"above {1 + BACKEND_TOL:.2f} counts as faster than dense, below {1 - BACKEND_TOL:.2f} as slower, else "
-    "as the same speed; the verdict says whether the two backends agree on that at batch 1 and at the "
-    "largest batch."
+    "beyond the tolerance of its own measure job counts as faster or slower than dense, else as the same speed: "
+    "the tolerance is the spread of the job's control on that backend and batch size (the dense model timed "
+    "against itself, in turn with the others; the largest |control - 1| over the seeds), or "
+    f"±{BACKEND_TOL:.2f} for records measured without a control; the verdict says whether the backends agree "
+    "on that at batch 1 and at the largest batch."
 )
 DEEPSPARSE_TEXT = (
     "DeepSparse (opt-in third backend, the sparsity-aware CPU engine, in its own environment) times the same "
@@ -189,21 +191,32 @@ DEEPSPARSE_TEXT = (
 )
 
 
-def speed_class(speedup: float | None) -> str | None:
-    """'faster', 'same speed' or 'slower' than dense (``BACKEND_TOL``); None without a value."""
+def speed_class(speedup: float | None, tol: float = BACKEND_TOL) -> str | None:
+    """'faster', 'same speed' or 'slower' than dense, ``tol`` around 1; None without a value."""
     if speedup is None:
         return None
-    if speedup > 1 + BACKEND_TOL:
+    if speedup > 1 + tol:
         return "faster"
-    if speedup < 1 - BACKEND_TOL:
+    if speedup < 1 - tol:
         return "slower"
     return "same speed"
 
 
-def _backend_verdict(pt: float | None, ort: float | None, ds: float | None = None) -> str:
-    """Whether the backends agree on faster / same speed / slower than dense. DeepSparse, the opt-in third
-    backend, joins the verdict where it was measured."""
-    a, b, c = speed_class(pt), speed_class(ort), speed_class(ds)
+def control_tolerance(r: Row, key: str) -> float:
+    """The tolerance of a speed-up verdict: the spread of the same job's control (the dense model timed against
+    itself, ``key`` e.g. ``control_b32``), the largest |control - 1| over the seeds, where the records have one;
+    else ``BACKEND_TOL``."""
+    values = [v for v in r.values.get(key, []) if v is not None]
+    return max(abs(v - 1.0) for v in values) if values else BACKEND_TOL
+
+
+def _backend_verdict(
+    pt: float | None, ort: float | None, ds: float | None = None, tols: tuple[float, float, float] | None = None
+) -> str:
+    """Whether the backends agree on faster / same speed / slower than dense, each within its tolerance (``tols``,
+    default ``BACKEND_TOL``). DeepSparse, the opt-in third backend, joins the verdict where it was measured."""
+    t = tols or (BACKEND_TOL,) * 3
+    a, b, c = speed_class(pt, t[0]), speed_class(ort, t[1]), speed_class(ds, t[2])
     if a is None or b is None:
         return "no ONNX Runtime measurement" if b is None and a is not None else "n/a"
     if c is None:
@@ -242,6 +255,8 @@ def backend_rows(rows: list[Row]) -> list[dict]:
         ortm = r.mean(f"ort_speedup_b{bmax}") if bmax else None
         dsm = r.mean(f"ds_speedup_b{bmax}") if bmax else None
         best1, bestm = best_backend(r, 1), best_backend(r, bmax)
+        tol1 = tuple(control_tolerance(r, f"{p}control_b1") for p in ("", "ort_", "ds_"))
+        tolm = tuple(control_tolerance(r, f"{p}control_b{bmax}") for p in ("", "ort_", "ds_"))
         out.append(
             {
                 "task": r.task,
@@ -261,8 +276,11 @@ def backend_rows(rows: list[Row]) -> list[dict]:
                 "best_speedup_b1": best1[1],
                 "best_backend_bmax": bestm[0],
                 "best_speedup_bmax": bestm[1],
-                "verdict_b1": _backend_verdict(pt1, ort1, ds1),
-                "verdict_bmax": _backend_verdict(ptm, ortm, dsm),
+                "control_b1": r.mean("control_b1"),
+                "control_bmax": r.mean(f"control_b{bmax}") if bmax else None,
+                "tolerance_bmax": tolm[0],
+                "verdict_b1": _backend_verdict(pt1, ort1, ds1, tol1),
+                "verdict_bmax": _backend_verdict(ptm, ortm, dsm, tolm),
                 "has_ort": ort1 is not None or ortm is not None,
                 "has_ds": ds1 is not None or dsm is not None,
             }

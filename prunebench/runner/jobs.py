@@ -362,7 +362,8 @@ def _latency_metrics(
     element-wise sparsity) and ONNX Runtime (unless the measure settings switch it off). Returns the
     metrics, the PyTorch timings (``details.measurement.latency``) and the ONNX Runtime backend."""
     m, threads = exp["measure"], exp["threads"]["measure"]
-    models = {"model": model, "dense": dense}
+    # the dense model a second time: the control, timed in turn with the others (its ratio is the timing's noise)
+    models = {"model": model, "dense": dense, "dense_control": dense}
     latency_details: dict[str, Any] = {}
     if summary["details"]["method"].get("granularity") == "element":
         sparse, latency_details["sparse_backend"] = _sparse_backend(model)
@@ -423,6 +424,12 @@ def _onnx_runtime_backend(
     return OrtBackend(threads).prepare(model, dense, Path(model_dir), Path(dense_dir), m["seq_len"], sample)
 
 
+#: a measure job's control (the dense model timed against itself, same job) must lie in this range at the largest
+#: batch size; outside it that batch size is timed again, at most CONTROL_RETRIES more times, then flagged
+CONTROL_RANGE = (0.9, 1.1)
+CONTROL_RETRIES = 2
+
+
 def _time_batch_sizes(
     models: dict[str, Any],
     ort_backend: OrtBackend | None,
@@ -441,7 +448,23 @@ def _time_batch_sizes(
     min_time_s = m.get("min_time_s", 0.0)
     for bs in m["batch_sizes"]:
         batch = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"])
-        timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"], min_time_s)
+        controls = []
+        for _ in range(1 + (CONTROL_RETRIES if bs == max(m["batch_sizes"]) else 0)):
+            timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"], min_time_s)
+            controls.append(round(timing["dense"]["median_ms"] / timing["dense_control"]["median_ms"], 4))
+            if CONTROL_RANGE[0] <= controls[-1] <= CONTROL_RANGE[1]:
+                break
+        timing["control_attempts"] = controls  # dense / dense again of every timing of this batch size
+        timing["control_in_range"] = CONTROL_RANGE[0] <= controls[-1] <= CONTROL_RANGE[1]
+        if not timing["control_in_range"]:
+            log.warning(
+                "batch %d: the dense model timed against itself stayed outside %s after %d timings (%s): "
+                "the record is flagged",
+                bs,
+                CONTROL_RANGE,
+                len(controls),
+                controls,
+            )
         metrics.update(_pytorch_latency_metrics(bs, timing, latency_details.get("sparse_backend")))
         latency_details[f"b{bs}"] = timing
         ort = (
@@ -464,6 +487,8 @@ def _pytorch_latency_metrics(bs: int, timing: dict, sparse_details: dict | None)
         f"dense_latency_b{bs}": R(dense_ms, "ms"),
         f"speedup_b{bs}": R(dense_ms / model_ms, "x"),
     }
+    if "dense_control" in timing:
+        metrics[f"control_b{bs}"] = R(dense_ms / timing["dense_control"]["median_ms"], "x")
     if sparse_details is not None:
         sparse_ms = timing["sparse_backend"]["median_ms"] if sparse_details["timed"] else model_ms
         metrics[f"sparse_backend_latency_b{bs}"] = R(sparse_ms, "ms")
@@ -475,11 +500,14 @@ def _ort_latency_metrics(bs: int, ort: dict) -> dict[str, dict]:
     """Median latency of the model and the dense one in ONNX Runtime at batch size ``bs``, and the speed-up."""
     R = records.metric
     ort_dense_ms, ort_ms = ort["dense"]["median_ms"], ort["model"]["median_ms"]
-    return {
+    out = {
         f"ort_latency_b{bs}": R(ort_ms, "ms"),
         f"ort_dense_latency_b{bs}": R(ort_dense_ms, "ms"),
         f"ort_speedup_b{bs}": R(ort_dense_ms / ort_ms, "x"),
     }
+    if "dense_control" in ort:
+        out[f"ort_control_b{bs}"] = R(ort_dense_ms / ort["dense_control"]["median_ms"], "x")
+    return out
 
 
 def _measurement_details(
