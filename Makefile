@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make run    -- create .venv, install, run the default benchmark (snakemake --cores 2)
 #   make test   -- create .venv, install with test extras, run the test suite
-# Variables: PYTHON (a Python 3.11), CORES, TEST_WORKERS, ARGS (extra snakemake or pytest arguments, e.g.
+# Variables: PYTHON (a Python 3.11), CORES, ARGS (extra snakemake or pytest arguments, e.g.
 # ARGS="--config profile=smoke"), TORCH_SPEC (pip arguments that install the CPU build of torch).
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -39,11 +39,8 @@ deepsparse-env: $(DEEPSPARSE_VENV)/.installed
 run: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) $(ARGS)
 
-# two pytest workers: the unit tests run beside the Snakemake runs that several tests share (each shared run stays
-# in one worker: pytest.mark.xdist_group); TEST_WORKERS=0 runs everything in one process
-TEST_WORKERS ?= 2
 test: install
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q $(ARGS)
 
 # the workflow through the SLURM profile on a one-node cluster started here (scripts/slurm_local.sh)
 test-cluster: install

@@ -120,7 +120,6 @@ def test_backend_table_gets_deepsparse_columns_only_with_its_numbers():
     assert best_backend(mg, None) == (None, None)
 
 
-@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 @needs_engine
 def test_smoke_measure_job_writes_deepsparse_numbers_into_every_record_it_can_time(smoke_run, tmp_path):
     """The measure rule's command, with ``deepsparse: true``, on an element-wise, a 2:4 and a structured model of

@@ -127,7 +127,6 @@ def test_structured_paper_budgets_are_reachable_on_bert_base(bert_base_shape, pa
     assert not plan_pruning(model, 0.01, "layer-wise").reachable  # why 0.01 is not in its list
 
 
-@pytest.mark.xdist_group("paper")  # shares the session's paper run with the tests that read it
 def test_paper_dry_run_plans_every_task_method_budget_and_seed(paper_dry_run):
     """(a) The dry run of the profile as written: a record per (task, method, its budgets, seed)
     (`snakemake --dry-run --cores 2 --printshellcmds --config profile=paper`, tests/conftest.py, shared)."""
@@ -228,7 +227,6 @@ def tiny_paper_run(tmp_path_factory):
     return results
 
 
-@pytest.mark.xdist_group("paper")  # shares the session's paper run with the tests that read it
 @pytest.mark.workflow
 def test_tiny_paper_run_records_every_task_and_family(tiny_paper_run):
     paper = _paper_config()
@@ -255,7 +253,6 @@ def test_tiny_paper_run_records_every_task_and_family(tiny_paper_run):
         assert rec["config"]["data"]["eval_split_kind"] == "stand-in"  # eval_limit: never an official number
 
 
-@pytest.mark.xdist_group("paper")  # shares the session's paper run with the tests that read it
 @pytest.mark.workflow
 def test_tiny_paper_run_int8_row_is_the_dense_checkpoint_quantized(tiny_paper_run):
     """int8_dynamic trains no step: its model is the same task and seed's dense checkpoint, quantized."""
@@ -276,7 +273,6 @@ def test_tiny_paper_run_int8_row_is_the_dense_checkpoint_quantized(tiny_paper_ru
                 assert torch.equal(v, dense[k]), k
 
 
-@pytest.mark.xdist_group("paper")  # shares the session's paper run with the tests that read it
 @pytest.mark.workflow
 def test_tiny_paper_run_has_leaderboard_and_report_of_every_task_and_method(tiny_paper_run):
     from prunebench.report.cross_task import STANDIN_MARK
@@ -295,7 +291,6 @@ def test_tiny_paper_run_has_leaderboard_and_report_of_every_task_and_method(tiny
     assert (tiny_paper_run / "leaderboard.csv").exists()
 
 
-@pytest.mark.xdist_group("paper")  # shares the session's paper run with the tests that read it
 @pytest.mark.workflow
 def test_tiny_paper_run_has_nothing_left_to_do(tiny_paper_run):
     out = _paper_snakemake("--dry-run", results=tiny_paper_run)

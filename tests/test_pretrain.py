@@ -370,7 +370,6 @@ def test_report_measures_the_pretrain_column_and_pairs_rows_with_their_finetunin
         assert row in next(p for p in load_survey()["papers"] if p["key"] == key)["methods"]
 
 
-@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 @pytest.mark.workflow
 def test_smoke_profile_runs_the_pretraining_rows_end_to_end(smoke_run):
     """The stage runs in the smoke profile on the tiny model, and its rows get records: the session's smoke

@@ -16,7 +16,6 @@ def _job_count(text, rule):
     return 0
 
 
-@pytest.mark.xdist_group("paper")  # shares the session's paper run with the tests that read it
 def test_paper_profile_plans_every_task_method_budget_and_seed(paper_dry_run):
     # `snakemake --dry-run --cores 2 --printshellcmds --config profile=paper` (tests/conftest.py, shared)
     text = paper_dry_run.text

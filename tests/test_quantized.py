@@ -122,7 +122,7 @@ def test_load_refuses_a_mismatched_checkpoint(quantized, tokenizer, tmp_path):
 
 def test_int8_dynamic_method_is_a_budget_free_row(tiny_model):
     cls = methods.get("int8_dynamic")
-    assert cls.budget_free and cls.starts_from == "pretrained" and "1910.06188" in cls.paper
+    assert cls.budget_free and cls.starts_from == "dense" and not cls.trains and "1910.06188" in cls.paper
     method = methods.build("int8_dynamic", 1.0)
     model = method.finalize(copy.deepcopy(tiny_model))
     assert is_quantized_model(model)

@@ -34,7 +34,6 @@ def _absolute_paths(value, where=""):
     return [(where, value)] if isinstance(value, str) and value.startswith("/") else []
 
 
-@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_smoke_records_name_no_machine_path(smoke_run):
     """Records name the model by package, files relative to the results folder or the checkout."""
     for path in _records(smoke_run.results / "records"):
@@ -44,7 +43,6 @@ def test_smoke_records_name_no_machine_path(smoke_run):
         assert not rec["details"]["model_dir"].startswith("/")
 
 
-@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
     results = smoke_run.results
     records = _records(results / "records")
@@ -90,7 +88,6 @@ def test_smoke_workflow_produces_records_report_and_leaderboard(smoke_run):
     assert len(list((results / "benchmarks").rglob("*.tsv"))) >= n_entries
 
 
-@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_flop_whose_gates_stop_short_is_flagged_as_filled_up(smoke_run):
     """FILL_UP_ROW (tests/conftest.py): FLOP's gates keep far less than the budget, finalize fills up to it; the
     record says both fractions and the leaderboard marks the row † "enforced by fill-up"."""
@@ -107,17 +104,15 @@ def test_flop_whose_gates_stop_short_is_flagged_as_filled_up(smoke_run):
         (row,) = [r for r in csv.DictReader(fh) if r["method"] == method and float(r["budget"]) == budget]
     assert row["enforced_by_fill_up"] == "True" and row["enforced_by_truncation"] == "False"
     board = (smoke_run.results / "leaderboard.md").read_text()
-    assert f"| {method} † |" in board and "budget enforced by fill-up" in board
+    assert f"| {method} †" in board and "budget enforced by fill-up" in board
 
 
-@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_second_run_has_nothing_to_do(smoke_run):
     out = _snakemake(*smoke_run.args, "--dry-run", results=smoke_run.results)
     assert out.returncode == 0
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
-@pytest.mark.xdist_group("smoke")  # shares the session's smoke run with the tests that read it
 def test_interrupted_run_redoes_only_missing_jobs(smoke_run):
     # as after a crash during one pruning job: its outputs and the summaries are missing
     # (the shared run is complete again at the end: the test makes them again)
