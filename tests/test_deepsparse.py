@@ -20,7 +20,11 @@ from prunebench.measure import deepsparse_backend as ds
 from prunebench.records.record import read_record
 from tests.conftest import REPO, snakemake_env
 
-ENGINE_MISSING = ds.unavailable_reason(ds.interpreter())
+ENGINE_MISSING = ds.unavailable_reason(ds.interpreter()) or (
+    None
+    if (ds.interpreter().parents[1] / ".installed").exists()
+    else f"{ds.interpreter().parents[1]} was not completed by `make deepsparse-env`"
+)
 needs_engine = pytest.mark.skipif(ENGINE_MISSING is not None, reason=f"DeepSparse not available: {ENGINE_MISSING}")
 
 
