@@ -88,7 +88,7 @@ def unavailable_reason(python: Path, capability: str | None = None) -> str | Non
 def export_static(model: nn.Module, path: Path, sample: dict[str, torch.Tensor]) -> list[str]:
     """Export ``model`` for DeepSparse (module docstring) at the sample's sequence length; returns the
     output names. Raises ``ValueError`` for an int8 model."""
-    from prunebench.measure.onnx_runtime import export_ready, output_names
+    from prunebench.measure.onnx_runtime import _quiet, export_ready, output_names
     from prunebench.quantization.int8 import is_quantized_model
 
     if is_quantized_model(model):
@@ -113,20 +113,6 @@ def export_static(model: nn.Module, path: Path, sample: dict[str, torch.Tensor])
             dynamic_axes=dynamic,
         )
     return outputs
-
-
-class _quiet:
-    """Silence the TorchScript exporter's deprecation and tracer warnings (the graph is checked instead)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 class DeepSparseBackend:

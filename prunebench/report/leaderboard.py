@@ -34,7 +34,7 @@ paper; SQuAD, not a GLUE task, listed beside it) and the mean share of dense wit
 With one task none of this is added.
 
 Finalize guard (``prunebench.method.base``), mark †, in either direction: ``enforced_by_truncation`` when
-``finalize`` removed more than ``TRUNCATION_LIMIT`` of the weights the method's own rule had kept,
+``finalize`` removed more than ``ENFORCEMENT_LIMIT`` of the weights the method's own rule had kept,
 (before - after) / before with before = ``details.method.remaining_before_finalize`` and after = the
 measured ``encoder_remaining``; ``enforced_by_fill_up`` when it added back more than that share (the
 rule stopped short of the budget and finalize filled up to it, with no training after). Mark ‡ with a
@@ -51,7 +51,6 @@ from prunebench.report import cross_task, uncertainty
 from prunebench.report.collect import ENFORCEMENT_LIMIT, Problem, Row, aggregate, load_record_set, pareto_front
 
 BUDGET_TOLERANCE = 0.005  # absolute, in fraction of encoder weights remaining
-TRUNCATION_LIMIT = ENFORCEMENT_LIMIT  # finalize's change, as a share of what the method kept, that flags a row †
 TRUNCATION_MARK, CALIBRATION_MARK = "†", "‡"
 
 COLUMNS = [
@@ -581,8 +580,8 @@ def to_markdown(
         "structure cannot reach the budget is listed after them, unranked, with the fraction it reached.",
         "",
         uncertainty.TEST_TEXT + f" {TRUNCATION_MARK}: budget enforced by finalize, by truncation (it removed more "
-        f"than {TRUNCATION_LIMIT:.0%} of the weights the method's own rule had kept) or by fill-up (it added back more "
-        f"than {TRUNCATION_LIMIT:.0%} of them); {CALIBRATION_MARK}: the method's "
+        f"than {ENFORCEMENT_LIMIT:.0%} of the weights the method's own rule had kept) or by fill-up (it added back "
+        f"more than {ENFORCEMENT_LIMIT:.0%} of them); {CALIBRATION_MARK}: the method's "
         "settings were calibrated on another profile (notes below the table).",
         "",
         "| task | budget | rank | method | seeds | score (mean ± std over seeds) [95% CI] | "

@@ -36,7 +36,7 @@ from prunebench.report.convergence import convergence_section, keep_longest_step
 from prunebench.report.leaderboard import (
     BACKEND_TEXT,
     DEEPSPARSE_TEXT,
-    TRUNCATION_LIMIT,
+    ENFORCEMENT_LIMIT,
     attach_stats,
     backend_rows,
     backend_summary,
@@ -476,7 +476,7 @@ def _leaderboard_context(res: _Results) -> dict:
         "onnx_runtime": _onnx_runtime(res.records),
         "prediction_warnings": res.prediction_warnings,
         "test_text": TEST_TEXT,
-        "truncation_limit": TRUNCATION_LIMIT,
+        "truncation_limit": ENFORCEMENT_LIMIT,
     }
 
 

@@ -285,11 +285,10 @@ def measure_and_record(
     model = checkpoints.load_model(model_dir)
     dense = checkpoints.load_model(dense_dir)
     metrics.update(_size_and_flops_metrics(model, dense, model_dir, m["seq_len"]))
-    latency, latency_details, ort_backend = _latency_metrics(model, dense, model_dir, dense_dir, summary, exp, spec)
+    latency, latency_details, ort_backend, ds_backend = _latency_metrics(
+        model, dense, model_dir, dense_dir, summary, exp, spec
+    )
     metrics.update(latency)
-    ds_backend = _deepsparse_backend(model, dense, exp, spec) if m.get("deepsparse", False) else None
-    if ds_backend is not None:
-        metrics.update(ds_backend.metrics())
     wall = summary["wall_time_s"] + time.perf_counter() - start
     results_dir = exp.get("results_dir")
     details = {
@@ -357,10 +356,11 @@ def _size_and_flops_metrics(model, dense, model_dir: Path, seq_len: int) -> dict
 
 def _latency_metrics(
     model, dense, model_dir: Path, dense_dir: Path, summary: dict, exp: dict[str, Any], spec: TaskSpec
-) -> tuple[dict[str, dict], dict[str, Any], OrtBackend | None]:
+) -> tuple[dict[str, dict], dict[str, Any], OrtBackend | None, DeepSparseBackend | None]:
     """Latency of the model against the dense one on every backend: PyTorch, the sparse backend (for
-    element-wise sparsity) and ONNX Runtime (unless the measure settings switch it off). Returns the
-    metrics, the PyTorch timings (``details.measurement.latency``) and the ONNX Runtime backend."""
+    element-wise sparsity), ONNX Runtime (unless the measure settings switch it off) and DeepSparse (when
+    they switch it on), all on the same batches of real evaluation sentences. Returns the metrics, the
+    PyTorch timings (``details.measurement.latency``) and the ONNX Runtime and DeepSparse backends."""
     m, threads = exp["measure"], exp["threads"]["measure"]
     # the dense model a second time: the control, timed in turn with the others (its ratio is the timing's noise)
     models = {"model": model, "dense": dense, "dense_control": dense}
@@ -371,29 +371,23 @@ def _latency_metrics(
             models["sparse_backend"] = sparse
     eval_examples = _eval_examples(exp, spec)
     tokenizer = load_tokenizer(exp["model"])
+    batches = {
+        bs: fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"]) for bs in m["batch_sizes"]
+    }
     ort_backend = (
         _onnx_runtime_backend(model, dense, model_dir, dense_dir, eval_examples, tokenizer, spec, m, threads)
         if m.get("onnx", True)
         else None
     )
-    metrics, ort_metrics = _time_batch_sizes(
-        models, ort_backend, eval_examples, tokenizer, spec, m, threads, latency_details
-    )
+    metrics, ort_metrics = _time_batch_sizes(models, ort_backend, batches, m, threads, latency_details)
     if ort_backend is not None and ort_backend.ok:  # all batch sizes or none: a failure drops them all
         metrics.update(ort_metrics)
-    return metrics, latency_details, ort_backend
-
-
-def _deepsparse_backend(model, dense, exp: dict[str, Any], spec: TaskSpec) -> DeepSparseBackend:
-    """The third backend, opt-in (measure setting ``deepsparse``): both models timed in DeepSparse in its own
-    environment on the same evaluation batches; a missing environment or a failure is noted, not raised."""
-    m, threads = exp["measure"], exp["threads"]["measure"]
-    eval_examples, tokenizer = _eval_examples(exp, spec), load_tokenizer(exp["model"])
-    batches = {
-        bs: fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"]) for bs in m["batch_sizes"]
-    }
-    backend = DeepSparseBackend(threads, m.get("deepsparse_python"))
-    return backend.measure(model, dense, batches, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
+    ds_backend = None
+    if m.get("deepsparse", False):  # opt-in, in its own environment; a failure is noted there, not raised
+        ds_backend = DeepSparseBackend(threads, m.get("deepsparse_python"))
+        ds_backend.measure(model, dense, batches, m["warmup"], m["repeats"], m.get("min_time_s", 0.0))
+        metrics.update(ds_backend.metrics())
+    return metrics, latency_details, ort_backend, ds_backend
 
 
 def _sparse_backend(model) -> tuple[Any, dict[str, Any]]:
@@ -430,12 +424,14 @@ CONTROL_RANGE = (0.9, 1.1)
 CONTROL_RETRIES = 2
 
 
+def _control_in_range(control: float) -> bool:
+    return CONTROL_RANGE[0] <= control <= CONTROL_RANGE[1]
+
+
 def _time_batch_sizes(
     models: dict[str, Any],
     ort_backend: OrtBackend | None,
-    eval_examples,
-    tokenizer,
-    spec: TaskSpec,
+    batches: dict[int, dict[str, torch.Tensor]],
     m: dict,
     threads: int,
     latency_details: dict[str, Any],
@@ -446,16 +442,15 @@ def _time_batch_sizes(
     metrics: dict[str, dict] = {}
     ort_metrics: dict[str, dict] = {}
     min_time_s = m.get("min_time_s", 0.0)
-    for bs in m["batch_sizes"]:
-        batch = fixed_length_batch(eval_examples, tokenizer, spec.text_fields, bs, m["seq_len"])
+    for bs, batch in batches.items():
         controls = []
-        for _ in range(1 + (CONTROL_RETRIES if bs == max(m["batch_sizes"]) else 0)):
+        for _ in range(1 + (CONTROL_RETRIES if bs == max(batches) else 0)):
             timing = compare_latency(models, batch, threads, m["warmup"], m["repeats"], min_time_s)
             controls.append(round(timing["dense"]["median_ms"] / timing["dense_control"]["median_ms"], 4))
-            if CONTROL_RANGE[0] <= controls[-1] <= CONTROL_RANGE[1]:
+            if _control_in_range(controls[-1]):
                 break
         timing["control_attempts"] = controls  # dense / dense again of every timing of this batch size
-        timing["control_in_range"] = CONTROL_RANGE[0] <= controls[-1] <= CONTROL_RANGE[1]
+        timing["control_in_range"] = _control_in_range(controls[-1])
         if not timing["control_in_range"]:
             log.warning(
                 "batch %d: the dense model timed against itself stayed outside %s after %d timings (%s): "
