@@ -7,6 +7,9 @@ Prints (1 thread, as a default-profile training job runs):
   tokens/s of training steps, with random batches (padded to their longest example) and with the trainer's
   length-grouped batches (``finetune.batching``), at each precision, and the ratio;
 
+- the optimizer step: real tokens/s with AdamW's per-tensor loop and with its fused kernel (the trainer's),
+  and the old trainer (random batches, per-tensor loop) against the current one;
+
 - job start-up: importing prunebench, loading the model, loading and tokenizing the task data;
 - batch building: ``_collate`` (``dataset[indices]`` + ``tokenizer.pad``) vs. ``PrePadded.batch``
   (the split padded once into numpy arrays), per batch, and whether the tensors are identical;
@@ -69,8 +72,10 @@ def train_steps(
     precision: str,
     old: bool = False,
     batching: str = "length_grouped",
+    fused: bool = True,
 ):
-    """``TrainResult`` of ``steps`` training steps of a fresh model (old = ``_collate`` batches)."""
+    """``TrainResult`` of ``steps`` training steps of a fresh model (old = ``_collate`` batches; fused = the
+    trainer's fused AdamW, else torch's per-tensor loop)."""
     from prunebench.checkpoints.pretrained import load_pretrained
     from prunebench.training import trainer
 
@@ -78,13 +83,15 @@ def train_steps(
     budget = trainer.FinetuneBudget(
         steps=steps, batch_size=batch_size, learning_rate=1e-4, precision=precision, batching=batching
     )
-    original = trainer._collator
+    original, devices = trainer._collator, trainer.FUSED_ADAMW_DEVICES
     if old:
         trainer._collator = lambda ds, tok: lambda idx: trainer._collate(ds, idx, tok)
+    if not fused:
+        trainer.FUSED_ADAMW_DEVICES = ()
     try:
         return trainer.train(model, dataset, tokenizer, budget, None, seed=0, log_every=10**9)
     finally:
-        trainer._collator = original
+        trainer._collator, trainer.FUSED_ADAMW_DEVICES = original, devices
 
 
 def epoch_padding(lengths: list[int], batch_size: int, batching: str) -> float:
@@ -186,6 +193,22 @@ def main(argv=None) -> int:
             f"{precision}: random {rnd.tokens_per_s:.0f} real tokens/s ({100 * rnd.padded_fraction:.1f}% padding), "
             f"length-grouped {grp.tokens_per_s:.0f} real tokens/s ({100 * grp.padded_fraction:.1f}% padding), "
             f"ratio {grp.tokens_per_s / rnd.tokens_per_s:.2f}x"
+        )
+
+    print(
+        f"\n== the optimizer step: AdamW's per-tensor loop vs. its fused kernel, {args.model}, batch "
+        f"{args.batch_size}, {args.steps} steps, length-grouped batches; and both changes together =="
+    )
+    for precision in args.precisions:
+        loop, fused, before = (
+            train_steps(args.model, spec, train_ds, tokenizer, args.steps, args.batch_size, precision, **kw)
+            for kw in ({"fused": False}, {}, {"fused": False, "batching": "random"})
+        )
+        print(
+            f"{precision}: per-tensor loop {loop.tokens_per_s:.0f} real tokens/s, fused {fused.tokens_per_s:.0f} "
+            f"(ratio {fused.tokens_per_s / loop.tokens_per_s:.2f}x); random batches + per-tensor loop "
+            f"{before.tokens_per_s:.0f} -> length-grouped + fused {fused.tokens_per_s:.0f} "
+            f"(ratio {fused.tokens_per_s / before.tokens_per_s:.2f}x)"
         )
 
     print(f"\n== training step, {args.model}, batch {args.batch_size}, {args.steps} steps: batch building ==")

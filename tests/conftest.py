@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny random BERT, a small tokenized SST-2 slice, paths to the real data, and the
-Snakemake runs that several test modules inspect (made once per session: each is minutes of CPU)."""
+Snakemake runs that several test modules inspect (made once per session: each is minutes of CPU).
+The whole-workflow runs are background fixtures (tests/background.py): made while the unit tests run."""
 
 from __future__ import annotations
 
@@ -13,12 +14,24 @@ import pytest
 import torch
 import yaml
 
+from tests.background import (  # noqa: F401 -- the hook and the fixture that start the background runs
+    background_fixture,
+    background_runs,
+    pytest_collection_modifyitems,
+    pytest_terminal_summary,
+    run_captured,
+    start_process,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SST2_TRAIN = DATA / "sst2" / "train.tsv"
 SST2_DEV = DATA / "sst2" / "dev.tsv"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+#: torch threads of the pytest process: one, because the background workflow runs (tests/background.py) use the
+#: other cores; a second OpenMP thread would spin-wait against them
+SUITE_THREADS = 1
+torch.set_num_threads(SUITE_THREADS)
 
 
 #: method settings that keep a method's preparation small on the tiny model in tests that check what does not
@@ -106,8 +119,7 @@ def smoke_command(*args: str, results: Path) -> list[str]:
 
 def snakemake_smoke(*args: str, results: Path, timeout: int = 1800) -> subprocess.CompletedProcess:
     """``smoke_command(*args)`` run to its end in the checkout, output captured."""
-    cmd = smoke_command(*args, results=results)
-    return subprocess.run(cmd, cwd=REPO, env=snakemake_env(), capture_output=True, text=True, timeout=timeout)
+    return run_captured(smoke_command(*args, results=results), env=snakemake_env(), timeout=timeout)
 
 
 def records_under(folder: Path) -> list[Path]:
@@ -157,8 +169,8 @@ class SmokeRun:
     expected: frozenset[tuple[str, str, int]]
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> SmokeRun:
+@background_fixture
+def smoke_run(results: Path) -> SmokeRun:
     """The one smoke run of the whole workflow (tests/test_workflow.py, tests/test_pretrain.py,
     tests/test_deepsparse.py): the smoke profile's methods (``ONE_BUDGET`` at its lowest budget only) plus the
     three pre-training rows and ``FILL_UP_ROW`` at one budget each, 1 seed.
@@ -182,7 +194,6 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
         "method_budgets={" + ", ".join(listed) + "}",
         f"method_settings={{{fill_method}: {{{settings}}}}}",
     )
-    results = tmp_path_factory.mktemp("smoke")
     out = snakemake_smoke(*args, results=results)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return SmokeRun(results, args, frozenset(expected))
@@ -190,14 +201,8 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
 
 def snakemake_dry_run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """`snakemake --dry-run ARGS...` in the checkout, offline (a hub model id is accepted), output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--dry-run", *args],
-        cwd=REPO,
-        env=snakemake_env(HF_HUB_OFFLINE="1"),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    cmd = [sys.executable, "-m", "snakemake", "--dry-run", *args]
+    return run_captured(cmd, env=snakemake_env(HF_HUB_OFFLINE="1"), timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -209,10 +214,9 @@ class DryRun:
     text: str  # stdout and stderr
 
 
-@pytest.fixture(scope="session")
-def paper_dry_run(tmp_path_factory) -> DryRun:
+@background_fixture
+def paper_dry_run(results: Path) -> DryRun:
     """The dry run of the paper profile as written (shell commands printed), into a temporary results folder:
     read by tests/test_profiles.py and tests/test_paper_profile.py."""
-    results = tmp_path_factory.mktemp("paper_plan")
     out = snakemake_dry_run("--cores", "2", "--printshellcmds", "--config", "profile=paper", f"results_dir={results}")
     return DryRun(results, out.returncode, out.stdout + out.stderr)

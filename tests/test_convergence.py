@@ -17,6 +17,7 @@ from prunebench.report.convergence import (
     step_counts,
     steps_of,
 )
+from tests.background import background_fixture, run_captured
 from tests.conftest import REPO
 
 
@@ -132,8 +133,9 @@ def test_convergence_profile_dry_runs():
         assert f"seed0_steps{steps}.json" in text and f'"steps": {steps},' in text
 
 
-@pytest.mark.workflow
-def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
+@background_fixture
+def steps_sweep_run(results: Path) -> Path:
+    """A steps axis of two tiny lengths (3 and 5 steps), one method, run to its end into ``results``."""
     cmd = [
         sys.executable,
         "-m",
@@ -144,7 +146,7 @@ def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
         "timing=2000",  # two 1-thread measure jobs side by side: latency here means nothing
         "--config",
         "profile=smoke",
-        f"results_dir={tmp_path}",
+        f"results_dir={results}",
         "finetune={steps: [3, 5]}",
         "methods=[magnitude_global]",
         "budgets=[0.5]",
@@ -154,22 +156,28 @@ def test_tiny_steps_sweep_runs_end_to_end(tmp_path):
         "threads={train: 1, measure: 1}",
         "measure={repeats: 1, warmup: 0, min_time_s: 0, batch_sizes: [1], memory: false, onnx: false}",
     ]
-    out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1200)
+    out = run_captured(cmd, env=_env(), timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return results
+
+
+@pytest.mark.workflow
+def test_tiny_steps_sweep_runs_end_to_end(steps_sweep_run):
+    results = steps_sweep_run
     for steps in (3, 5):
         for rel in (
             f"records/sst2/dense/1/seed0_steps{steps}.json",
             f"records/sst2/magnitude_global/0.5/seed0_steps{steps}.json",
         ):
-            rec = json.loads((tmp_path / rel).read_text())
+            rec = json.loads((results / rel).read_text())
             assert rec["config"]["finetune"]["steps"] == steps
             assert rec["details"]["training"]["steps"] == steps
             assert rec["details"]["training"]["examples_per_s"] > 0
             assert rec["details"]["training"]["precision"] in ("fp32", "bf16")
             assert rec["provenance"]["hardware"]["cpu_capability"]
-    html = (tmp_path / "report.html").read_text()
+    html = (results / "report.html").read_text()
     assert "Does the verdict depend on the fine-tuning budget?" in html
-    board = (tmp_path / "leaderboard.md").read_text()
+    board = (results / "leaderboard.md").read_text()
     assert board.split("## Which backend")[0].count("| sst2 |") == 2  # dense and the method, at the longest length only
 
 

@@ -13,7 +13,7 @@ from prunebench.config import for_task, load_config_file, resolve
 from prunebench.data import loading
 from prunebench.data.loading import DataConfig, load_task_data
 from prunebench.data.tasks import get_task
-from tests.conftest import REPO, SST2_DEV, SST2_TRAIN
+from tests.conftest import REPO, SST2_DEV, SST2_TRAIN, SUITE_THREADS
 from tests.test_data import _tsv_rows, _write_hub_mirror
 
 N_TRAIN = 400  # rows of the mirror's train split (the dev split is served whole: 872)
@@ -116,7 +116,7 @@ def test_default_profiles_first_job_records_the_hub_without_the_data_folder(clon
     args = ["dense", "--experiment", json.dumps(exp), "--task", "sst2", "--seed", "0", "--threads", "1"]
     args += ["--model-dir", str(clone_without_data / "results" / "models" / "sst2" / "dense" / "seed0")]
     assert main([*args, "--summary", str(summary)]) == 0
-    torch.set_num_threads(2)  # the job set 1; restore the suite's setting
+    torch.set_num_threads(SUITE_THREADS)  # the job set 1; restore the suite's setting
     record = json.loads(summary.read_text())
     assert record["config"]["data"]["source"] == "hub" and record["details"]["data"]["source"] == "hub"
     assert record["details"]["data"]["eval_split_kind"] == "official"

@@ -12,7 +12,7 @@ from prunebench.config import load_config_file, resolve
 from prunebench.data.tasks import get_task
 from prunebench.measure.accuracy import task_metrics
 from prunebench.structure import surgery
-from tests.conftest import SST2_DEV, SST2_TRAIN
+from tests.conftest import SST2_DEV, SST2_TRAIN, SUITE_THREADS
 
 SPEC = get_task("sst2")
 
@@ -109,7 +109,7 @@ def test_cli_writes_the_json(trained, tokenizer, tmp_path):
     data = json.loads(out.read_text())
     assert data["eval_examples"] == 32 and len(data["single_head_disabled"]) == 2
     assert data["model_dir"] == str(dense)
-    torch.set_num_threads(2)  # load_context set 1; restore the suite's setting
+    torch.set_num_threads(SUITE_THREADS)  # load_context set 1; restore the suite's setting
 
 
 def test_cli_bad_checkpoint_is_one_clear_line(tmp_path, capsys):
@@ -141,7 +141,7 @@ def test_cli_bad_checkpoint_is_one_clear_line(tmp_path, capsys):
     )
     assert "checkpoint folder not found" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
-    torch.set_num_threads(2)
+    torch.set_num_threads(SUITE_THREADS)
 
 
 def test_prefix_cache_gives_the_same_numbers_as_full_passes(result, trained, sst2_small, tokenizer):

@@ -5,9 +5,10 @@ BERT-base, and its rules shown to work on a CPU before a GPU run.
   ones at their own budgets (``method_budgets``), budget-free ones once;
 - those structured budgets are reachable on BERT-base's shape, by each method's own budget rule;
 - a dry run of ``--config profile=paper`` plans a record per (task, method, budget, seed);
-- a real Snakemake run of the paper profile, made tiny on the command line (tiny model, local data,
-  3 fine-tuning steps, one budget per family), runs every task's data path and every family's code
-  path through finetune_dense, prune, measure, leaderboard and report (marked ``workflow``);
+- real Snakemake runs of the paper profile, made tiny on the command line (tiny model, local data,
+  3 fine-tuning steps, one budget per family), run every family's code path on a sentence classifier and
+  the QA head, and every task's data path, through finetune_dense, prune, measure, leaderboard and report
+  (marked ``workflow``);
 - every method of the profile at its smallest paper budget, in process on the tiny model, reaches
   the budget or says its structure cannot.
 """
@@ -16,9 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from prunebench.config import ConfigError, budget_label, budgets_of, load_config
 from prunebench.data.tasks import get_task
 from prunebench.records.record import read_record
 from prunebench.structure.budget import remaining_fraction
+from tests.background import background_fixture, run_captured
 from tests.conftest import REPO, SMALL_SETTINGS
 from tests.test_profiles import _job_count
 from tests.test_workflow import _records
@@ -176,24 +176,41 @@ FAMILIES = {
     "flop": 0.1,  # low-rank factorization (matrix-rank)
     "int8_dynamic": 1,
 }  # budget-free (int8 weights)
-TINY_OVERRIDES = [
-    "model=tiny-random",
-    "data={source: local, train_limit: 64, eval_limit: 32}",  # task_data: ../shared/data beside the checkout
-    f"methods=[{','.join(FAMILIES)}]",
-    "method_budgets={" + ", ".join(f"{m}: [{b}]" for m, b in FAMILIES.items() if m != "int8_dynamic") + "}",
-    "seeds=[0]",
-    "threads={train: 1, measure: 1}",
-    "finetune={steps: 3, batch_size: 4, eval_batch_size: 32, max_seq_len: 64, doc_stride: 32, precision: fp32, "
-    "device: cpu, freeze_embeddings: false}",
-    "measure={seq_len: 16, batch_sizes: [1], warmup: 0, repeats: 1, min_time_s: 0, memory: false, onnx: false}",
-    # the tiny model has 128 positions: SQuAD's 384-token windows of the profile do not fit
-    "task_overrides={squad: {finetune: {max_seq_len: 64, doc_stride: 32}, measure: {seq_len: 32}}}",
-    "head_ablation_modes=[]",
-]
+#: the tasks every family runs on: a sentence classifier and the extractive-QA head
+FAMILY_TASKS = ["sst2", "squad"]
+#: the profile's sentence-pair tasks (MNLI's two evaluation sets, QQP's F1) run dense and one element-wise row
+#: in a second run: their data path and metrics through every rule, without every family again
+PAIR_TASKS = ["mnli", "qqp"]
+PAIR_ROWS = {"magnitude_global": 0.1}
 
 
-def _paper_snakemake(*args, results: Path):
-    """`snakemake --cores 2 --config profile=paper ...` into ``results`` (as tests/test_workflow.py runs smoke).
+def _tiny_overrides(tasks: list[str], rows: dict[str, float]) -> list[str]:
+    """The paper profile made tiny on the command line: ``tasks``, ``rows`` (method -> budget), the tiny model,
+    a slice of the data, 3 fine-tuning steps, one timing pass without ONNX Runtime."""
+    budgets = ", ".join(f"{m}: [{b}]" for m, b in rows.items() if m != "int8_dynamic")
+    return [
+        "model=tiny-random",
+        "data={source: local, train_limit: 64, eval_limit: 32}",  # task_data: ../shared/data beside the checkout
+        f"task=[{','.join(tasks)}]",
+        f"methods=[{','.join(rows)}]",
+        "method_budgets={" + budgets + "}",
+        "seeds=[0]",
+        "threads={train: 1, measure: 1}",
+        "finetune={steps: 3, batch_size: 4, eval_batch_size: 32, max_seq_len: 64, doc_stride: 32, precision: fp32, "
+        "device: cpu, freeze_embeddings: false}",
+        "measure={seq_len: 16, batch_sizes: [1], warmup: 0, repeats: 1, min_time_s: 0, memory: false, onnx: false}",
+        # the tiny model has 128 positions: SQuAD's 384-token windows of the profile do not fit
+        "task_overrides={squad: {finetune: {max_seq_len: 64, doc_stride: 32}, measure: {seq_len: 32}}}",
+        "head_ablation_modes=[]",
+    ]
+
+
+#: the two tiny runs: (tasks, rows) each
+TINY_RUNS = {"families": (FAMILY_TASKS, FAMILIES), "pairs": (PAIR_TASKS, PAIR_ROWS)}
+
+
+def _paper_snakemake(run: str, *args, results: Path):
+    """`snakemake --cores 2 --config profile=paper ...` of the tiny run ``run`` (``TINY_RUNS``) into ``results``.
     `--resources timing=2000` lets two measure jobs run side by side: latency here means nothing."""
     env = {
         **os.environ,
@@ -211,30 +228,44 @@ def _paper_snakemake(*args, results: Path):
         "--config",
         "profile=paper",
         f"results_dir={results}",
-        *TINY_OVERRIDES,
+        *_tiny_overrides(*TINY_RUNS[run]),
         *args,
     ]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600, check=False)
+    return run_captured(cmd, env=env, timeout=3600)
 
 
-@pytest.fixture(scope="module")
-def tiny_paper_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("paper_tiny")
-    start = time.monotonic()
-    out = _paper_snakemake(results=results)
-    print(f"tiny paper-profile run: {time.monotonic() - start:.0f} s")
+@background_fixture
+def tiny_paper_run(results: Path) -> Path:
+    """Every family on ``FAMILY_TASKS``: the paper profile made tiny, run to its end into ``results``."""
+    out = _paper_snakemake("families", results=results)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return results
 
 
+@background_fixture
+def tiny_paper_pairs_run(results: Path) -> Path:
+    """Dense and ``PAIR_ROWS`` on ``PAIR_TASKS``: the paper profile made tiny, run to its end into ``results``."""
+    out = _paper_snakemake("pairs", results=results)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return results
+
+
+@pytest.fixture
+def tiny_paper_runs(tiny_paper_run, tiny_paper_pairs_run) -> dict[str, Path]:
+    return {"families": tiny_paper_run, "pairs": tiny_paper_pairs_run}
+
+
 @pytest.mark.workflow
-def test_tiny_paper_run_records_every_task_and_family(tiny_paper_run):
-    paper = _paper_config()
-    expected = {(t, m, budget_label(b)) for t in paper["task"] for m, b in FAMILIES.items()}
-    expected |= {(t, "dense", "1") for t in paper["task"]}
-    folder = tiny_paper_run / "records"
-    records = {tuple(p.relative_to(folder).parts[:3]): read_record(p) for p in _records(folder)}
-    assert set(records) == expected
+def test_tiny_paper_run_records_every_task_and_family(tiny_paper_runs):
+    assert sorted(FAMILY_TASKS + PAIR_TASKS) == sorted(_paper_config()["task"])  # every task of the profile runs
+    records = {}
+    for run, (tasks, rows) in TINY_RUNS.items():
+        expected = {(t, m, budget_label(b)) for t in tasks for m, b in rows.items()}
+        expected |= {(t, "dense", "1") for t in tasks}
+        folder = tiny_paper_runs[run] / "records"
+        made = {tuple(p.relative_to(folder).parts[:3]): read_record(p) for p in _records(folder)}
+        assert set(made) == expected, run
+        records |= made
     for (task, method, budget), rec in records.items():
         assert (rec["task"], rec["method"], budget_label(rec["budget"]), rec["seed"]) == (task, method, budget, 0)
         assert rec["config"]["profile"] == "paper" and rec["config"]["model"] == "tiny-random"
@@ -261,7 +292,7 @@ def test_tiny_paper_run_int8_row_is_the_dense_checkpoint_quantized(tiny_paper_ru
     from prunebench.checkpoints.store import load_model
     from prunebench.quantization.int8 import quantize_encoder_linears
 
-    for task in ("sst2", "squad"):  # a classification and the extractive-QA head
+    for task in FAMILY_TASKS:  # a classification and the extractive-QA head
         rec = read_record(tiny_paper_run / f"records/{task}/int8_dynamic/1/seed0.json")
         assert rec["details"]["training"]["steps"] == 0 and rec["details"]["training"]["loss_curve"] == []
         assert rec["details"]["training"]["examples_per_s"] is None
@@ -274,27 +305,29 @@ def test_tiny_paper_run_int8_row_is_the_dense_checkpoint_quantized(tiny_paper_ru
 
 
 @pytest.mark.workflow
-def test_tiny_paper_run_has_leaderboard_and_report_of_every_task_and_method(tiny_paper_run):
+def test_tiny_paper_run_has_leaderboard_and_report_of_every_task_and_method(tiny_paper_runs):
     from prunebench.report.cross_task import STANDIN_MARK
 
-    board = (tiny_paper_run / "leaderboard.md").read_text()
-    html = (tiny_paper_run / "report.html").read_text()
-    for task in _paper_config()["task"]:  # several tasks: a stand-in evaluation split is marked
-        rows = re.findall(rf"^\| {task}(?:{re.escape(STANDIN_MARK)})? \| ([0-9.]+) \| [^|]* \| (\w+)", board, re.M)
-        assert {(budget_label(float(b)), m) for b, m in rows} >= {(budget_label(b), m) for m, b in FAMILIES.items()}, (
-            task,
-            rows,
-        )
-        assert task in html
-    for method in FAMILIES:
-        assert method in html, method
-    assert (tiny_paper_run / "leaderboard.csv").exists()
+    for run, (tasks, rows) in TINY_RUNS.items():
+        board = (tiny_paper_runs[run] / "leaderboard.md").read_text()
+        html = (tiny_paper_runs[run] / "report.html").read_text()
+        for task in tasks:  # several tasks: a stand-in evaluation split is marked
+            found = re.findall(rf"^\| {task}(?:{re.escape(STANDIN_MARK)})? \| ([0-9.]+) \| [^|]* \| (\w+)", board, re.M)
+            assert {(budget_label(float(b)), m) for b, m in found} >= {(budget_label(b), m) for m, b in rows.items()}, (
+                task,
+                found,
+            )
+            assert task in html
+        for method in rows:
+            assert method in html, method
+        assert (tiny_paper_runs[run] / "leaderboard.csv").exists()
 
 
 @pytest.mark.workflow
-def test_tiny_paper_run_has_nothing_left_to_do(tiny_paper_run):
-    out = _paper_snakemake("--dry-run", results=tiny_paper_run)
-    assert "Nothing to be done" in out.stdout + out.stderr
+def test_tiny_paper_run_has_nothing_left_to_do(tiny_paper_runs):
+    for run, results in tiny_paper_runs.items():
+        out = _paper_snakemake(run, "--dry-run", results=results)
+        assert "Nothing to be done" in out.stdout + out.stderr, run
 
 
 # ----- (c) every method of the profile at its smallest paper budget, in process ----------------------

@@ -11,12 +11,15 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from prunebench.config import budget_label
 from prunebench.records.record import predictions_path, read_predictions, read_record
-from tests.conftest import REPO, records_under, smoke_command, snakemake_env, snakemake_smoke
+from tests.background import background_fixture, run_captured, start_process
+from tests.conftest import records_under, smoke_command, snakemake_env, snakemake_smoke
 
 pytestmark = pytest.mark.workflow
 
@@ -159,28 +162,42 @@ RESUME_RUN = [
 RESUME_RECORDS = 1 + 2 * 2  # dense + 2 methods x 2 budgets, 1 seed
 
 
-def test_killed_run_resumes_and_keeps_finished_results(tmp_path):
-    """The workflow killed mid-run (SIGKILL to its process group, as a crash), then `snakemake --unlock`
-    and the same command: finished records are kept, only the rest runs."""
+@dataclass(frozen=True)
+class ResumedRun:
+    """A run killed part-way and resumed: its folder, the records finished before the kill (path -> mtime in
+    ns), and the resuming command's result."""
+
+    results: Path
+    finished: dict[Path, int]
+    resumed: subprocess.CompletedProcess
+
+
+@background_fixture
+def killed_and_resumed_run(results: Path) -> ResumedRun:
+    """``RESUME_RUN`` killed (SIGKILL to its process group, as a crash) once 3 records are written, then
+    `snakemake --unlock` and the same command again."""
     env = snakemake_env()
-    cmd = smoke_command(*RESUME_RUN, results=tmp_path)
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    cmd = smoke_command(*RESUME_RUN, results=results)
+    proc = start_process(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 900
-    while time.time() < deadline and len(_records(tmp_path / "records")) < 3:
+    while time.time() < deadline and len(_records(results / "records")) < 3 and proc.poll() is None:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    finished = {p: p.stat().st_mtime_ns for p in _records(tmp_path / "records")}
-    assert 3 <= len(finished) < RESUME_RECORDS, "the run was interrupted part-way"
-    subprocess.run([*cmd, "--unlock"], cwd=REPO, env=env, capture_output=True, timeout=300, check=True)
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert len(_records(tmp_path / "records")) == RESUME_RECORDS
+    finished = {p: p.stat().st_mtime_ns for p in _records(results / "records")}
+    run_captured([*cmd, "--unlock"], env=env, timeout=300).check_returncode()
+    return ResumedRun(results, finished, run_captured(cmd, env=env, timeout=1800))
+
+
+def test_killed_run_resumes_and_keeps_finished_results(killed_and_resumed_run):
+    """The workflow killed mid-run, then unlocked and run again: finished records are kept, only the rest runs."""
+    run = killed_and_resumed_run
+    assert 3 <= len(run.finished) < RESUME_RECORDS, "the run was interrupted part-way"
+    assert run.resumed.returncode == 0, run.resumed.stderr[-3000:]
+    assert len(_records(run.results / "records")) == RESUME_RECORDS
     # the newest record may belong to the job that was still finishing when killed: Snakemake reruns that job
-    newest = max(finished, key=finished.get)
-    assert all(p.stat().st_mtime_ns == t for p, t in finished.items() if p != newest), (
+    newest = max(run.finished, key=run.finished.get)
+    assert all(p.stat().st_mtime_ns == t for p, t in run.finished.items() if p != newest), (
         "finished records were not redone"
     )
-    assert (tmp_path / "report.html").exists()
+    assert (run.results / "report.html").exists()
