@@ -92,8 +92,9 @@ class BackgroundRuns:
         _STOPPED.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for proc in list(_LIVE):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:  # a finished process's group id may be reused
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session", autouse=True)
