@@ -2,7 +2,6 @@
 the convergence profile's plan, and a tiny steps sweep through the whole workflow."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from prunebench.report.convergence import (
     steps_of,
 )
 from tests.background import background_fixture, run_captured
-from tests.conftest import REPO
+from tests.conftest import REPO, snakemake_env
 
 
 def _rec(method, steps, acc, budget=0.1, seed=0):
@@ -97,11 +96,7 @@ def test_section_draws_a_figure():
 
 
 def _env():
-    return {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "HF_HUB_OFFLINE": "1",
-    }
+    return snakemake_env(HF_HUB_OFFLINE="1")
 
 
 def test_convergence_profile_dry_runs():

@@ -15,7 +15,6 @@ BERT-base, and its rules shown to work on a CPU before a GPU run.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from prunebench.data.tasks import get_task
 from prunebench.records.record import read_record
 from prunebench.structure.budget import remaining_fraction
 from tests.background import background_fixture, run_captured
-from tests.conftest import REPO, SMALL_SETTINGS
+from tests.conftest import REPO, SMALL_SETTINGS, snakemake_env
 from tests.test_profiles import _job_count
 from tests.test_workflow import _records
 
@@ -212,11 +211,6 @@ TINY_RUNS = {"families": (FAMILY_TASKS, FAMILIES), "pairs": (PAIR_TASKS, PAIR_RO
 def _paper_snakemake(run: str, *args, results: Path):
     """`snakemake --cores 2 --config profile=paper ...` of the tiny run ``run`` (``TINY_RUNS``) into ``results``.
     `--resources timing=2000` lets two measure jobs run side by side: latency here means nothing."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "HF_HUB_OFFLINE": "1",
-    }
     cmd = [
         sys.executable,
         "-m",
@@ -231,7 +225,7 @@ def _paper_snakemake(run: str, *args, results: Path):
         *_tiny_overrides(*TINY_RUNS[run]),
         *args,
     ]
-    return run_captured(cmd, env=env, timeout=3600)
+    return run_captured(cmd, env=snakemake_env(HF_HUB_OFFLINE="1"), timeout=3600)
 
 
 @background_fixture
