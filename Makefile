@@ -53,13 +53,18 @@ lint: install
 	$(BIN)/lint-imports
 
 # publish-leaderboard: the published leaderboard (reports/leaderboard.*), the README's results block and its
-# headline figure (reports/figures/), all rendered from the records committed under reports/records.
-# check-leaderboard (CI): the committed files are what those records give (python -m prunebench.report.published).
+# headline figure (reports/figures/), all rendered from the records committed under reports/records, and the
+# result tables of docs/results.md (python -m prunebench.report.docs_tables), rendered from the records under reports/.
+# check-leaderboard (CI): the committed files are what those records give.
+DOCS_WITH_TABLES = docs/results.md
+
 publish-leaderboard: install
 	$(BIN)/python -m prunebench.report.published --regenerate --records reports/records --published reports --readme README.md
+	$(BIN)/python -m prunebench.report.docs_tables --regenerate $(DOCS_WITH_TABLES)
 
 check-leaderboard: install
 	$(BIN)/python -m prunebench.report.published --records reports/records --published reports --render-report --readme README.md
+	$(BIN)/python -m prunebench.report.docs_tables $(DOCS_WITH_TABLES)
 
 clean-results:
 	rm -rf results .snakemake

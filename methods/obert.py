@@ -4,7 +4,7 @@ Gradual second-order pruning during fine-tuning (Sec. 3; neuralmagic/sparseml
 ``modifier_pruning_obs.py``):
 
 - Empirical Fisher, block-diagonal (Sec. 3.1, Eq. 4): F = damp * I + (1/m) sum_k g_k g_k^T
-  over m loss gradients, restricted to blocks of B = 50 consecutive weights of each
+  over m loss gradients, restricted to blocks of B consecutive weights (paper: 50) of each
   flattened matrix (the last block zero-padded).
 - Its inverse by m Woodbury (Sherman-Morrison) rank-1 updates starting from I / damp
   (Sec. 3.1): F_k^-1 = F_{k-1}^-1 - F_{k-1}^-1 g g^T F_{k-1}^-1 / (m + g^T F_{k-1}^-1 g).
@@ -18,13 +18,16 @@ Gradual second-order pruning during fine-tuning (Sec. 3; neuralmagic/sparseml
   set to zero and kept at zero.
 
 Gradients (``num_grads`` m, one per mini-batch of ``grad_batch_size`` training examples):
-paper m = 1024 mini-batches of 16 (MNLI) -- far too many for a CPU step; default m = 32,
-drawn afresh at every pruning step (calibration draws of the training split, recorded in
-``describe()["calibration_data"]``). Gradients are taken in the model's current mode (train,
-dropout on, as the paper's gradients come from training steps), at already pruned weights
-set to zero (those coordinates are constraints and never updated). Memory: m x (encoder
-weights) floats for the gradients plus one matrix's blocks at a time (about 1.4 GB for
-MiniLM-L6 at m = 32).
+the paper uses m = 1024 mini-batches of 16 (MNLI) with blocks of B = 50, far too many gradients
+for a CPU step. Within a block the empirical Fisher has rank at most min(m, B): with fewer
+gradients than block weights, B - m of its directions are pure damping and the saliency of
+those weights is set by lambda, not by the data. The default therefore keeps m >= 2B with
+m = 32 gradients and blocks of B = 16 (prepare() refuses m < B), drawn afresh at every pruning
+step (calibration draws of the training split, recorded in ``describe()["calibration_data"]``).
+Gradients are sampled in eval mode (dropout off), as sparseml's OBS modifier does, at already
+pruned weights set to zero (those coordinates are constraints and never updated); the
+settings used are recorded in ``describe()["fisher"]``. Memory: m x (encoder weights) floats
+for the gradients plus one matrix's blocks at a time (about 1.4 GB for MiniLM-L6 at m = 32).
 
 Schedule: the cubic schedule of ``prunebench.training.schedules`` inside the common fine-tuning
 budget (warm-up, ramp, cool-down as methods/magnitude.py), a pruning step every
@@ -57,11 +60,11 @@ class OBERTSettings:
     cooldown_fraction: float = field(default=0.3, metadata={"help": "share of steps fine-tuned at the final sparsity"})
     update_every: int = field(default=20, metadata={"help": "optimiser steps between oBERT pruning steps"})
     num_grads: int = field(
-        default=32, metadata={"help": "m: gradients (mini-batches) per Fisher estimate (paper: 1024)"}
+        default=32, metadata={"help": "m: gradients (mini-batches) per Fisher estimate, >= block_size (paper: 1024)"}
     )
     grad_batch_size: int = field(default=16, metadata={"help": "training examples per gradient (paper: 16 on MNLI)"})
     block_size: int = field(
-        default=50, metadata={"help": "B: consecutive weights per diagonal Fisher block (paper: 50)"}
+        default=16, metadata={"help": "B: consecutive weights per diagonal Fisher block, <= num_grads (paper: 50)"}
     )
     damp: float = field(
         default=1e-7, metadata={"help": "lambda: dampening of the empirical Fisher, F = lambda I + ... (paper: 1e-7)"}
@@ -142,6 +145,12 @@ class OptimalBertSurgeon(PruningMethod):
             )
         if s.num_grads < 1 or s.grad_batch_size < 1 or s.block_size < 1 or s.update_every < 1:
             raise ValueError("obert: num_grads, grad_batch_size, block_size and update_every must be positive")
+        if s.num_grads < s.block_size:
+            raise ValueError(
+                f"obert: num_grads ({s.num_grads}) < block_size ({s.block_size}): each block's empirical Fisher would"
+                f" have rank {s.num_grads} of {s.block_size}, the rest pure damping; use num_grads >= block_size"
+                " (paper: 1024 gradients, blocks of 50)"
+            )
         self.calibration = require_calibration(plan, self.name)
         self.linears = prunable_linears(model)
         self.masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in self.linears.items()}
@@ -177,11 +186,16 @@ class OptimalBertSurgeon(PruningMethod):
         names = list(self.linears)
         weights = [self.linears[n].weight for n in names]
         grads = {n: torch.zeros(len(data), w.numel(), device=w.device) for n, w in zip(names, weights)}
-        for k, batch in enumerate(data):
-            with torch.enable_grad():
-                loss = model(**batch).loss
-                for n, g in zip(names, torch.autograd.grad(loss, weights)):
-                    grads[n][k] = (g * self.masks[n]).reshape(-1)
+        was_training = model.training
+        model.eval()  # dropout off: the Fisher of the model being pruned, not of a dropped-out copy
+        try:
+            for k, batch in enumerate(data):
+                with torch.enable_grad():
+                    loss = model(**batch).loss
+                    for n, g in zip(names, torch.autograd.grad(loss, weights)):
+                        grads[n][k] = (g * self.masks[n]).reshape(-1)
+        finally:
+            model.train(was_training)
         return grads
 
     @torch.no_grad()
@@ -215,4 +229,11 @@ class OptimalBertSurgeon(PruningMethod):
         out = super().describe()
         out["calibration_data"] = describe_indices(self.used_indices) if getattr(self, "used_indices", None) else None
         out["pruning_steps"] = getattr(self, "history", [])
+        s = self.settings
+        out["fisher"] = {
+            "num_grads": s.num_grads,
+            "block_size": s.block_size,
+            "rank_per_block": min(s.num_grads, s.block_size),
+            "gradient_mode": "eval",
+        }
         return out

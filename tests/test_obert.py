@@ -53,9 +53,21 @@ def test_obs_update_lowers_quadratic_loss_vs_plain_zeroing():
 
 @pytest.mark.parametrize("update", ["summed", "exact"])
 def test_obert_through_trainer_meets_budget(update, tiny_model, tokenizer, sst2_small):
-    settings = {"num_grads": 4, "grad_batch_size": 4, "update_every": 2, "update": update}
+    settings = {"num_grads": 4, "grad_batch_size": 4, "block_size": 4, "update_every": 2, "update": update}
     method = methods.build("obert", 0.2, settings)
-    seen = []
+    seen, modes, sampling, after = [], [], [], []  # modes: model.training at each forward pass of gradient sampling
+    tiny_model.register_forward_pre_hook(lambda module, args: modes.append(module.training) if sampling else None)
+    original_gradients = method.gradients
+
+    def gradients(model):
+        sampling.append(True)
+        try:
+            return original_gradients(model)
+        finally:
+            sampling.clear()
+            after.append(model.training)
+
+    method.gradients = gradients
     original = method.after_step
     method.after_step = lambda model, step: (original(model, step), seen.append(remaining_fraction(model)))
     train(
@@ -68,9 +80,25 @@ def test_obert_through_trainer_meets_budget(update, tiny_model, tokenizer, sst2_
     )
     model = method.finalize(tiny_model)
     assert remaining_fraction(model) == pytest.approx(0.2, abs=1e-3)
+    assert modes and not any(modes), "oBERT's gradients were sampled with dropout on"
+    assert after and all(after), "the model was left in eval mode after sampling the gradients"
     assert seen[0] == 1.0 and 0.2 < seen[3] < 1.0 and all(a >= b - 1e-9 for a, b in zip(seen, seen[1:]))
     d = method.describe()
     assert len(d["pruning_steps"]) >= 2 and d["calibration_data"]["count"] == 16 * len(d["pruning_steps"])
+    assert d["fisher"] == {"num_grads": 4, "block_size": 4, "rank_per_block": 4, "gradient_mode": "eval"}
+
+
+def test_obert_defaults_give_a_full_rank_block_fisher():
+    s = methods.build("obert", 0.5, {}).settings
+    assert s.num_grads >= 2 * s.block_size
+
+
+def test_obert_refuses_fewer_gradients_than_block_weights():
+    from prunebench.method.base import TrainingPlan
+
+    method = methods.build("obert", 0.5, {"num_grads": 32, "block_size": 50})
+    with pytest.raises(ValueError, match=r"num_grads \(32\) < block_size \(50\).*rank 32 of 50"):
+        method.prepare(torch.nn.Linear(2, 2), TrainingPlan(1, 0, calibration=lambda *a, **k: None))
 
 
 def test_obert_bad_settings_are_named():
