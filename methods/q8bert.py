@@ -117,6 +117,7 @@ class Q8Bert(PruningMethod):
     paper = "Zafrir et al. 2019, Q8BERT (arXiv 1910.06188): quantization-aware fine-tuning, 8-bit"
     starts_from = "pretrained"  # the paper quantizes while fine-tuning the pretrained model
     granularity = "int8-weights"
+    quantizes = True
     budget_free = True
     Settings = Q8BertSettings
     finalize_enforcement = (

@@ -169,6 +169,7 @@ class QBert(PruningMethod):
     )
     starts_from = "dense"  # the paper quantizes a fine-tuned model
     granularity = "int4-weights"  # the lowest width of the mixed row (8-bit layers are on the int8 kernel)
+    quantizes = True
     budget_free = True
     Settings = QBertSettings
     finalize_enforcement = (

@@ -117,6 +117,7 @@ class QuantNoise(PruningMethod):
     paper = PAPER + ", int8"
     starts_from = "pretrained"
     granularity = "int8-weights"
+    quantizes = True
     budget_free = True
     Settings = QuantNoiseSettings
     bits: ClassVar[int] = 8
@@ -204,6 +205,7 @@ class QuantNoiseInt4(QuantNoise):
 
     paper = PAPER + ", int4"
     granularity = "int4-weights"
+    quantizes = True
     Settings = QuantNoiseInt4Settings
     bits = 4
 

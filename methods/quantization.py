@@ -63,6 +63,7 @@ class Int8Dynamic(PruningMethod):
     starts_from = "dense"  # the dense baseline of the same task and seed, quantized after training
     trains = False
     granularity = "int8-weights"
+    quantizes = True
     budget_free = True
     Settings = Int8Settings
     kernel_info: dict[str, Any] | None = None

@@ -354,3 +354,28 @@ def test_engine_setting_fails_before_training_where_unavailable(tiny_model, monk
     with pytest.raises(RuntimeError, match="kernel 'engine' requested"):
         method.prepare(tiny_model, TrainingPlan(total_steps=1, seed=0))
     methods.build("int8_dynamic", 1.0).prepare(tiny_model, TrainingPlan(total_steps=1, seed=0))  # auto: fine
+
+
+def test_zero_codes_of_a_quantized_model_are_stored_weights_not_pruned_ones(tiny_model, tokenizer, tmp_path):
+    """A weight whose low-bit code rounds to zero is still stored and multiplied: a quantized row's
+    remaining fraction is its stored fraction and its theoretical speed-up the dense-kernel one, while the
+    same zeros in a pruned model count as removed."""
+    from prunebench.runner.jobs import _size_and_flops_metrics, quantizes
+
+    dense = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for name, module in tiny_model.named_modules():
+            if isinstance(module, nn.Linear) and "encoder.layer." in name:
+                module.weight[module.weight.abs() < module.weight.abs().median()] = 0.0  # half the codes are 0
+    folder = checkpoints.save_model(tiny_model, tokenizer, tmp_path / "model")
+    pruned = _size_and_flops_metrics(tiny_model, dense, folder, seq_len=16, quantized=False)
+    codes = _size_and_flops_metrics(tiny_model, dense, folder, seq_len=16, quantized=True)
+    assert pruned["encoder_remaining"]["value"] == pytest.approx(0.5, abs=0.01)
+    assert pruned["theoretical_speedup"]["value"] > 1.2
+    assert codes["encoder_remaining"]["value"] == 1.0 == codes["encoder_stored_fraction"]["value"]
+    assert codes["theoretical_speedup"]["value"] == pytest.approx(1.0)
+    assert codes["encoder_nonzero_weights"] == pruned["encoder_nonzero_weights"]
+    for name in methods.available():
+        cls = methods.get(name)
+        assert cls.quantizes == cls.granularity.endswith("-weights"), name
+        assert quantizes({"details": {"method": {"granularity": cls.granularity}}}) == cls.quantizes, name

@@ -93,6 +93,10 @@ class PruningMethod(ABC):
     starts_from: ClassVar[str] = "dense"
     #: ``"element"`` (unstructured), ``"head"``, ``"layer"``, ``"matrix-rank"`` ... (report column).
     granularity: ClassVar[str] = "element"
+    #: True for a method whose model stores its encoder weights as low-bit codes (int8/int4): a weight whose code
+    #: rounds to zero is still stored and computed, not removed, so the record's ``encoder_remaining`` is the
+    #: stored fraction and its theoretical speed-up the dense-kernel one (no sparse-FLOP speed-up).
+    quantizes: ClassVar[bool] = False
     #: Settings dataclass of the method.
     Settings: ClassVar[type] = NoSettings
     #: True for comparison rows that have no sparsity budget (e.g. int8 quantization): the
@@ -178,6 +182,7 @@ class PruningMethod(ABC):
             "paper": self.paper,
             "starts_from": self.starts_from,
             "granularity": self.granularity,
+            "quantizes": self.quantizes,
             "target_remaining": self.target_remaining,
             "settings": dataclasses.asdict(self.settings),
         }

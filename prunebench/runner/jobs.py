@@ -284,7 +284,7 @@ def measure_and_record(
         )
     model = checkpoints.load_model(model_dir)
     dense = checkpoints.load_model(dense_dir)
-    metrics.update(_size_and_flops_metrics(model, dense, model_dir, m["seq_len"]))
+    metrics.update(_size_and_flops_metrics(model, dense, model_dir, m["seq_len"], quantizes(summary)))
     latency, latency_details, ort_backend, ds_backend = _latency_metrics(
         model, dense, model_dir, dense_dir, summary, exp, spec
     )
@@ -334,19 +334,32 @@ def _measured_experiment(
     }
 
 
-def _size_and_flops_metrics(model, dense, model_dir: Path, seq_len: int) -> dict[str, dict]:
+def quantizes(summary: dict) -> bool:
+    """Whether the summary's method stores low-bit codes (``PruningMethod.quantizes``; summaries written before
+    the flag existed: an ``int8-weights``/``int4-weights`` granularity)."""
+    method = summary["details"]["method"]
+    return bool(method.get("quantizes", str(method.get("granularity", "")).endswith("-weights")))
+
+
+def _size_and_flops_metrics(model, dense, model_dir: Path, seq_len: int, quantized: bool = False) -> dict[str, dict]:
     """Encoder weights remaining, FLOPs per example (sparse and dense kernels) with the theoretical
-    speed-ups over the dense model, and bytes on disk in the dense and the sparse format."""
+    speed-ups over the dense model, and bytes on disk in the dense and the sparse format.
+
+    A quantized model (``quantized``) removed no weight: a code that rounds to zero is stored and
+    multiplied like any other, so its remaining fraction is the stored fraction and its theoretical
+    speed-up the dense-kernel one; its zero codes are still counted in ``encoder_nonzero_weights``."""
     R = records.metric
     metrics: dict[str, dict] = {}
     count = budget_lib.count_encoder_weights(model)
-    metrics["encoder_remaining"] = R(count.remaining_fraction, "fraction")
+    remaining = count.stored_fraction if quantized else count.remaining_fraction
+    metrics["encoder_remaining"] = R(remaining, "fraction")
     metrics["encoder_nonzero_weights"] = R(count.nonzero, "count")
     metrics["encoder_stored_fraction"] = R(count.stored_fraction, "fraction")
     flops, dense_flops = flops_per_example(model, seq_len), flops_per_example(dense, seq_len)
-    metrics["gflops_per_example"] = R(flops["sparse"] / 1e9, "GFLOP")
+    sparse_flops = flops["dense_kernels"] if quantized else flops["sparse"]
+    metrics["gflops_per_example"] = R(sparse_flops / 1e9, "GFLOP")
     metrics["gflops_per_example_dense_kernels"] = R(flops["dense_kernels"] / 1e9, "GFLOP")
-    metrics["theoretical_speedup"] = R(dense_flops["dense_kernels"] / flops["sparse"], "x")
+    metrics["theoretical_speedup"] = R(dense_flops["dense_kernels"] / sparse_flops, "x")
     metrics["theoretical_speedup_dense_kernels"] = R(dense_flops["dense_kernels"] / flops["dense_kernels"], "x")
     disk = bytes_on_disk(model_dir)
     metrics["disk_bytes_dense_format"] = R(disk["dense"], "bytes")
