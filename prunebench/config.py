@@ -212,7 +212,7 @@ def check_pretrain(exp: dict) -> None:
         )
     if not exp.get("pretrain"):
         return
-    from prunebench.training.pretrain import PretrainSettings
+    from prunebench.training.pretrain_settings import PretrainSettings
 
     try:
         settings = PretrainSettings.from_dict(exp["pretrain"])

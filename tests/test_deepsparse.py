@@ -184,3 +184,27 @@ def test_speed_up_verdicts_use_the_control_spread_as_tolerance():
         verdicts[control] = (row["verdict_bmax"], row["tolerance_bmax"])
     assert verdicts[1.02] == ("both faster", pytest.approx(0.02))
     assert verdicts[1.3] == ("both same speed", pytest.approx(0.3))
+
+
+def test_speed_up_pareto_plot_uses_each_rows_best_backend_and_labels_it():
+    from prunebench.report import figures
+    from prunebench.report.collect import aggregate
+    from tests.report_records import RUNS, make_record
+
+    recs = [
+        make_record(m, b, 0, RUNS[(m, b)])
+        for m, b in (("dense", 1.0), ("magnitude_global", 0.1), ("magnitude_global", 0.5))
+    ]
+    speedups = {  # (method, budget) -> backend -> speed-up at b32
+        ("dense", 1.0): {"speedup": 1.0, "ort_speedup": 0.98},
+        ("magnitude_global", 0.1): {"speedup": 1.01, "ort_speedup": 0.99, "ds_speedup": 2.5},
+        ("magnitude_global", 0.5): {"speedup": 1.3, "ort_speedup": 1.6},
+    }
+    for rec in recs:
+        for key, value in speedups[(rec["method"], rec["budget"])].items():
+            rec["metrics"][f"{key}_b32"] = {"value": value, "unit": "x"}
+    fig = figures.pareto_plot(aggregate(recs), "speedup_best")
+    ax = fig.axes[0]
+    labels = {(round(t.xy[0], 2), t.get_text()) for t in ax.texts}
+    assert labels == {(1.0, "PT"), (2.5, "DS"), (1.6, "ORT")}
+    assert ax.get_xscale() == "log" and "best backend" in ax.get_xlabel()

@@ -273,6 +273,22 @@ def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
+#: speed-up metric prefix -> backend name (``{prefix}_b{batch}`` is the speed-up over dense at that batch)
+BACKEND_NAMES = {"speedup": "PyTorch", "ort_speedup": "ONNX Runtime", "ds_speedup": "DeepSparse"}
+
+
+def best_backend(r: Row, batch: int | None) -> tuple[str | None, float | None]:
+    """The backend with the largest mean speed-up of ``r`` at ``batch`` (name, speed-up), or (None, None)."""
+    if batch is None:
+        return None, None
+    found = {name: r.mean(f"{key}_b{batch}") for key, name in BACKEND_NAMES.items()}
+    found = {k: v for k, v in found.items() if v is not None}
+    if not found:
+        return None, None
+    name = max(found, key=found.get)
+    return name, found[name]
+
+
 def pareto_front(rows: list[Row], cost_key: str | None = None, cost=None) -> set[tuple]:
     """Keys (task, method, budget) of rows no other row of the same task beats on both a
     better score and a lower cost. Cost: the mean of metric ``cost_key`` or ``cost(row)``."""

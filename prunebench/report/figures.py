@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from prunebench.report.collect import Row, pareto_front
+from prunebench.report.collect import Row, best_backend, pareto_front
 from prunebench.report.style import DIVERGING_CMAP, HEATMAP_CMAP, RC, linestyle, method_style
 
 _METADATA = {
@@ -180,6 +180,13 @@ def _cost_spec(kind: str, rows: list[Row]):
             return r.mean(f"latency_b{bmax}"), r.std(f"latency_b{bmax}")
 
         return lat, f"measured latency at batch {bmax} (ms)", False
+    if kind == "speedup_best":
+        bmax = max((r.bmax or 0 for r in rows), default=0)
+        return (
+            (lambda r: (best_backend(r, bmax)[1], 0.0)),
+            f"speed-up over dense at batch {bmax}, best backend (log)",
+            True,
+        )
     raise ValueError(f"unknown Pareto plot kind {kind!r}")
 
 
@@ -188,7 +195,12 @@ PARETO_KINDS = {
     "disk": "accuracy vs. bytes on disk (sparse format)",
     "latency_b1": "accuracy vs. latency at batch 1",
     "latency_bmax": "accuracy vs. latency at the largest batch",
+    "speedup_best": "accuracy vs. speed-up on each row's best backend",
 }
+#: kinds whose x axis is a gain (higher is better): the Pareto front takes its inverse as the cost
+GAIN_KINDS = frozenset({"speedup_best"})
+#: backend name -> the label printed beside each point of ``speedup_best``
+BACKEND_LABELS = {"PyTorch": "PT", "ONNX Runtime": "ORT", "DeepSparse": "DS"}
 
 
 def pareto_plot(rows: list[Row], kind: str, task: str | None = None, rc=None, split_kind: str | None = None):
@@ -198,10 +210,12 @@ def pareto_plot(rows: list[Row], kind: str, task: str | None = None, rc=None, sp
     task = task or (rows[0].task if rows else None)
     rows = [r for r in rows if r.task == task]
     cost, xlabel, logx = _cost_spec(kind, rows)
-    pts = [r for r in rows if r.score is not None and _finite(cost(r)[0])]
+    pts = [
+        r for r in rows if r.score is not None and _finite(cost(r)[0]) and (kind not in GAIN_KINDS or cost(r)[0] > 0)
+    ]
     if not pts:
         return None
-    front = pareto_front(pts, cost=lambda r: cost(r)[0])
+    front = pareto_front(pts, cost=(lambda r: 1 / cost(r)[0]) if kind in GAIN_KINDS else (lambda r: cost(r)[0]))
     with plt.rc_context(rc or RC):
         fig, ax = plt.subplots(layout="constrained")
         for method in _methods(pts):
@@ -218,7 +232,18 @@ def pareto_plot(rows: list[Row], kind: str, task: str | None = None, rc=None, sp
                 capsize=2,
                 label=method,
             )
-        fr = sorted((r for r in pts if r.key in front), key=lambda r: cost(r)[0])
+        if kind == "speedup_best":  # each point says which backend gave its speed-up
+            bmax = max((r.bmax or 0 for r in rows), default=0)
+            for r in pts:
+                name = best_backend(r, bmax)[0]
+                ax.annotate(
+                    BACKEND_LABELS.get(name, name),
+                    (cost(r)[0], r.score),
+                    textcoords="offset points",
+                    xytext=(4, 3),
+                    fontsize="x-small",
+                )
+        fr = sorted((r for r in pts if r.key in front), key=lambda r: cost(r)[0], reverse=kind in GAIN_KINDS)
         if fr:
             ax.step(
                 [cost(r)[0] for r in fr],

@@ -48,7 +48,15 @@ from pathlib import Path
 
 from prunebench.records.record import write_json_atomic
 from prunebench.report import cross_task, uncertainty
-from prunebench.report.collect import ENFORCEMENT_LIMIT, Problem, Row, aggregate, load_record_set, pareto_front
+from prunebench.report.collect import (
+    ENFORCEMENT_LIMIT,
+    Problem,
+    Row,
+    aggregate,
+    best_backend,
+    load_record_set,
+    pareto_front,
+)
 
 BUDGET_TOLERANCE = 0.005  # absolute, in fraction of encoder weights remaining
 TRUNCATION_MARK, CALIBRATION_MARK = "†", "‡"
@@ -223,21 +231,6 @@ def _backend_verdict(
     if a == b == c:
         return f"all three {a}"
     return f"backends differ: PyTorch {a}, ORT {b}, DeepSparse {c}"
-
-
-BACKEND_NAMES = {"speedup": "PyTorch", "ort_speedup": "ONNX Runtime", "ds_speedup": "DeepSparse"}
-
-
-def best_backend(r: Row, batch: int | None) -> tuple[str | None, float | None]:
-    """The backend with the largest mean speed-up of ``r`` at ``batch`` (name, speed-up), or (None, None)."""
-    if batch is None:
-        return None, None
-    found = {name: r.mean(f"{key}_b{batch}") for key, name in BACKEND_NAMES.items()}
-    found = {k: v for k, v in found.items() if v is not None}
-    if not found:
-        return None, None
-    name = max(found, key=found.get)
-    return name, found[name]
 
 
 def backend_rows(rows: list[Row]) -> list[dict]:
