@@ -48,6 +48,7 @@ from methods import (
     random_matched,  # noqa: F401  (registers random_matched)
     rpp,  # noqa: F401  (registers rpp)
     semi_structured,  # noqa: F401  (registers magnitude_2to4)
+    sparse_int8,  # noqa: F401  (registers magnitude_global_int8, sparsegpt_int8, obert_int8)
     sparsegpt,  # noqa: F401  (registers sparsegpt)
     torch_pruning_peer,  # noqa: F401  (registers torch_pruning: Torch-Pruning/DepGraph peer row)
     wanda,  # noqa: F401  (registers wanda, wanda_oneshot)

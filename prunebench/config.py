@@ -155,6 +155,13 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
                 f"invalid config: key 'methods': unknown method {m!r}; "
                 f"registered methods are: {', '.join(registry.available())}"
             )
+    for m in exp["methods"]:
+        base = registry.get(m).base_method if registry.get(m).starts_from == "pruned" else None
+        if base is not None and base not in exp["methods"]:
+            raise ConfigError(
+                f"invalid config: key 'methods': {m!r} starts from the checkpoint of {base!r}, which is not in the "
+                f"methods list; add {base!r} to 'methods'"
+            )
     for b in exp["budgets"]:
         try:
             check_budget(b)
@@ -263,9 +270,13 @@ def budgets_of(exp: dict, method: str) -> list[float]:
     """The budgets a method runs at: ``[1.0]`` for a budget-free method, its ``method_budgets`` entry
     when it has one, else ``budgets``."""
 
-    if registry.get(method).budget_free:
+    cls = registry.get(method)
+    if cls.budget_free:
         return [1.0]
-    return list((exp.get("method_budgets") or {}).get(method) or exp["budgets"])
+    own = (exp.get("method_budgets") or {}).get(method)
+    if not own and cls.starts_from == "pruned":  # a row that starts from another row's checkpoint: its budgets
+        return budgets_of(exp, cls.base_method)
+    return list(own or exp["budgets"])
 
 
 def check_model(model: str) -> None:

@@ -25,6 +25,7 @@ import yaml
 import methods
 from prunebench.config import ConfigError, budget_label, budgets_of, load_config_file, resolve
 from prunebench.data.tasks import get_task
+from prunebench.method.base import TrainingPlan
 from prunebench.records.record import read_record
 from prunebench.structure.budget import remaining_fraction
 from tests.background import background_fixture, run_captured
@@ -67,6 +68,8 @@ def test_paper_profile_lists_every_method_at_budgets_its_structure_reaches(paper
         budgets = budgets_of(paper, name)
         if cls.budget_free:  # quantization rows and fixed_attention: once, at budget 1
             assert budgets == [1.0] and name not in paper["method_budgets"], name
+        elif cls.starts_from == "pruned":  # compound rows: their base row's budgets
+            assert budgets == budgets_of(paper, cls.base_method) and name not in paper["method_budgets"], name
         elif cls.granularity == "element" and name != "magnitude_2to4":
             assert budgets == [0.1, 0.03, 0.01] and name not in paper["method_budgets"], name
         else:  # structured: its own list, with a comment giving the reason in the profile
@@ -401,15 +404,14 @@ def test_every_paper_method_at_its_smallest_budget_reaches_it_or_says_so(
     if method.needs_reference:
         method.use_reference(_reference_record(tiny_model, budget))
     method.note_run({"model": "tiny-random", "task": "sst2", "steps": 3, "batch_size": 8})
-    train(
-        tiny_model,
-        sst2_small["train"],
-        tokenizer,
-        FinetuneBudget(steps=3, batch_size=8, learning_rate=1e-4, max_seq_len=64),
-        method,
-        seed=0,
-        log_every=1000,
-    )
+    budget_3 = FinetuneBudget(steps=3, batch_size=8, learning_rate=1e-4, max_seq_len=64)
+    if method.starts_from == "pruned":  # a compound row: its base row's checkpoint, then no training (as the job)
+        base = methods.build(method.base_method, budget, SMALL_SETTINGS.get(method.base_method))
+        train(tiny_model, sst2_small["train"], tokenizer, budget_3, base, seed=0, log_every=1000)
+        tiny_model = base.finalize(tiny_model)
+        method.prepare(tiny_model, TrainingPlan(total_steps=0, seed=0))
+    else:
+        train(tiny_model, sst2_small["train"], tokenizer, budget_3, method, seed=0, log_every=1000)
     model = method.finalize(tiny_model)
     remaining = remaining_fraction(model)
     info = method.describe()

@@ -89,8 +89,11 @@ class PruningMethod(ABC):
     paper: ClassVar[str] = ""
     #: ``"dense"``: start from the fine-tuned dense checkpoint; ``"pretrained"``: from the
     #: pretrained weights (the paper prunes during fine-tuning); ``"pretrain"``: from the
-    #: pre-training stage's pruned model (``prunebench.training.pretrain``; the job calls ``use_pretrain``).
+    #: pre-training stage's pruned model (``prunebench.training.pretrain``; the job calls ``use_pretrain``);
+    #: ``"pruned"``: from the checkpoint of the row named by ``base_method`` at the same task, budget and seed.
     starts_from: ClassVar[str] = "dense"
+    #: With ``starts_from = "pruned"``: the registered row whose checkpoint this one starts from.
+    base_method: ClassVar[str] = ""
     #: ``"element"`` (unstructured), ``"head"``, ``"layer"``, ``"matrix-rank"`` ... (report column).
     granularity: ClassVar[str] = "element"
     #: True for a method whose model stores its encoder weights as low-bit codes (int8/int4): a weight whose code

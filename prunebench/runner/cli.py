@@ -2,6 +2,7 @@
 
     prunebench dense       --experiment JSON --task T --seed S --model-dir DIR --summary FILE
     prunebench prune       --experiment JSON --task T --method M --budget B --seed S --dense-dir DIR
+                           [--start-dir DIR]
                            --model-dir DIR --summary FILE
     prunebench pretrain    --experiment JSON --method M --budget B --seed S --out-dir DIR
                            (MLM stage of a *_pretrain row)
@@ -76,6 +77,7 @@ def cmd_prune(args) -> None:
         Path(args.summary),
         Path(args.reference_summary) if args.reference_summary else None,
         Path(args.pretrained_dir) if args.pretrained_dir else None,
+        Path(args.start_dir) if args.start_dir else None,
     )
 
 
@@ -171,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained-dir",
         default=None,
         help="output of the pre-training stage (rows that compress during pre-training)",
+    )
+    p.add_argument(
+        "--start-dir", default=None, help="the base row's checkpoint (rows that start from a pruned one, e.g. *_int8)"
     )
 
     p = sub.add_parser("pretrain", help="the pre-training stage of a *_pretrain row: MLM training with its method")

@@ -109,6 +109,7 @@ def run_method(
     summary_path: Path,
     reference_summary: Path | None = None,
     pretrained_dir: Path | None = None,
+    start_dir: Path | None = None,
 ) -> dict:
     start = time.perf_counter()
     settings = ctx.exp.get("method_settings", {}).get(method_name, {})
@@ -125,6 +126,12 @@ def run_method(
                 f"method {method_name!r} starts from the dense checkpoint: give --dense-dir"
             )
         model = checkpoints.load_model(dense_dir)
+    elif method.starts_from == "pruned":  # another row's pruned checkpoint (e.g. sparse + int8)
+        if start_dir is None:
+            raise checkpoints.CheckpointError(
+                f"method {method_name!r} starts from {method.base_method!r}'s checkpoint: give --start-dir"
+            )
+        model = checkpoints.load_model(start_dir)
     elif (
         method.starts_from == "pretrain"
     ):  # compressed during pre-training (prunebench.training.pretrain): its encoder + a task head
@@ -284,7 +291,8 @@ def measure_and_record(
         )
     model = checkpoints.load_model(model_dir)
     dense = checkpoints.load_model(dense_dir)
-    metrics.update(_size_and_flops_metrics(model, dense, model_dir, m["seq_len"], quantizes(summary)))
+    before = summary["details"]["method"].get("remaining_before_quantization")
+    metrics.update(_size_and_flops_metrics(model, dense, model_dir, m["seq_len"], quantizes(summary), before))
     latency, latency_details, ort_backend, ds_backend = _latency_metrics(
         model, dense, model_dir, dense_dir, summary, exp, spec
     )
@@ -341,22 +349,28 @@ def quantizes(summary: dict) -> bool:
     return bool(method.get("quantizes", str(method.get("granularity", "")).endswith("-weights")))
 
 
-def _size_and_flops_metrics(model, dense, model_dir: Path, seq_len: int, quantized: bool = False) -> dict[str, dict]:
+def _size_and_flops_metrics(
+    model, dense, model_dir: Path, seq_len: int, quantized: bool = False, before_quantization: float | None = None
+) -> dict[str, dict]:
     """Encoder weights remaining, FLOPs per example (sparse and dense kernels) with the theoretical
     speed-ups over the dense model, and bytes on disk in the dense and the sparse format.
 
     A quantized model (``quantized``) removed no weight: a code that rounds to zero is stored and
     multiplied like any other, so its remaining fraction is the stored fraction and its theoretical
-    speed-up the dense-kernel one; its zero codes are still counted in ``encoder_nonzero_weights``."""
+    speed-up the dense-kernel one; its zero codes are still counted in ``encoder_nonzero_weights``. A model
+    quantized from a pruned checkpoint (``before_quantization``: the remaining fraction counted on that
+    checkpoint) keeps that fraction, and its theoretical speed-up counts the zero codes a sparse engine skips."""
     R = records.metric
     metrics: dict[str, dict] = {}
     count = budget_lib.count_encoder_weights(model)
-    remaining = count.stored_fraction if quantized else count.remaining_fraction
+    remaining = count.remaining_fraction
+    if quantized:  # no weight removed by rounding: the stored fraction, or what was left before quantizing
+        remaining = count.stored_fraction if before_quantization is None else before_quantization
     metrics["encoder_remaining"] = R(remaining, "fraction")
     metrics["encoder_nonzero_weights"] = R(count.nonzero, "count")
     metrics["encoder_stored_fraction"] = R(count.stored_fraction, "fraction")
     flops, dense_flops = flops_per_example(model, seq_len), flops_per_example(dense, seq_len)
-    sparse_flops = flops["dense_kernels"] if quantized else flops["sparse"]
+    sparse_flops = flops["dense_kernels"] if quantized and before_quantization is None else flops["sparse"]
     metrics["gflops_per_example"] = R(sparse_flops / 1e9, "GFLOP")
     metrics["gflops_per_example_dense_kernels"] = R(flops["dense_kernels"] / 1e9, "GFLOP")
     metrics["theoretical_speedup"] = R(dense_flops["dense_kernels"] / sparse_flops, "x")

@@ -168,13 +168,16 @@ def job_pretrain(method):
 
 def prune_inputs(w):
     """The dense checkpoint (for methods that start from it), the pre-training stage's output (for rows
-    that compress during pre-training) and a reference method's summary."""
+    that compress during pre-training), the base row's checkpoint (for rows that start from a pruned one)
+    and a reference method's summary."""
     inputs = {}
     starts = methods.get(w.method).starts_from
     if starts == "dense":
         inputs["dense"] = model_dir(w.task, "dense", "1", w.seed, w.steps)
     elif starts == "pretrain":
         inputs["pretrained"] = pretrain_dir(w.method, w.budget, w.seed)
+    elif starts == "pruned":
+        inputs["start"] = model_dir(w.task, methods.get(w.method).base_method, w.budget, w.seed, w.steps)
     ref = reference_of(w.method)
     if ref is not None:
         inputs["reference"] = training_summary(w.task, ref, w.budget, w.seed, w.steps)
@@ -187,6 +190,10 @@ def dense_arg(w, input):
 
 def pretrained_arg(w, input):
     return f"--pretrained-dir {input.pretrained}" if "pretrained" in input.keys() else ""
+
+
+def start_arg(w, input):
+    return f"--start-dir {input.start}" if "start" in input.keys() else ""
 
 
 def reference_arg(w, input):

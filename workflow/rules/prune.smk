@@ -13,6 +13,7 @@ rule prune:
         dense=dense_arg,
         reference=reference_arg,
         pretrained=pretrained_arg,
+        start=start_arg,
     threads: EXP["threads"]["train"]
     resources:
         mem_mb=6000,
@@ -25,4 +26,5 @@ rule prune:
     shell:
         "python -m prunebench prune --experiment {params.exp:q} --task {wildcards.task} --method {wildcards.method}"
         " --budget {wildcards.budget} --seed {wildcards.seed} {params.dense} {params.reference} {params.pretrained}"
+        " {params.start}"
         " --model-dir {output.model} --summary {output.summary} --threads {threads} > {log} 2>&1"
