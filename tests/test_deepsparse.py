@@ -208,3 +208,55 @@ def test_speed_up_pareto_plot_uses_each_rows_best_backend_and_labels_it():
     labels = {(round(t.xy[0], 2), t.get_text()) for t in ax.texts}
     assert labels == {(1.0, "PT"), (2.5, "DS"), (1.6, "ORT")}
     assert ax.get_xscale() == "log" and "best backend" in ax.get_xlabel()
+
+
+def _int8_tiny(tiny_model):
+    """The tiny model with half of each encoder matrix pruned by magnitude, then int8 (a compound row's model)."""
+    import copy
+
+    import torch
+
+    from prunebench.quantization.int8 import quantize_encoder_linears
+    from prunebench.structure.budget import prunable_linears
+
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for module in prunable_linears(model).values():
+            w = module.weight
+            w[w.abs() < w.abs().median()] = 0.0
+    return quantize_encoder_linears(model, kernel="auto").eval()
+
+
+def test_int8_model_gets_a_static_int8_graph_close_to_its_pytorch_outputs(tiny_model, tokenizer, tmp_path):
+    """Without the engine: the graph DeepSparse would get for an int8 row is ORT-statically quantized
+    (QOperator: integer MatMuls) and computes what the PyTorch int8 model does, within the int8 tolerance."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from prunebench.measure.onnx_runtime import pytorch_outputs
+
+    model = _int8_tiny(tiny_model)
+    batch = dict(tokenizer(["a fine film", "dull and long"], padding="max_length", max_length=16, return_tensors="pt"))
+    outputs = ds.export_int8(model, tmp_path / "int8.onnx", {2: batch})
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+    assert ops & {"QLinearMatMul", "MatMulInteger"}, ops
+    assert not (tmp_path / "int8_fp32.onnx").exists()
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    feed = {i.name: batch[i.name].numpy().astype(np.int64) for i in session.get_inputs()}
+    got = session.run(outputs, feed)
+    expected = pytorch_outputs(model, batch)
+    for name, value in zip(outputs, got):
+        scale = max(float(np.abs(expected[name]).max()), 1.0)
+        assert float(np.abs(value - expected[name]).max()) <= ds.INT8_TOLERANCE * scale, name
+
+
+@needs_engine
+def test_int8_model_is_timed_in_deepsparse_against_the_dense_fp32_graph(tiny_model, tokenizer):
+    model = _int8_tiny(tiny_model)
+    batch = dict(tokenizer(["a fine film", "dull and long"], padding="max_length", max_length=16, return_tensors="pt"))
+    backend = ds.DeepSparseBackend(1).measure(model, tiny_model, {2: batch}, 0, 2)
+    assert backend.ok, backend.details["error"]
+    assert backend.details["int8"]["quantizer"] == ds.INT8_QUANTIZER
+    metrics = backend.metrics()
+    assert metrics["ds_speedup_b2"]["value"] > 0 and metrics["ds_control_b2"]["value"] > 0
