@@ -305,7 +305,7 @@ class DeepSparseBackend:
                 if not worst <= tolerance:
                     self.fail(
                         f"output check {key}",
-                        f"{name} outputs differ from PyTorch's by {worst:.3g} > {tolerance:.3g}",
+                        f"outputs differ from PyTorch's by {worst:.3g} > {tolerance:.3g} ({name} graph)",
                     )
                     self.details["latency"] = {}
                     return
