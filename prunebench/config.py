@@ -156,7 +156,8 @@ def check_semantics(exp: dict, check_files: bool = True) -> None:
                 f"registered methods are: {', '.join(registry.available())}"
             )
     for m in exp["methods"]:
-        base = registry.get(m).base_method if registry.get(m).starts_from == "pruned" else None
+        cls = registry.get(m)
+        base = cls.base_method if cls.starts_from == "pruned" else None
         if base is not None and base not in exp["methods"]:
             raise ConfigError(
                 f"invalid config: key 'methods': {m!r} starts from the checkpoint of {base!r}, which is not in the "

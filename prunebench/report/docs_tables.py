@@ -32,7 +32,7 @@ from pathlib import Path
 
 import scipy.stats
 
-from prunebench.report.collect import aggregate, load_records
+from prunebench.report.collect import aggregate, expand_record_paths, load_records
 from prunebench.report.convergence import steps_of
 
 BLOCK = re.compile(r"<!-- table:(?P<name>[\w-]+):start -->\n(?P<body>.*?)<!-- table:(?P=name):end -->", re.S)
@@ -54,12 +54,16 @@ def _leaderboard(root: Path, rel: str = "reports/leaderboard.json") -> dict[tupl
     return {(e["method"], float(e["budget"])): e for e in json.loads(path.read_text())}
 
 
-def _records(root: Path, rel: str) -> list[dict]:
+def _record_paths(root: Path, rel: str) -> list[str]:
     folder = root / rel
-    paths = sorted(p for p in folder.rglob("seed*.json") if not p.name.endswith(".predictions.json"))
+    paths = expand_record_paths(folder) if folder.is_dir() else []
     if not paths:
         raise TableError(f"{folder} has no records: the table is rendered from them")
-    return load_records([str(p) for p in paths])
+    return paths
+
+
+def _records(root: Path, rel: str) -> list[dict]:
+    return load_records(_record_paths(root, rel))
 
 
 # ----- formatting -----------------------------------------------------------------------------------
@@ -247,10 +251,7 @@ def glue(root: Path) -> str:
     from prunebench.report.cross_task import cross_task_summary, interval_text
     from prunebench.report.uncertainty import load_predictions
 
-    folder = root / "reports/glue/records"
-    paths = sorted(str(p) for p in folder.rglob("seed*.json") if not p.name.endswith(".predictions.json"))
-    if not paths:
-        raise TableError(f"{folder} has no records: the table is rendered from them")
+    paths = _record_paths(root, "reports/glue/records")
     records = load_records(paths)
     predictions, _ = load_predictions(paths, records)
     with warnings.catch_warnings():  # a task where every model scores 0 (CoLA's MCC) has a degenerate bootstrap
